@@ -1,0 +1,155 @@
+/*
+ * kvq: LLM inference in C for CPUs, built around a compressed KV cache.
+ *
+ * The one public header. Every call returns a kvq_status; nothing here prints
+ * or exits. Diagnostics go through the log callback given in the params.
+ * Objects are opaque; create them with *_default_params() + *_load/_new.
+ */
+#ifndef KVQ_H
+#define KVQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kvq_status {
+    KVQ_OK = 0,
+    KVQ_ERR_IO,          /* cannot open / read / map a file */
+    KVQ_ERR_FORMAT,      /* file is malformed, truncated or inconsistent */
+    KVQ_ERR_UNSUPPORTED, /* valid but not supported: architecture, tensor type, ... */
+    KVQ_ERR_ARG,         /* invalid argument or option value */
+    KVQ_ERR_NOMEM,       /* allocation failed or would be absurdly large */
+    KVQ_ERR_CONTEXT_FULL,/* the KV cache cannot hold more tokens */
+    KVQ_ERR_INTERNAL
+} kvq_status;
+
+const char *kvq_status_str(kvq_status s);
+
+typedef enum kvq_log_level { KVQ_LOG_DEBUG, KVQ_LOG_INFO, KVQ_LOG_WARN, KVQ_LOG_ERROR } kvq_log_level;
+typedef void (*kvq_log_fn)(void *user, kvq_log_level level, const char *msg);
+
+typedef int32_t kvq_token;
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct kvq_model kvq_model;
+
+typedef struct kvq_model_params {
+    const char *path;           /* .gguf file, llama2.c .bin, or a Hugging Face folder */
+    const char *tokenizer_path; /* llama2.c tokenizer .bin (needed for llama2.c checkpoints) */
+    bool        vocab_only;     /* load metadata + tokenizer only (tokenizer test vocabularies) */
+    kvq_log_fn  log;            /* may be NULL: messages are dropped */
+    void       *log_user;
+} kvq_model_params;
+
+kvq_model_params kvq_model_default_params(void);
+kvq_status kvq_model_load(const kvq_model_params *p, kvq_model **out);
+void       kvq_model_free(kvq_model *m);
+
+typedef struct kvq_model_info {
+    char     arch[32];          /* "llama", "qwen2" */
+    char     format[16];        /* "gguf", "llama2c", "hf" */
+    char     name[128];
+    int32_t  n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    float    rope_theta, rope_freq_scale, norm_eps;
+    int32_t  rope_neox;         /* 1: rotate halves (HF/qwen2); 0: adjacent pairs (GGUF llama, llama2.c) */
+    char     rope_scaling[16];  /* "none", "linear", "llama3" */
+    bool     qkv_bias, tied_embeddings;
+    uint64_t n_params, weight_bytes;
+    char     tokenizer[16];     /* "spm", "bpe-merges", "byte-bpe" */
+    kvq_token bos, eos;         /* -1 when absent */
+    bool     add_bos;
+} kvq_model_info;
+
+kvq_status kvq_model_get_info(const kvq_model *m, kvq_model_info *info);
+
+/* One line per tensor: name, type and shape. i in [0, count). */
+int        kvq_model_tensor_count(const kvq_model *m);
+kvq_status kvq_model_tensor_desc(const kvq_model *m, int i, char *buf, size_t cap);
+
+/* ------------------------------------------------------------- tokenizer */
+
+/* Encodes text (len bytes, need not be NUL-terminated). *n_out receives the
+ * number of tokens; if it exceeds cap the call returns KVQ_ERR_ARG and
+ * *n_out holds the size needed. */
+kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool add_bos,
+                        kvq_token *out, int cap, int *n_out);
+
+/* Bytes of one token's text as it should be printed after token `prev`
+ * (-1 when there is none). Returns the length written (not NUL-terminated
+ * beyond cap), or a negative status on a bad token id. */
+int kvq_token_to_piece(const kvq_model *m, kvq_token prev, kvq_token tok, char *buf, int cap);
+int kvq_vocab_size(const kvq_model *m);
+bool kvq_token_is_eog(const kvq_model *m, kvq_token t);
+
+/* ----------------------------------------------------------- KV + context */
+
+/* Size of the KV cache for a spec, without allocating it. Exact: scales,
+ * zero points, full-precision windows and auxiliary data included. */
+typedef struct kvq_kv_report {
+    char   spec[256];           /* normalized spec */
+    double bytes_per_token;     /* all layers, K+V, steady state (amortized over a long context) */
+    double bits_per_value;      /* bytes_per_token*8 / (2 * n_layer * n_head_kv * head_dim) */
+    uint64_t bytes_reserved;    /* what the context allocates for n_ctx tokens */
+    uint64_t bytes_used;        /* held right now (contexts only) */
+    int32_t n_tokens;           /* tokens cached right now (contexts only) */
+} kvq_kv_report;
+
+kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_kv_report *r,
+                           char *err, size_t err_cap);
+
+typedef struct kvq_ctx kvq_ctx;
+
+typedef struct kvq_ctx_params {
+    int32_t     n_ctx;       /* 0: the model's training context */
+    int32_t     n_batch;     /* max tokens per forward pass chunk (prefill) */
+    int32_t     n_threads;   /* 0: all cores */
+    const char *kv_spec;     /* "f32", "f16", ... (NULL: "f16") */
+    kvq_log_fn  log;
+    void       *log_user;
+} kvq_ctx_params;
+
+kvq_ctx_params kvq_ctx_default_params(void);
+kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **out);
+void       kvq_ctx_free(kvq_ctx *c);
+
+/* Runs tokens through the model at the next positions and appends them to
+ * the KV cache. logits: NULL, or room for n_vocab floats per requested row:
+ * all_logits=false gives only the last token's row; true gives n rows. */
+kvq_status kvq_eval(kvq_ctx *c, const kvq_token *tokens, int n, bool all_logits, float *logits);
+
+int32_t    kvq_ctx_n_past(const kvq_ctx *c);
+int32_t    kvq_ctx_n_ctx(const kvq_ctx *c);
+/* Forgets every token at position >= n (speculative rollback, new prompt). */
+kvq_status kvq_ctx_truncate(kvq_ctx *c, int32_t n);
+kvq_status kvq_ctx_kv_report(const kvq_ctx *c, kvq_kv_report *r);
+
+/* ---------------------------------------------------------------- sampler */
+
+typedef struct kvq_sampler_params {
+    float    temp;   /* 0: greedy */
+    int32_t  top_k;  /* 0: off */
+    float    top_p;  /* 1: off */
+    uint64_t seed;
+} kvq_sampler_params;
+
+typedef struct kvq_sampler kvq_sampler;
+kvq_sampler_params kvq_sampler_default_params(void);
+kvq_status kvq_sampler_new(const kvq_sampler_params *p, int n_vocab, kvq_sampler **out);
+void       kvq_sampler_free(kvq_sampler *s);
+kvq_token  kvq_sample(kvq_sampler *s, const float *logits);
+
+/* ------------------------------------------------------------------ misc */
+
+/* The instruction set the kernels use ("scalar", "avx2", "avx512"); chosen
+ * once from CPUID, overridable with KVQ_ISA=scalar|avx2|avx512. */
+const char *kvq_isa_name(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

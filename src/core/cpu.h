@@ -1,0 +1,15 @@
+/* Instruction-set selection: detected once from CPUID, overridable with the
+ * KVQ_ISA environment variable so tests can cover every path. The choice is
+ * a process-wide constant after first use (pthread_once), not mutable state. */
+#ifndef KVQ_CORE_CPU_H
+#define KVQ_CORE_CPU_H
+#include <stdbool.h>
+
+enum { KVQ_ISA_SCALAR = 0, KVQ_ISA_AVX2 = 1, KVQ_ISA_AVX512 = 2, KVQ_ISA_COUNT = 3 };
+
+int         kvq_isa_active(void);
+bool        kvq_isa_supported(int isa);
+const char *kvq_isa_str(int isa);
+int         kvq_n_cores(void);
+
+#endif

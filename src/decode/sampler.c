@@ -1,0 +1,91 @@
+/* Token sampling: greedy, or temperature with optional top-k and top-p. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kvq.h"
+
+struct kvq_sampler {
+    kvq_sampler_params p;
+    int n_vocab;
+    uint64_t rng;
+    float *prob;
+    int32_t *idx;
+};
+
+kvq_sampler_params kvq_sampler_default_params(void) {
+    kvq_sampler_params p = {0.8f, 40, 0.95f, 42};
+    return p;
+}
+
+kvq_status kvq_sampler_new(const kvq_sampler_params *p, int n_vocab, kvq_sampler **out) {
+    *out = NULL;
+    if (!(p->temp >= 0) || p->temp > 100 || p->top_k < 0 || !(p->top_p > 0 && p->top_p <= 1) || n_vocab < 1)
+        return KVQ_ERR_ARG;
+    kvq_sampler *s = calloc(1, sizeof *s);
+    if (!s) return KVQ_ERR_NOMEM;
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->rng = p->seed ? p->seed : 0x9E3779B97F4A7C15ull;
+    s->prob = malloc((size_t)n_vocab * sizeof(float));
+    s->idx = malloc((size_t)n_vocab * sizeof(int32_t));
+    if (!s->prob || !s->idx) {
+        kvq_sampler_free(s);
+        return KVQ_ERR_NOMEM;
+    }
+    *out = s;
+    return KVQ_OK;
+}
+
+void kvq_sampler_free(kvq_sampler *s) {
+    if (!s) return;
+    free(s->prob);
+    free(s->idx);
+    free(s);
+}
+
+static float next_uniform(kvq_sampler *s) { /* xorshift64*, 24 bits of mantissa */
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (float)((s->rng * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
+}
+
+kvq_token kvq_sample(kvq_sampler *s, const float *logits) {
+    const int n = s->n_vocab;
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    if (s->p.temp == 0) return best;
+    float mx = logits[best], sum = 0;
+    for (int i = 0; i < n; i++) {
+        s->prob[i] = expf((logits[i] - mx) / s->p.temp);
+        sum += s->prob[i];
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) s->idx[m++] = i;
+    /* Selection of the top candidates in descending order, stopping at k or
+     * once their mass reaches top_p. O(n*k): fine for the small k users pick;
+     * top-p without top-k walks until the mass is reached. */
+    int k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
+    if (k < n || s->p.top_p < 1) {
+        int lim = k;
+        float cum = 0;
+        for (int i = 0; i < lim; i++) {
+            int bi = i;
+            for (int j = i + 1; j < m; j++)
+                if (s->prob[s->idx[j]] > s->prob[s->idx[bi]]) bi = j;
+            int tmp = s->idx[i]; s->idx[i] = s->idx[bi]; s->idx[bi] = tmp;
+            cum += s->prob[s->idx[i]];
+            if (s->p.top_p < 1 && cum / sum >= s->p.top_p) { lim = i + 1; break; }
+        }
+        m = lim;
+    }
+    float tot = 0;
+    for (int i = 0; i < m; i++) tot += s->prob[s->idx[i]];
+    float r = next_uniform(s) * tot, acc = 0;
+    for (int i = 0; i < m; i++) {
+        acc += s->prob[s->idx[i]];
+        if (r < acc) return s->idx[i];
+    }
+    return s->idx[m - 1];
+}

@@ -1,0 +1,10 @@
+/* SIMD kernel sets. Each file is compiled with its own target attributes and
+ * only installed into the trait table when CPUID reports the ISA. */
+#ifndef KVQ_KERNELS_SIMD_H
+#define KVQ_KERNELS_SIMD_H
+#include "types.h"
+
+void kvq_simd_install_avx2(kvq_type_traits *table);
+void kvq_simd_install_avx512(kvq_type_traits *table);
+
+#endif

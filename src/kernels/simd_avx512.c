@@ -1,0 +1,81 @@
+/* AVX-512 (F, BW, VL, DQ, VNNI) kernels. */
+#include <immintrin.h>
+
+#include "quant_ref.h"
+#include "simd.h"
+
+#define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+T_512 static float f32_dot(const void *w, const void *x, int64_t n) {
+    const float *a = w, *b = x;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+T_512 static float f16_dot(const void *w, const void *x, int64_t n) {
+    const kvq_f16 *a = w;
+    const float *b = x;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16))),
+                             _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16)
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(b + i), s0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < n; i++) s += kvq_f16_to_f32(a[i]) * b[i];
+    return s;
+}
+
+T_512 static float bf16_dot(const void *w, const void *x, int64_t n) {
+    const kvq_bf16 *a = w;
+    const float *b = x;
+    __m512 s0 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i)));
+        s0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), _mm512_loadu_ps(b + i), s0);
+    }
+    float s = _mm512_reduce_add_ps(s0);
+    for (; i < n; i++) s += kvq_bf16_to_f32(a[i]) * b[i];
+    return s;
+}
+
+/* VNNI: u8 x s8 dot into int32 lanes; the sign of x is moved onto y. */
+T_512 static inline __m256i dp_i8x32(__m256i acc, __m256i x, __m256i y) {
+    __m256i ax = _mm256_sign_epi8(x, x);
+    __m256i sy = _mm256_sign_epi8(y, x);
+    return _mm256_dpbusd_epi32(acc, ax, sy);
+}
+
+T_512 static float q8_0_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q8_0 *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
+        __m256i p = dp_i8x32(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)a[i].qs),
+                             _mm256_loadu_si256((const __m256i *)b[i].qs));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+void kvq_simd_install_avx512(kvq_type_traits *t) {
+    t[KVQ_TYPE_F32].vec_dot = f32_dot;
+    t[KVQ_TYPE_F16].vec_dot = f16_dot;
+    t[KVQ_TYPE_BF16].vec_dot = bf16_dot;
+    t[KVQ_TYPE_Q8_0].vec_dot = q8_0_dot;
+}

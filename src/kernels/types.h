@@ -1,0 +1,110 @@
+/* Tensor types: GGUF-compatible ids, block layouts and the type-trait table.
+ * Each quantized type pairs with an activation ("vec_dot partner") type, as in
+ * ggml: activations are quantized once per row, then every weight row is
+ * dotted against them with integer arithmetic. */
+#ifndef KVQ_KERNELS_TYPES_H
+#define KVQ_KERNELS_TYPES_H
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "../core/fp16.h"
+
+typedef enum kvq_type {
+    KVQ_TYPE_F32 = 0,
+    KVQ_TYPE_F16 = 1,
+    KVQ_TYPE_Q4_0 = 2,
+    KVQ_TYPE_Q4_1 = 3,
+    KVQ_TYPE_Q5_0 = 6,
+    KVQ_TYPE_Q5_1 = 7,
+    KVQ_TYPE_Q8_0 = 8,
+    KVQ_TYPE_Q8_1 = 9,
+    KVQ_TYPE_Q2_K = 10,
+    KVQ_TYPE_Q3_K = 11,
+    KVQ_TYPE_Q4_K = 12,
+    KVQ_TYPE_Q5_K = 13,
+    KVQ_TYPE_Q6_K = 14,
+    KVQ_TYPE_Q8_K = 15,
+    KVQ_TYPE_I8 = 24,
+    KVQ_TYPE_I16 = 25,
+    KVQ_TYPE_I32 = 26,
+    KVQ_TYPE_I64 = 27,
+    KVQ_TYPE_F64 = 28,
+    KVQ_TYPE_BF16 = 30,
+    KVQ_TYPE_COUNT = 40
+} kvq_type;
+
+#define KVQ_QK8_0 32
+#define KVQ_QK4_0 32
+#define KVQ_QK4_1 32
+#define KVQ_QK_K 256
+#define KVQ_K_SCALE_SIZE 12
+
+typedef struct { kvq_f16 d; int8_t qs[KVQ_QK8_0]; } kvq_block_q8_0;
+typedef struct { kvq_f16 d; kvq_f16 s; int8_t qs[32]; } kvq_block_q8_1; /* s = d * sum(qs) */
+typedef struct { kvq_f16 d; uint8_t qs[KVQ_QK4_0 / 2]; } kvq_block_q4_0;
+typedef struct { kvq_f16 d; kvq_f16 m; uint8_t qs[KVQ_QK4_1 / 2]; } kvq_block_q4_1;
+typedef struct {
+    kvq_f16 d, dmin;
+    uint8_t scales[KVQ_K_SCALE_SIZE];
+    uint8_t qs[KVQ_QK_K / 2];
+} kvq_block_q4_K;
+typedef struct {
+    kvq_f16 d, dmin;
+    uint8_t scales[KVQ_K_SCALE_SIZE];
+    uint8_t qh[KVQ_QK_K / 8];
+    uint8_t qs[KVQ_QK_K / 2];
+} kvq_block_q5_K;
+typedef struct {
+    uint8_t ql[KVQ_QK_K / 2];
+    uint8_t qh[KVQ_QK_K / 4];
+    int8_t scales[KVQ_QK_K / 16];
+    kvq_f16 d;
+} kvq_block_q6_K;
+typedef struct {
+    float d;
+    int8_t qs[KVQ_QK_K];
+    int16_t bsums[KVQ_QK_K / 16];
+} kvq_block_q8_K;
+
+/* Bit compatibility with GGUF files depends on these exact sizes. */
+static_assert(sizeof(kvq_block_q8_0) == 34, "q8_0 block");
+static_assert(sizeof(kvq_block_q8_1) == 36, "q8_1 block");
+static_assert(sizeof(kvq_block_q4_0) == 18, "q4_0 block");
+static_assert(sizeof(kvq_block_q4_1) == 20, "q4_1 block");
+static_assert(sizeof(kvq_block_q4_K) == 144, "q4_K block");
+static_assert(sizeof(kvq_block_q5_K) == 176, "q5_K block");
+static_assert(sizeof(kvq_block_q6_K) == 210, "q6_K block");
+static_assert(sizeof(kvq_block_q8_K) == 292, "q8_K block");
+
+/* Row functions; n is a multiple of the block size. */
+typedef void (*kvq_to_float_fn)(const void *src, float *dst, int64_t n);
+typedef void (*kvq_from_float_fn)(const float *src, void *dst, int64_t n);
+/* dot of one weight row (type T) with one activation row (T's partner type). */
+typedef float (*kvq_vec_dot_fn)(const void *w, const void *x, int64_t n);
+
+typedef struct kvq_type_traits {
+    const char *name;
+    int32_t blck;          /* elements per block */
+    int32_t type_size;     /* bytes per block */
+    kvq_type dot_type;     /* activation partner */
+    kvq_to_float_fn to_float;
+    kvq_from_float_fn from_float;
+    kvq_vec_dot_fn vec_dot;
+} kvq_type_traits;
+
+/* Static description (names and sizes) of any type GGUF can hold; NULL for ids
+ * that do not exist. Usable without kernels (parsers). */
+const char *kvq_type_name(int type);
+/* 0 when the type id is unknown or has no fixed block layout. */
+int32_t kvq_type_blck(int type);
+int32_t kvq_type_size(int type);
+/* Bytes of a row of n elements; 0 if n is not a multiple of the block. */
+size_t kvq_row_size(int type, int64_t n);
+
+/* Kernel table for the active ISA (see cpu.h). NULL entries: type not
+ * supported for compute. */
+const kvq_type_traits *kvq_traits(kvq_type t);
+/* Kernel table for a specific ISA; used by tests to compare paths. */
+const kvq_type_traits *kvq_traits_isa(kvq_type t, int isa);
+
+#endif

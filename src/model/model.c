@@ -1,0 +1,238 @@
+/* Model loading entry point: picks the loader from what the path is, then
+ * checks everything the forward pass relies on. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+kvq_model_params kvq_model_default_params(void) {
+    kvq_model_params p = {0};
+    return p;
+}
+
+kvq_status kvq_model_own(struct kvq_model *m, void *p) {
+    if (!p) return kvq_err(&m->lg, KVQ_ERR_NOMEM, "out of memory");
+    if (m->n_owned == m->cap_owned) {
+        int nc = m->cap_owned ? 2 * m->cap_owned : 16;
+        void **no = realloc(m->owned, (size_t)nc * sizeof *no);
+        if (!no) {
+            free(p);
+            return kvq_err(&m->lg, KVQ_ERR_NOMEM, "out of memory");
+        }
+        m->owned = no;
+        m->cap_owned = nc;
+    }
+    m->owned[m->n_owned++] = p;
+    return KVQ_OK;
+}
+
+kvq_status kvq_tensor_view(const struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
+                           int64_t ne0, int64_t ne1, int64_t want0, int64_t want1) {
+    snprintf(t->name, sizeof t->name, "%s", name);
+    if (ne0 != want0 || ne1 != want1)
+        return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", name,
+                       (long long)ne0, (long long)ne1, (long long)want0, (long long)want1);
+    if (!kvq_traits(type))
+        return kvq_err(&m->lg, KVQ_ERR_UNSUPPORTED, "tensor '%s' has type %s, which kvq cannot compute with", name,
+                       kvq_type_name((int)type) ? kvq_type_name((int)type) : "?");
+    t->type = type;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->data = data;
+    t->row_bytes = kvq_row_size((int)type, ne0);
+    if (!t->row_bytes)
+        return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' row of %lld does not fit the %s block", name,
+                       (long long)ne0, kvq_type_name((int)type));
+    return KVQ_OK;
+}
+
+kvq_status kvq_model_validate(struct kvq_model *m) {
+    kvq_hparams *h = &m->hp;
+    const kvq_logger *lg = &m->lg;
+#define RANGE(v, lo, hi)                                                                                          \
+    if ((v) < (lo) || (v) > (hi))                                                                                 \
+        return kvq_err(lg, KVQ_ERR_FORMAT, "hyperparameter %s = %lld is out of range [%lld, %lld]", #v,          \
+                       (long long)(v), (long long)(lo), (long long)(hi));
+    RANGE(h->n_vocab, 1, 1 << 22);
+    if (!m->vocab_only) {
+        RANGE(h->n_embd, 1, 1 << 16);
+        RANGE(h->n_layer, 1, 1024);
+        RANGE(h->n_head, 1, 1024);
+        RANGE(h->n_head_kv, 1, h->n_head);
+        RANGE(h->head_dim, 2, 1024);
+        RANGE(h->n_ff, 1, 1 << 20);
+        RANGE(h->n_ctx_train, 1, 1 << 24);
+        RANGE(h->n_rot, 2, h->head_dim);
+        if (h->n_head % h->n_head_kv)
+            return kvq_err(lg, KVQ_ERR_FORMAT, "%d query heads cannot be grouped over %d KV heads", h->n_head,
+                           h->n_head_kv);
+        if (h->head_dim % 2 || h->n_rot % 2)
+            return kvq_err(lg, KVQ_ERR_FORMAT, "head_dim %d / rotary dims %d must be even", h->head_dim, h->n_rot);
+        if (!(h->rope_theta > 0) || !(h->norm_eps >= 0) || !(h->rope_freq_scale > 0))
+            return kvq_err(lg, KVQ_ERR_FORMAT, "invalid rope theta %g / freq scale %g / norm eps %g", h->rope_theta,
+                           h->rope_freq_scale, h->norm_eps);
+    }
+#undef RANGE
+    if (m->has_vocab && m->vocab.n != h->n_vocab) {
+        if (m->vocab.n > h->n_vocab)
+            return kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer has %d tokens but the model's vocabulary is %d", m->vocab.n,
+                           h->n_vocab);
+        kvq_logf(lg, KVQ_LOG_INFO, "model vocabulary %d is larger than the tokenizer's %d (padding rows)", h->n_vocab,
+                 m->vocab.n);
+    }
+    return KVQ_OK;
+}
+
+static bool is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+kvq_status kvq_model_load(const kvq_model_params *p, kvq_model **out) {
+    *out = NULL;
+    kvq_logger lg = {p ? p->log : NULL, p ? p->log_user : NULL};
+    if (!p || !p->path || !*p->path) return kvq_err(&lg, KVQ_ERR_ARG, "no model path given");
+    struct kvq_model *m = calloc(1, sizeof *m);
+    if (!m) return kvq_err(&lg, KVQ_ERR_NOMEM, "out of memory");
+    m->lg = lg;
+    m->vocab_only = p->vocab_only;
+    kvq_status st;
+    if (is_dir(p->path)) {
+        st = kvq_load_hf(m, p->path);
+    } else {
+        FILE *f = fopen(p->path, "rb");
+        char magic[4] = {0};
+        if (!f) {
+            free(m);
+            return kvq_err(&lg, KVQ_ERR_IO, "cannot open model '%s'", p->path);
+        }
+        size_t got = fread(magic, 1, 4, f);
+        fclose(f);
+        if (got == 4 && memcmp(magic, "GGUF", 4) == 0) st = kvq_load_gguf(m, p->path);
+        else st = kvq_load_llama2c(m, p->path, p->tokenizer_path);
+    }
+    if (st == KVQ_OK) st = kvq_model_validate(m);
+    if (st != KVQ_OK) {
+        kvq_model_free(m);
+        return st;
+    }
+    *out = m;
+    return KVQ_OK;
+}
+
+void kvq_model_free(kvq_model *m) {
+    if (!m) return;
+    free(m->layers);
+    kvq_vocab_free(&m->vocab);
+    kvq_gguf_close(&m->gguf);
+    kvq_mapfile_close(&m->map);
+    for (int i = 0; i < m->n_shards; i++) kvq_mapfile_close(&m->shards[i]);
+    free(m->shards);
+    free(m->hp.rope_freq_factors);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m);
+}
+
+static uint64_t tensor_elems(const kvq_tensor *t) { return t->data ? (uint64_t)(t->ne[0] * t->ne[1]) : 0; }
+static uint64_t tensor_bytes(const kvq_tensor *t) { return t->data ? t->row_bytes * (uint64_t)t->ne[1] : 0; }
+
+/* Visits every weight tensor, including the output head when it is not tied. */
+static int all_tensors(const kvq_model *m, const kvq_tensor **list, int cap) {
+    int n = 0;
+#define ADD(t) do { if ((t)->data && n < cap) list[n++] = (t); } while (0)
+    ADD(&m->tok_embd);
+    for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
+        const kvq_layer_weights *w = &m->layers[l];
+        ADD(&w->attn_norm); ADD(&w->wq); ADD(&w->wk); ADD(&w->wv); ADD(&w->bq); ADD(&w->bk); ADD(&w->bv);
+        ADD(&w->wo); ADD(&w->ffn_norm); ADD(&w->w_gate); ADD(&w->w_up); ADD(&w->w_down);
+    }
+    ADD(&m->out_norm);
+    if (m->output.data != m->tok_embd.data) ADD(&m->output);
+#undef ADD
+    return n;
+}
+
+static int max_tensors(const kvq_model *m) { return 4 + 12 * (m->layers ? m->hp.n_layer : 0); }
+
+int kvq_model_tensor_count(const kvq_model *m) {
+    const kvq_tensor **list = malloc((size_t)max_tensors(m) * sizeof *list);
+    if (!list) return 0;
+    int n = all_tensors(m, list, max_tensors(m));
+    free(list);
+    return n;
+}
+
+kvq_status kvq_model_tensor_desc(const kvq_model *m, int i, char *buf, size_t cap) {
+    int total = max_tensors(m);
+    const kvq_tensor **list = malloc((size_t)total * sizeof *list);
+    if (!list) return KVQ_ERR_NOMEM;
+    int n = all_tensors(m, list, total);
+    kvq_status st = KVQ_ERR_ARG;
+    if (i >= 0 && i < n) {
+        const kvq_tensor *t = list[i];
+        snprintf(buf, cap, "%-28s %-5s [%lld, %lld]", t->name, kvq_type_name((int)t->type), (long long)t->ne[0],
+                 (long long)t->ne[1]);
+        st = KVQ_OK;
+    }
+    free(list);
+    return st;
+}
+
+kvq_status kvq_model_get_info(const kvq_model *m, kvq_model_info *info) {
+    memset(info, 0, sizeof *info);
+    const kvq_hparams *h = &m->hp;
+    snprintf(info->arch, sizeof info->arch, "%s", m->arch);
+    snprintf(info->format, sizeof info->format, "%s", m->format);
+    snprintf(info->name, sizeof info->name, "%s", m->name);
+    info->n_vocab = h->n_vocab;
+    info->n_embd = h->n_embd;
+    info->n_layer = h->n_layer;
+    info->n_head = h->n_head;
+    info->n_head_kv = h->n_head_kv;
+    info->head_dim = h->head_dim;
+    info->n_ff = h->n_ff;
+    info->n_ctx_train = h->n_ctx_train;
+    info->rope_theta = h->rope_theta;
+    info->rope_freq_scale = h->rope_freq_scale;
+    info->norm_eps = h->norm_eps;
+    info->rope_neox = h->rope_neox;
+    snprintf(info->rope_scaling, sizeof info->rope_scaling, "%s",
+             h->rope_scaling == KVQ_ROPE_LINEAR ? "linear" : h->rope_scaling == KVQ_ROPE_LLAMA3 ? "llama3" : "none");
+    info->qkv_bias = m->layers && m->layers[0].bq.data;
+    info->tied_embeddings = m->output.data == m->tok_embd.data;
+    const kvq_tensor **list = malloc((size_t)max_tensors(m) * sizeof *list);
+    if (!list) return KVQ_ERR_NOMEM;
+    int n = all_tensors(m, list, max_tensors(m));
+    for (int i = 0; i < n; i++) {
+        info->n_params += tensor_elems(list[i]);
+        info->weight_bytes += tensor_bytes(list[i]);
+    }
+    free(list);
+    static const char *kinds[] = {"spm", "bpe-merges", "byte-bpe"};
+    snprintf(info->tokenizer, sizeof info->tokenizer, "%s", m->has_vocab ? kinds[m->vocab.kind] : "none");
+    info->bos = m->vocab.bos;
+    info->eos = m->vocab.eos;
+    info->add_bos = m->vocab.add_bos;
+    return KVQ_OK;
+}
+
+kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool add_bos, kvq_token *out, int cap,
+                        int *n_out) {
+    if (!m->has_vocab) return kvq_err(&m->lg, KVQ_ERR_ARG, "model has no tokenizer");
+    if (!text && len) return KVQ_ERR_ARG;
+    return kvq_vocab_encode(&m->vocab, text ? text : "", len, add_bos, out, cap, n_out);
+}
+
+int kvq_token_to_piece(const kvq_model *m, kvq_token prev, kvq_token tok, char *buf, int cap) {
+    if (!m->has_vocab) return -(int)KVQ_ERR_ARG;
+    return kvq_vocab_piece(&m->vocab, prev, tok, buf, cap);
+}
+
+int kvq_vocab_size(const kvq_model *m) { return m->hp.n_vocab; }
+
+bool kvq_token_is_eog(const kvq_model *m, kvq_token t) {
+    return t >= 0 && (t == m->vocab.eos || t == m->vocab.eot);
+}

@@ -1,0 +1,66 @@
+/* The in-memory model: hyperparameters, weight views and the vocabulary.
+ * Weights point into the mapped file whenever its layout is usable as is. */
+#ifndef KVQ_MODEL_MODEL_H
+#define KVQ_MODEL_MODEL_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "../core/log.h"
+#include "../core/mapfile.h"
+#include "../io/gguf.h"
+#include "../kernels/types.h"
+#include "vocab.h"
+
+typedef struct kvq_tensor {
+    kvq_type type;
+    int64_t ne[2];       /* ne[0]: row length (inputs), ne[1]: rows (outputs) */
+    const void *data;    /* NULL: absent (optional tensors) */
+    size_t row_bytes;
+    char name[64];
+} kvq_tensor;
+
+typedef struct kvq_layer_weights {
+    kvq_tensor attn_norm, wq, wk, wv, wo, bq, bk, bv;
+    kvq_tensor ffn_norm, w_gate, w_up, w_down;
+} kvq_layer_weights;
+
+typedef enum kvq_rope_scaling { KVQ_ROPE_NONE, KVQ_ROPE_LINEAR, KVQ_ROPE_LLAMA3 } kvq_rope_scaling;
+
+typedef struct kvq_hparams {
+    int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    int32_t n_rot;           /* rotated dims per head (== head_dim for this family) */
+    float rope_theta, rope_freq_scale, norm_eps;
+    bool rope_neox;
+    kvq_rope_scaling rope_scaling;
+    float *rope_freq_factors; /* [n_rot/2] divisors of the base frequencies, or NULL */
+} kvq_hparams;
+
+struct kvq_model {
+    kvq_logger lg;
+    char arch[32], format[16], name[128];
+    kvq_hparams hp;
+    kvq_tensor tok_embd, out_norm, output;
+    kvq_layer_weights *layers;
+    kvq_vocab vocab;
+    bool has_vocab, vocab_only;
+    kvq_gguf gguf;           /* GGUF source (kept open: weights point into it) */
+    kvq_mapfile map;         /* llama2.c source */
+    kvq_mapfile *shards;     /* safetensors sources (HF folder) */
+    int n_shards;
+    void **owned;            /* heap buffers freed with the model (converted weights) */
+    int n_owned, cap_owned;
+};
+
+/* Loaders fill m (already zeroed, with lg set). */
+kvq_status kvq_load_gguf(struct kvq_model *m, const char *path);
+kvq_status kvq_load_llama2c(struct kvq_model *m, const char *path, const char *tok_path);
+kvq_status kvq_load_hf(struct kvq_model *m, const char *dir);
+
+/* Shared checks once a loader has filled hyperparameters and tensors. */
+kvq_status kvq_model_validate(struct kvq_model *m);
+/* Fills a tensor view and checks its shape; missing + !required leaves data NULL. */
+kvq_status kvq_tensor_view(const struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
+                           int64_t ne0, int64_t ne1, int64_t want0, int64_t want1);
+/* Takes ownership of a heap buffer freed with the model. */
+kvq_status kvq_model_own(struct kvq_model *m, void *p);
+
+#endif

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end tests of the kvq CLI on the real tiny models in ../shared:
+# golden text, perplexity against independent implementations, format
+# agreement, and clear errors on bad input. Skips (or fails under CI=true)
+# when ../shared is absent.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+KVQ="$BUILD/kvq"
+S=../shared
+M=$S/models
+pass=0; fail=0
+ok()   { pass=$((pass+1)); echo "ok   $1"; }
+bad()  { fail=$((fail+1)); echo "FAIL $1"; }
+need() {
+    for f in "$@"; do
+        if [ ! -e "$f" ]; then
+            if [ "${CI:-}" = "true" ]; then bad "missing $f (CI=true)"; return 1; fi
+            echo "SKIP: $f is absent; golden tests need ../shared"; return 1
+        fi
+    done
+}
+trim() { python3 -c 'import sys; sys.stdout.write(sys.stdin.read().strip())'; }
+jget() { python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+within() { python3 -c 'import sys; a,b,t=map(float,sys.argv[1:]); sys.exit(0 if abs(a-b)<=t*abs(b) else 1)' "$1" "$2" "$3"; }
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+
+# 1. Golden, byte-exact: llama2.c checkpoint, empty prompt, greedy 200.
+if need $M/stories260K/stories260K.bin $M/stories260K/tok512.bin $S/reference/stories260K-greedy-200.txt; then
+    out=$($KVQ run -m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin -p "" -n 200 --temp 0 2>$TMP/err | trim)
+    ref=$(trim < $S/reference/stories260K-greedy-200.txt)
+    [ "$out" == "$ref" ] && ok "stories260K greedy 200 is byte-exact" || bad "stories260K greedy 200 differs"
+    grep -q "tok/s" $TMP/err && ok "run prints statistics on stderr" || bad "run statistics missing"
+fi
+
+# 2. Golden: HF folder, "Once upon a time", greedy 60.
+if need $M/tinystories-656k/model.safetensors $S/reference/tinystories-656k-greedy-60.txt; then
+    out=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 60 --temp 0 2>/dev/null | trim)
+    ref=$(trim < $S/reference/tinystories-656k-greedy-60.txt)
+    [ "$out" == "$ref" ] && ok "TinyStories-656K greedy 60 matches" || bad "TinyStories-656K greedy 60 differs"
+fi
+
+# 3. Perplexity within 1% of the independent references (reference/perplexity.md).
+if need $S/corpora/tinystories-valid-head.txt $M/stories260K/stories260K.bin $M/tinystories-656k/model.safetensors; then
+    head -c 99667 $S/corpora/tinystories-valid-head.txt > $TMP/ts100k.txt
+    for kv in f32 f16; do
+        p=$($KVQ ppl -m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin -f $TMP/ts100k.txt --ctx 256 --kv $kv --json | jget ppl)
+        within "$p" 3.9376 0.01 && ok "stories260K ppl $p (ref 3.9376, kv $kv)" || bad "stories260K ppl $p vs 3.9376 (kv $kv)"
+    done
+    for kv in f32 f16; do
+        p=$($KVQ ppl -m $M/tinystories-656k -f $TMP/ts100k.txt --ctx 512 --kv $kv --json | jget ppl)
+        within "$p" 36.8131 0.01 && ok "656K ppl $p (ref 36.8131, kv $kv)" || bad "656K ppl $p vs 36.8131 (kv $kv)"
+    done
+    j=$($KVQ ppl -m $M/tinystories-656k -f $S/corpora/tinystories-valid-head.txt --chars 60000 --score all --ctx 512 --kv f32 --json)
+    p=$(echo "$j" | jget ppl); n=$(echo "$j" | jget tokens)
+    within "$p" 35.457 0.01 && [ "$n" = 13573 ] && ok "656K score-all ppl $p over $n tokens (ref 35.457 / 13573)" \
+        || bad "656K score-all ppl $p over $n tokens vs 35.457 / 13573"
+fi
+
+# 4. Formats agree: HF f32 vs the shipped Q8_0 GGUF (tokenizer scores all -1000).
+if need $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $M/tinystories-656k/model.safetensors; then
+    a=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 8 --temp 0 2>/dev/null)
+    b=$($KVQ run -m $M/tinystories-656k/TinyStories-656K-Q8_0.gguf -p "Once upon a time" -n 8 --temp 0 2>/dev/null)
+    [ "$a" == "$b" ] && ok "HF and Q8_0 GGUF give the same 8 greedy tokens" || bad "HF and GGUF greedy differ: '$a' vs '$b'"
+    $KVQ ppl -m $M/tinystories-656k -f $TMP/ts100k.txt --kv f32 --save-logits $TMP/hf.logits --json >/dev/null
+    j=$($KVQ ppl -m $M/tinystories-656k/TinyStories-656K-Q8_0.gguf -f $TMP/ts100k.txt --kv f32 --kl-base $TMP/hf.logits --json 2>/dev/null)
+    kl=$(echo "$j" | jget kl_mean); t1=$(echo "$j" | jget top1_agree); p=$(echo "$j" | jget ppl)
+    python3 -c "import sys; sys.exit(0 if $kl < 0.005 and $t1 > 0.95 else 1)" \
+        && ok "GGUF Q8_0 vs HF f32: KL $kl, top-1 $t1, ppl $p (llama.cpp on the repaired f32: 36.8131)" \
+        || bad "GGUF Q8_0 vs HF f32: KL $kl top-1 $t1"
+    within "$p" 36.8131 0.01 && ok "Q8_0 GGUF ppl $p with repaired scores (broken tokenization would give ~164.8)" || bad "Q8_0 GGUF ppl $p"
+    j=$($KVQ ppl -m $M/tinystories-656k -f $TMP/ts100k.txt --kv f16 --kl-base $TMP/hf.logits --json)
+    kl=$(echo "$j" | jget kl_mean)
+    python3 -c "import sys; sys.exit(0 if $kl < 1e-5 else 1)" && ok "f16 KV vs f32 KV: KL $kl" || bad "f16 KV KL $kl"
+fi
+
+# 5. Bad input: clear error, non-zero exit, never a crash (exit >= 128).
+expect_fail() { # description, expected stderr fragment, command...
+    local d=$1 frag=$2; shift 2
+    "$@" >$TMP/o 2>$TMP/e; rc=$?
+    if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$frag" $TMP/e; then ok "$d"; else bad "$d (rc $rc: $(head -c 300 $TMP/e))"; fi
+}
+if need $M/stories260K/stories260K.bin; then
+    L2C="-m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin"
+    expect_fail "missing model file" "cannot open" $KVQ run -m /nonexistent.gguf
+    expect_fail "llama2.c without tokenizer" "pass --tokenizer" $KVQ run -m $M/stories260K/stories260K.bin
+    expect_fail "bad --temp" "--temp expects" $KVQ run $L2C --temp -1
+    expect_fail "bad -n" "-n expects" $KVQ run $L2C -n abc
+    expect_fail "unknown KV codec" "unknown KV codec 'bogus'" $KVQ run $L2C --kv bogus
+    expect_fail "KV option on f16" "takes no options" $KVQ run $L2C --kv f16:k4
+    expect_fail "prompt longer than the context" "more than the context" $KVQ run $L2C --ctx 8 -p "one two three four five six seven eight nine ten"
+    expect_fail "absurd context" "--ctx expects" $KVQ run $L2C --ctx 99999999999
+    expect_fail "unknown option" "unknown option" $KVQ run $L2C --frobnicate 1
+    expect_fail "text too short for a window" "fewer than one window" $KVQ ppl $L2C -f $S/reference/stories260K-greedy-200.txt --ctx 512
+    head -c 1000 $M/stories260K/stories260K.bin > $TMP/trunc.bin
+    expect_fail "truncated llama2.c checkpoint" "truncated" $KVQ run -m $TMP/trunc.bin --tokenizer $M/stories260K/tok512.bin
+    head -c 300000 $M/tinystories-656k/TinyStories-656K-Q8_0.gguf > $TMP/trunc.gguf
+    expect_fail "truncated GGUF" "past the end of the file" $KVQ run -m $TMP/trunc.gguf
+    out=$($KVQ run $L2C --ctx 16 -n 100 --temp 0 2>$TMP/e); rc=$?
+    [ $rc -eq 0 ] && grep -q "context of 16 tokens is full" $TMP/e && ok "generation stops cleanly at a full context" || bad "context-full handling (rc $rc)"
+fi
+
+echo "golden: $pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -1,0 +1,80 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+void cli_log_cb(void *user, kvq_log_level lvl, const char *msg) {
+    const cli_log *l = user;
+    int v = l ? l->verbosity : 0;
+    if (lvl == KVQ_LOG_DEBUG && v < 2) return;
+    if (lvl == KVQ_LOG_INFO && v < 1) return;
+    static const char *tag[] = {"debug", "info", "warning", "error"};
+    fprintf(stderr, "kvq: %s: %s\n", tag[lvl], msg);
+}
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kvq: error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 1;
+}
+
+bool cli_int(const char *flag, const char *v, long lo, long hi, long *out) {
+    char *e;
+    errno = 0;
+    long x = strtol(v, &e, 10);
+    if (!*v || *e || errno || x < lo || x > hi) {
+        cli_fail("%s expects an integer in [%ld, %ld], got '%s'", flag, lo, hi, v);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+bool cli_float(const char *flag, const char *v, double lo, double hi, double *out) {
+    char *e;
+    errno = 0;
+    double x = strtod(v, &e);
+    if (!*v || *e || errno || !isfinite(x) || x < lo || x > hi) {
+        cli_fail("%s expects a number in [%g, %g], got '%s'", flag, lo, hi, v);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+const char *cli_val(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        cli_fail("option %s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+uint64_t cli_peak_rss(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+void cli_human_bytes(double b, char *buf, size_t cap) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) { b /= 1024; i++; }
+    snprintf(buf, cap, i ? "%.2f %s" : "%.0f %s", b, u[i]);
+}

@@ -1,0 +1,31 @@
+/* Shared helpers for the kvq subcommands. */
+#ifndef KVQ_TOOLS_CLI_H
+#define KVQ_TOOLS_CLI_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "kvq.h"
+
+typedef struct cli_log { int verbosity; } cli_log;
+void cli_log_cb(void *user, kvq_log_level lvl, const char *msg);
+
+/* Fatal usage / runtime message to stderr; returns the exit code to use. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Option value parsers: print a clear error and return false on bad input. */
+bool cli_int(const char *flag, const char *v, long lo, long hi, long *out);
+bool cli_float(const char *flag, const char *v, double lo, double hi, double *out);
+/* argv[*i] is a flag taking a value: returns the value and advances, or NULL (error printed). */
+const char *cli_val(int argc, char **argv, int *i);
+
+double cli_now(void);
+/* Peak resident set size in bytes. */
+uint64_t cli_peak_rss(void);
+void cli_human_bytes(double b, char *buf, size_t cap);
+
+int cmd_run(int argc, char **argv);
+int cmd_ppl(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+#endif

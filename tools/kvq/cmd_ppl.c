@@ -1,0 +1,253 @@
+/* kvq ppl: perplexity over windows of a text file, and the KL divergence of
+ * the next-token distributions against a saved run (llama.cpp's protocol). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cli.h"
+
+#define LOGITS_MAGIC "KVQL"
+#define LOGITS_VERSION 1u
+
+typedef struct logits_hdr {
+    char magic[4];
+    uint32_t version, n_vocab, n_ctx, score_all;
+    uint64_t n_pos;
+} logits_hdr;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Byte length of the first n UTF-8 characters of s. */
+static size_t utf8_prefix(const char *s, size_t len, long n) {
+    size_t i = 0;
+    for (long k = 0; k < n && i < len; k++) {
+        i++;
+        while (i < len && ((unsigned char)s[i] & 0xc0) == 0x80) i++;
+    }
+    return i;
+}
+
+static void log_softmax(const float *x, int n, float *out) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)(x[i] - mx));
+    float lse = mx + (float)log(sum);
+    for (int i = 0; i < n; i++) out[i] = x[i] - lse;
+}
+
+int cmd_ppl(int argc, char **argv) {
+    const char *model = NULL, *tok = NULL, *file = NULL, *kv = "f16", *save = NULL, *base = NULL;
+    long n_ctx = 512, chars = -1, threads = 0, verbose = 0, batch = 512;
+    bool json = false, score_all = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-v")) { verbose++; continue; }
+        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!(v = cli_val(argc, argv, &i))) return 2;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--tokenizer")) tok = v;
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) file = v;
+        else if (!strcmp(a, "--kv")) kv = v;
+        else if (!strcmp(a, "--save-logits")) save = v;
+        else if (!strcmp(a, "--kl-base")) base = v;
+        else if (!strcmp(a, "--ctx")) { if (!cli_int(a, v, 4, 1 << 20, &n_ctx)) return 2; }
+        else if (!strcmp(a, "--chars")) { if (!cli_int(a, v, 1, 1L << 40, &chars)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_int(a, v, 0, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "--batch")) { if (!cli_int(a, v, 1, 65536, &batch)) return 2; }
+        else if (!strcmp(a, "--score")) {
+            if (!strcmp(v, "all")) score_all = true;
+            else if (!strcmp(v, "half")) score_all = false;
+            else return cli_fail("--score expects 'half' or 'all', got '%s'", v), 2;
+        } else return cli_fail("ppl: unknown option '%s'", a), 2;
+    }
+    if (!model || !file) return cli_fail("ppl: -m MODEL and -f TEXT are required"), 2;
+
+    FILE *tf = fopen(file, "rb");
+    if (!tf) return cli_fail("cannot open text '%s'", file);
+    fseek(tf, 0, SEEK_END);
+    long fsz = ftell(tf);
+    rewind(tf);
+    if (fsz < 0 || fsz > (1L << 30)) { fclose(tf); return cli_fail("text '%s' is unreadable or over 1 GiB", file); }
+    char *text = malloc((size_t)fsz + 1);
+    size_t tlen = text ? fread(text, 1, (size_t)fsz, tf) : 0;
+    fclose(tf);
+    if (!text || tlen != (size_t)fsz) { free(text); return cli_fail("cannot read '%s'", file); }
+    if (chars > 0) tlen = utf8_prefix(text, tlen, chars);
+    if (tlen == 0) { free(text); return cli_fail("text '%s' is empty", file); }
+
+    cli_log lg = {(int)verbose};
+    kvq_model_params mp = kvq_model_default_params();
+    mp.path = model;
+    mp.tokenizer_path = tok;
+    mp.log = cli_log_cb;
+    mp.log_user = &lg;
+    kvq_model *m;
+    if (kvq_model_load(&mp, &m)) { free(text); return cli_fail("cannot load model '%s'", model); }
+    kvq_model_info info;
+    kvq_model_get_info(m, &info);
+    const int V = info.n_vocab;
+    int rc = 1;
+    kvq_ctx *c = NULL;
+    kvq_token *toks = NULL, *win = NULL;
+    float *logits = NULL, *lp = NULL, *blp = NULL;
+    double *kls = NULL;
+    FILE *fs = NULL, *fb = NULL;
+    const bool has_bos = info.bos >= 0;
+
+    /* half (llama.cpp): tokenize with BOS, cut into ctx windows, replace each
+     * window's first token by BOS, score the second half.
+     * all: tokenize without BOS, windows of BOS + (ctx-1) tokens, score all. */
+    int n_tok = 0;
+    bool add_bos = !score_all && info.add_bos;
+    kvq_tokenize(m, text, tlen, add_bos, NULL, 0, &n_tok);
+    toks = malloc(((size_t)n_tok + 1) * sizeof *toks);
+    if (!toks || kvq_tokenize(m, text, tlen, add_bos, toks, n_tok, &n_tok)) { cli_fail("tokenization failed"); goto out; }
+    const int body = score_all && has_bos ? (int)n_ctx - 1 : (int)n_ctx;
+    int n_win = score_all ? (n_tok + body - 1) / body : n_tok / (int)n_ctx;
+    if (n_win < 1) {
+        cli_fail("the text has %d tokens, fewer than one window of %ld", n_tok, n_ctx);
+        goto out;
+    }
+    kvq_ctx_params cp = kvq_ctx_default_params();
+    cp.n_ctx = (int32_t)n_ctx;
+    cp.n_batch = (int32_t)(batch < n_ctx ? batch : n_ctx);
+    cp.n_threads = (int32_t)threads;
+    cp.kv_spec = kv;
+    cp.log = cli_log_cb;
+    cp.log_user = &lg;
+    if (kvq_ctx_new(m, &cp, &c)) goto out;
+    logits = malloc((size_t)n_ctx * V * sizeof(float));
+    lp = malloc((size_t)V * sizeof(float));
+    blp = malloc((size_t)V * sizeof(float));
+    win = malloc((size_t)n_ctx * sizeof *win);
+    kls = malloc(((size_t)n_win * n_ctx + 1) * sizeof *kls);
+    if (!logits || !lp || !blp || !win || !kls) { cli_fail("out of memory"); goto out; }
+    logits_hdr hdr = {{'K', 'V', 'Q', 'L'}, LOGITS_VERSION, (uint32_t)V, (uint32_t)n_ctx, score_all, 0};
+    if (save) {
+        fs = fopen(save, "wb");
+        if (!fs || fwrite(&hdr, sizeof hdr, 1, fs) != 1) { cli_fail("cannot write '%s'", save); goto out; }
+    }
+    if (base) {
+        logits_hdr bh;
+        fb = fopen(base, "rb");
+        if (!fb || fread(&bh, sizeof bh, 1, fb) != 1 || memcmp(bh.magic, LOGITS_MAGIC, 4) || bh.version != LOGITS_VERSION) {
+            cli_fail("'%s' is not a kvq logits file", base);
+            goto out;
+        }
+        if (bh.n_vocab != (uint32_t)V || bh.n_ctx != (uint32_t)n_ctx || bh.score_all != (uint32_t)score_all) {
+            cli_fail("'%s' was saved with vocab %u, ctx %u, score %s; this run has vocab %d, ctx %ld, score %s", base,
+                     bh.n_vocab, bh.n_ctx, bh.score_all ? "all" : "half", V, n_ctx, score_all ? "all" : "half");
+            goto out;
+        }
+    }
+    const bool tty = isatty(fileno(stderr));
+    double nll = 0, t0 = cli_now();
+    long n_scored = 0, n_kl = 0, top1 = 0;
+    for (int w = 0; w < n_win; w++) {
+        int len, first, start;
+        if (score_all) {
+            start = w * body;
+            int nb = n_tok - start < body ? n_tok - start : body;
+            len = 0;
+            if (has_bos) win[len++] = info.bos;
+            memcpy(win + len, toks + start, (size_t)nb * sizeof *win);
+            len += nb;
+            first = 0;
+        } else {
+            start = w * (int)n_ctx;
+            len = (int)n_ctx;
+            memcpy(win, toks + start, (size_t)len * sizeof *win);
+            if (has_bos && info.add_bos) win[0] = info.bos;
+            first = len / 2;
+        }
+        if (kvq_ctx_truncate(c, 0) || kvq_eval(c, win, len, true, logits)) goto out;
+        for (int j = first; j < len - 1; j++) {
+            const kvq_token target = win[j + 1];
+            log_softmax(logits + (size_t)j * V, V, lp);
+            nll -= lp[target];
+            n_scored++;
+            if (fs && (fwrite(&target, 4, 1, fs) != 1 || fwrite(lp, sizeof(float), (size_t)V, fs) != (size_t)V)) {
+                cli_fail("write to '%s' failed", save);
+                goto out;
+            }
+            if (fb) {
+                kvq_token bt;
+                if (fread(&bt, 4, 1, fb) != 1 || fread(blp, sizeof(float), (size_t)V, fb) != (size_t)V) {
+                    cli_fail("'%s' holds fewer positions than this run scores", base);
+                    goto out;
+                }
+                if (bt != target) {
+                    cli_fail("'%s' was saved on other text or another tokenizer (position %ld)", base, n_scored);
+                    goto out;
+                }
+                double kl = 0;
+                int ab = 0, an = 0;
+                for (int i = 0; i < V; i++) {
+                    if (blp[i] > -80) kl += exp((double)blp[i]) * ((double)blp[i] - lp[i]);
+                    if (blp[i] > blp[ab]) ab = i;
+                    if (lp[i] > lp[an]) an = i;
+                }
+                kls[n_kl++] = kl < 0 ? 0 : kl;
+                top1 += ab == an;
+            }
+        }
+        if (tty)
+            fprintf(stderr, "\rkvq: window %d/%d  ppl %.4f", w + 1, n_win, exp(nll / (n_scored ? n_scored : 1)));
+    }
+    double secs = cli_now() - t0;
+    if (tty) fputc('\n', stderr);
+    if (fs) {
+        hdr.n_pos = (uint64_t)n_scored;
+        if (fseek(fs, 0, SEEK_SET) || fwrite(&hdr, sizeof hdr, 1, fs) != 1) { cli_fail("write to '%s' failed", save); goto out; }
+    }
+    double ppl = exp(nll / n_scored);
+    double kl_mean = 0, kl_med = 0, kl_p99 = 0;
+    if (n_kl) {
+        for (long i = 0; i < n_kl; i++) kl_mean += kls[i];
+        kl_mean /= n_kl;
+        qsort(kls, (size_t)n_kl, sizeof *kls, cmp_double);
+        kl_med = kls[n_kl / 2];
+        kl_p99 = kls[(long)(0.99 * (n_kl - 1))];
+    }
+    kvq_kv_report r;
+    kvq_ctx_kv_report(c, &r);
+    if (json) {
+        printf("{\"model\": \"%s\", \"kv\": \"%s\", \"ctx\": %ld, \"score\": \"%s\", \"windows\": %d, \"tokens\": %ld, "
+               "\"ppl\": %.6f, \"nll_mean\": %.6f, ",
+               model, r.spec, n_ctx, score_all ? "all" : "half", n_win, n_scored, ppl, nll / n_scored);
+        if (n_kl)
+            printf("\"kl_mean\": %.8f, \"kl_median\": %.8f, \"kl_p99\": %.8f, \"top1_agree\": %.6f, ", kl_mean, kl_med,
+                   kl_p99, (double)top1 / n_kl);
+        else
+            printf("\"kl_mean\": null, \"kl_median\": null, \"kl_p99\": null, \"top1_agree\": null, ");
+        printf("\"kv_bytes_per_token\": %.3f, \"kv_bits_per_value\": %.4f, \"seconds\": %.3f}\n", r.bytes_per_token,
+               r.bits_per_value, secs);
+    } else {
+        printf("perplexity %.4f over %ld tokens (%d windows of %ld, score %s, kv %s)\n", ppl, n_scored, n_win, n_ctx,
+               score_all ? "all" : "half", r.spec);
+        if (n_kl)
+            printf("KL divergence vs base: mean %.6f, median %.6f, p99 %.6f; top-1 agreement %.4f\n", kl_mean, kl_med,
+                   kl_p99, (double)top1 / n_kl);
+        printf("kv: %.1f bytes/token, %.3f bits/value; %.1f tokens/s\n", r.bytes_per_token, r.bits_per_value,
+               (double)n_win * n_ctx / secs);
+    }
+    rc = 0;
+out:
+    if (fs) fclose(fs);
+    if (fb) fclose(fb);
+    free(kls);
+    free(win);
+    free(lp);
+    free(blp);
+    free(logits);
+    free(toks);
+    free(text);
+    kvq_ctx_free(c);
+    kvq_model_free(m);
+    return rc;
+}

@@ -1,0 +1,114 @@
+/* kvq run: prompt + continuation on stdout, statistics on stderr. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+
+int cmd_run(int argc, char **argv) {
+    const char *model = NULL, *tok = NULL, *prompt = "", *kv = "f16";
+    long n_gen = 128, top_k = 40, threads = 0, n_ctx = 0, seed = 42, verbose = 0;
+    double temp = 0.8, top_p = 0.95;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-v")) { verbose++; continue; }
+        if (!(v = cli_val(argc, argv, &i))) return 2;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--tokenizer")) tok = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--kv")) kv = v;
+        else if (!strcmp(a, "-n")) { if (!cli_int(a, v, 0, 1 << 24, &n_gen)) return 2; }
+        else if (!strcmp(a, "--top-k")) { if (!cli_int(a, v, 0, 1 << 24, &top_k)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_int(a, v, 0, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "--ctx")) { if (!cli_int(a, v, 0, 1 << 24, &n_ctx)) return 2; }
+        else if (!strcmp(a, "--seed")) { if (!cli_int(a, v, 0, 0x7fffffffL, &seed)) return 2; }
+        else if (!strcmp(a, "--temp")) { if (!cli_float(a, v, 0, 100, &temp)) return 2; }
+        else if (!strcmp(a, "--top-p")) { if (!cli_float(a, v, 1e-6, 1, &top_p)) return 2; }
+        else return cli_fail("run: unknown option '%s'", a), 2;
+    }
+    if (!model) return cli_fail("run: no model given (-m MODEL)"), 2;
+    cli_log lg = {(int)verbose};
+    kvq_model_params mp = kvq_model_default_params();
+    mp.path = model;
+    mp.tokenizer_path = tok;
+    mp.log = cli_log_cb;
+    mp.log_user = &lg;
+    kvq_model *m;
+    if (kvq_model_load(&mp, &m)) return cli_fail("cannot load model '%s'", model);
+
+    kvq_model_info info;
+    kvq_model_get_info(m, &info);
+    int rc = 1;
+    kvq_ctx *c = NULL;
+    kvq_sampler *s = NULL;
+    kvq_token *toks = NULL;
+    float *logits = NULL;
+    size_t plen = strlen(prompt);
+    int n_tok = 0;
+    kvq_tokenize(m, prompt, plen, true, NULL, 0, &n_tok);
+    toks = malloc(((size_t)n_tok + 1) * sizeof *toks);
+    if (!toks || kvq_tokenize(m, prompt, plen, true, toks, n_tok, &n_tok)) { cli_fail("cannot tokenize the prompt"); goto out; }
+    if (n_tok == 0) {
+        cli_fail("the prompt is empty and this model has no BOS token to start from: pass -p TEXT");
+        goto out;
+    }
+    kvq_ctx_params cp = kvq_ctx_default_params();
+    cp.n_ctx = (int32_t)n_ctx;
+    cp.n_threads = (int32_t)threads;
+    cp.kv_spec = kv;
+    cp.log = cli_log_cb;
+    cp.log_user = &lg;
+    if (kvq_ctx_new(m, &cp, &c)) goto out;
+    if (n_tok > kvq_ctx_n_ctx(c)) {
+        cli_fail("the prompt has %d tokens, more than the context of %d (use --ctx)", n_tok, kvq_ctx_n_ctx(c));
+        goto out;
+    }
+    kvq_sampler_params sp = {(float)temp, (int32_t)top_k, (float)top_p, (uint64_t)seed};
+    if (kvq_sampler_new(&sp, info.n_vocab, &s)) { cli_fail("invalid sampling options"); goto out; }
+    logits = malloc((size_t)info.n_vocab * sizeof(float));
+    if (!logits) goto out;
+
+    fwrite(prompt, 1, plen, stdout);
+    fflush(stdout);
+    double t0 = cli_now();
+    if (kvq_eval(c, toks, n_tok, false, logits)) goto out;
+    double t1 = cli_now();
+    kvq_token prev = toks[n_tok - 1];
+    int gen = 0;
+    bool full = false;
+    char piece[512];
+    for (; gen < n_gen; gen++) {
+        kvq_token t = kvq_sample(s, logits);
+        if (kvq_token_is_eog(m, t) || t == info.bos) break;
+        int pl = kvq_token_to_piece(m, prev, t, piece, sizeof piece);
+        if (pl > 0) fwrite(piece, 1, (size_t)(pl < (int)sizeof piece ? pl : (int)sizeof piece), stdout);
+        fflush(stdout);
+        prev = t;
+        if (gen + 1 == n_gen) { gen++; break; } /* the last token need not be evaluated */
+        if (kvq_ctx_n_past(c) >= kvq_ctx_n_ctx(c)) { full = true; gen++; break; }
+        if (kvq_eval(c, &t, 1, false, logits)) goto out;
+    }
+    double t2 = cli_now();
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (full) fprintf(stderr, "kvq: context of %d tokens is full; generation stopped\n", kvq_ctx_n_ctx(c));
+    kvq_kv_report r;
+    kvq_ctx_kv_report(c, &r);
+    char used[32], res[32];
+    cli_human_bytes((double)r.bytes_used, used, sizeof used);
+    cli_human_bytes((double)r.bytes_reserved, res, sizeof res);
+    int decoded = gen > 0 ? gen - 1 : 0; /* evaluated generated tokens */
+    fprintf(stderr,
+            "kvq: prefill %d tokens in %.3f s (%.1f tok/s); decode %d tokens in %.3f s (%.1f tok/s); isa %s\n"
+            "kvq: kv %s: %s held for %d tokens, %s reserved; %.1f bytes/token, %.2f bits/value\n",
+            n_tok, t1 - t0, n_tok / (t1 - t0 > 0 ? t1 - t0 : 1e-9), decoded, t2 - t1,
+            decoded / (t2 - t1 > 0 ? t2 - t1 : 1e-9), kvq_isa_name(), r.spec, used, r.n_tokens, res,
+            r.bytes_per_token, r.bits_per_value);
+    rc = 0;
+out:
+    free(logits);
+    free(toks);
+    kvq_sampler_free(s);
+    kvq_ctx_free(c);
+    kvq_model_free(m);
+    return rc;
+}

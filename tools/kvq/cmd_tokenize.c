@@ -1,0 +1,50 @@
+/* kvq tokenize: token ids (and pieces) of a text, for checking tokenizers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *model = NULL, *tok = NULL, *text = NULL;
+    bool bos = false, pieces = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--bos")) { bos = true; continue; }
+        if (!strcmp(a, "--pieces")) { pieces = true; continue; }
+        if (!(v = cli_val(argc, argv, &i))) return 2;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--tokenizer")) tok = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) text = v;
+        else return cli_fail("tokenize: unknown option '%s'", a), 2;
+    }
+    if (!model || !text) return cli_fail("tokenize: -m MODEL and -p TEXT are required"), 2;
+    cli_log lg = {0};
+    kvq_model_params mp = kvq_model_default_params();
+    mp.path = model;
+    mp.tokenizer_path = tok;
+    mp.vocab_only = true;
+    mp.log = cli_log_cb;
+    mp.log_user = &lg;
+    kvq_model *m;
+    if (kvq_model_load(&mp, &m)) return cli_fail("cannot load '%s'", model);
+    int n = 0;
+    kvq_tokenize(m, text, strlen(text), bos, NULL, 0, &n);
+    kvq_token *t = malloc(((size_t)n + 1) * sizeof *t);
+    int rc = 1;
+    if (t && kvq_tokenize(m, text, strlen(text), bos, t, n, &n) == KVQ_OK) {
+        for (int i = 0; i < n; i++) {
+            if (pieces) {
+                char buf[256];
+                int l = kvq_token_to_piece(m, -1, t[i], buf, sizeof buf);
+                printf("%d '%.*s'\n", t[i], l > 0 ? (l < 256 ? l : 256) : 0, buf);
+            } else {
+                printf("%s%d", i ? " " : "", t[i]);
+            }
+        }
+        if (!pieces) printf("\n");
+        rc = 0;
+    }
+    free(t);
+    kvq_model_free(m);
+    return rc;
+}

@@ -1,0 +1,39 @@
+/* kvq: command-line entry point; one subcommand per file. */
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kvq COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  run   -m MODEL [--tokenizer FILE] [-p TEXT] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+            "        [--seed S] [--kv SPEC] [-t THREADS] [--ctx N]      generate text\n"
+            "  ppl   -m MODEL -f TEXT [--ctx N] [--chars N] [--kv SPEC] [--score half|all]\n"
+            "        [--save-logits FILE] [--kl-base FILE] [--json]    perplexity and KL divergence\n"
+            "  info  MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
+            "  tokenize -m MODEL -p TEXT [--bos] [--pieces]                 token ids of a text\n"
+            "\n"
+            "MODEL is a .gguf file, a llama2.c .bin (with --tokenizer), or a Hugging Face folder.\n"
+            "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16; policies: full.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ppl")) return cmd_ppl(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "kvq: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
