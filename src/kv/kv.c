@@ -45,6 +45,10 @@ static kvq_status parse_part(const char *s, size_t n, char *name, size_t name_ca
     *n_opts = 0;
     if (!colon) return KVQ_OK;
     const char *p = colon + 1, *end = s + n;
+    if (p == end) {
+        seterr(err, err_cap, "':' without options in KV spec '%.*s'", (int)n, s);
+        return KVQ_ERR_ARG;
+    }
     while (p < end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *e = comma ? comma : end;

@@ -31,6 +31,10 @@ if need $M/stories260K/stories260K.bin $M/stories260K/tok512.bin $S/reference/st
     ref=$(trim < $S/reference/stories260K-greedy-200.txt)
     [ "$out" == "$ref" ] && ok "stories260K greedy 200 is byte-exact" || bad "stories260K greedy 200 differs"
     grep -q "tok/s" $TMP/err && ok "run prints statistics on stderr" || bad "run statistics missing"
+    for isa in scalar avx2 avx512; do  # every kernel path end to end (unsupported ISAs fall back)
+        out=$(KVQ_ISA=$isa $KVQ run -m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin -p "" -n 200 --temp 0 2>/dev/null | trim)
+        [ "$out" == "$ref" ] && ok "greedy 200 byte-exact with KVQ_ISA=$isa" || bad "greedy 200 differs with KVQ_ISA=$isa"
+    done
 fi
 
 # 2. Golden: HF folder, "Once upon a time", greedy 60.

@@ -60,6 +60,18 @@ const char *cli_val(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cli_log *lg) {
+    kvq_model_params mp = kvq_model_default_params();
+    mp.path = path;
+    mp.tokenizer_path = tok;
+    mp.vocab_only = vocab_only;
+    mp.log = cli_log_cb;
+    mp.log_user = lg;
+    kvq_model *m = NULL;
+    if (kvq_model_load(&mp, &m)) cli_fail("cannot load model '%s'", path);
+    return m;
+}
+
 double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -18,6 +18,9 @@ bool cli_float(const char *flag, const char *v, double lo, double hi, double *ou
 /* argv[*i] is a flag taking a value: returns the value and advances, or NULL (error printed). */
 const char *cli_val(int argc, char **argv, int *i);
 
+/* Loads a model with the CLI logger; prints the reason and returns NULL on failure. */
+kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cli_log *lg);
+
 double cli_now(void);
 /* Peak resident set size in bytes. */
 uint64_t cli_peak_rss(void);

@@ -31,13 +31,8 @@ int cmd_info(int argc, char **argv) {
     if (!model) return cli_fail("info: no model given (kvq info MODEL)"), 2;
     if (!n_specs) { specs[0] = "f32"; specs[1] = "f16"; n_specs = 2; }
     cli_log lg = {(int)verbose};
-    kvq_model_params mp = kvq_model_default_params();
-    mp.path = model;
-    mp.tokenizer_path = tok;
-    mp.log = cli_log_cb;
-    mp.log_user = &lg;
-    kvq_model *m;
-    if (kvq_model_load(&mp, &m)) return cli_fail("cannot load model '%s'", model);
+    kvq_model *m = cli_load_model(model, tok, false, &lg);
+    if (!m) return 1;
     kvq_model_info in;
     kvq_model_get_info(m, &in);
     if (!n_ctx) n_ctx = in.n_ctx_train;

@@ -81,13 +81,8 @@ int cmd_ppl(int argc, char **argv) {
     if (tlen == 0) { free(text); return cli_fail("text '%s' is empty", file); }
 
     cli_log lg = {(int)verbose};
-    kvq_model_params mp = kvq_model_default_params();
-    mp.path = model;
-    mp.tokenizer_path = tok;
-    mp.log = cli_log_cb;
-    mp.log_user = &lg;
-    kvq_model *m;
-    if (kvq_model_load(&mp, &m)) { free(text); return cli_fail("cannot load model '%s'", model); }
+    kvq_model *m = cli_load_model(model, tok, false, &lg);
+    if (!m) { free(text); return 1; }
     kvq_model_info info;
     kvq_model_get_info(m, &info);
     const int V = info.n_vocab;

@@ -27,13 +27,8 @@ int cmd_run(int argc, char **argv) {
     }
     if (!model) return cli_fail("run: no model given (-m MODEL)"), 2;
     cli_log lg = {(int)verbose};
-    kvq_model_params mp = kvq_model_default_params();
-    mp.path = model;
-    mp.tokenizer_path = tok;
-    mp.log = cli_log_cb;
-    mp.log_user = &lg;
-    kvq_model *m;
-    if (kvq_model_load(&mp, &m)) return cli_fail("cannot load model '%s'", model);
+    kvq_model *m = cli_load_model(model, tok, false, &lg);
+    if (!m) return 1;
 
     kvq_model_info info;
     kvq_model_get_info(m, &info);

@@ -19,14 +19,8 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (!model || !text) return cli_fail("tokenize: -m MODEL and -p TEXT are required"), 2;
     cli_log lg = {0};
-    kvq_model_params mp = kvq_model_default_params();
-    mp.path = model;
-    mp.tokenizer_path = tok;
-    mp.vocab_only = true;
-    mp.log = cli_log_cb;
-    mp.log_user = &lg;
-    kvq_model *m;
-    if (kvq_model_load(&mp, &m)) return cli_fail("cannot load '%s'", model);
+    kvq_model *m = cli_load_model(model, tok, true, &lg);
+    if (!m) return 1;
     int n = 0;
     kvq_tokenize(m, text, strlen(text), bos, NULL, 0, &n);
     kvq_token *t = malloc(((size_t)n + 1) * sizeof *t);

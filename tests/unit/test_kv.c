@@ -1,0 +1,168 @@
+/* The KV cache interface with the reference codecs: attention against a
+ * naive dense implementation, spec parsing, truncation, save/load,
+ * accounting. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "kv/kv.h"
+#include "testutil.h"
+
+/* Naive causal attention for query heads sharing KV heads (GQA). */
+static void naive_attn(const float *q, const float *k, const float *v, int n_vis, int nh, int nkv, int hd, float *out) {
+    int rep = nh / nkv;
+    double *s = malloc(sizeof(double) * (size_t)n_vis);
+    for (int h = 0; h < nh; h++) {
+        int g = h / rep;
+        double mx = -1e300, sum = 0;
+        for (int t = 0; t < n_vis; t++) {
+            double d = 0;
+            for (int i = 0; i < hd; i++) d += (double)q[h * hd + i] * k[((size_t)t * nkv + g) * hd + i];
+            s[t] = d / sqrt((double)hd);
+            if (s[t] > mx) mx = s[t];
+        }
+        for (int t = 0; t < n_vis; t++) { s[t] = exp(s[t] - mx); sum += s[t]; }
+        for (int i = 0; i < hd; i++) {
+            double o = 0;
+            for (int t = 0; t < n_vis; t++) o += s[t] * v[((size_t)t * nkv + g) * hd + i];
+            out[h * hd + i] = (float)(o / sum);
+        }
+    }
+    free(s);
+}
+
+static void check_codec(const char *spec, int n_ctx, int hd, double max_rel, int n_threads) {
+    const int nh = 8, nkv = 2, nl = 2, n = n_ctx - 3;
+    kvq_kv_geom g = {nl, nh, nkv, hd, n_ctx};
+    kvq_kv_cache *c;
+    char err[256];
+    assert_int_equal(kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err), KVQ_OK);
+    uint64_t s = 7;
+    size_t kvn = (size_t)n * nkv * hd;
+    float *k = malloc(kvn * 4), *v = malloc(kvn * 4), *q = malloc((size_t)nh * hd * 4 * 4);
+    float *o = malloc((size_t)nh * hd * 4 * 4), *r = malloc((size_t)nh * hd * 4);
+    for (size_t i = 0; i < kvn; i++) { k[i] = tu_randn(&s); v[i] = tu_randn(&s); }
+    for (int i = 0; i < nh * hd * 4; i++) q[i] = 2 * tu_randn(&s);
+    /* append in uneven chunks, as prefill + decode would */
+    for (int il = 0; il < nl; il++) {
+        int done = 0, step = 1;
+        while (done < n) {
+            int m = n - done < step ? n - done : step;
+            assert_int_equal(kvq_kv_append(c, il, k + (size_t)done * nkv * hd, v + (size_t)done * nkv * hd, m), KVQ_OK);
+            done += m;
+            step = step * 3 + 1;
+        }
+    }
+    assert_int_equal(kvq_kv_n(c), n);
+    /* 4 queries as a causal batch: query i sees n-3+i slots */
+    int n_vis0 = n - 3;
+    assert_int_equal(kvq_kv_attend(c, 1, q, 4, n_vis0, 1.0f / sqrtf((float)hd), KVQ_VIEW_FULL, o, n_threads), KVQ_OK);
+    double worst = 0;
+    for (int i = 0; i < 4; i++) {
+        naive_attn(q + (size_t)i * nh * hd, k, v, n_vis0 + i, nh, nkv, hd, r);
+        double e = sqrt(tu_nmse(r, o + (size_t)i * nh * hd, (size_t)nh * hd));
+        if (e > worst) worst = e;
+    }
+    if (worst > max_rel) fail_msg("%s ctx %d hd %d threads %d: relative error %.3g > %.3g", spec, n_ctx, hd, n_threads, worst, max_rel);
+    /* exact accounting: f32 = 8 bytes per value pair, f16 = 4 */
+    uint64_t per = !strcmp(spec, "f32") ? 8 : 4;
+    assert_int_equal(kvq_kv_bytes_used(c), (uint64_t)n * nkv * hd * per * nl);
+    kvq_kv_cache_free(c);
+    free(k); free(v); free(q); free(o); free(r);
+}
+
+static void test_attention_matches_naive(void **st) {
+    (void)st;
+    int hds[] = {8, 16, 64, 128};
+    for (int i = 0; i < 4; i++) {
+        check_codec("f32", 300, hds[i], 1e-5, 1);
+        check_codec("f32", 3000, hds[i], 1e-5, 2); /* several chunks merged */
+        check_codec("f16", 300, hds[i], 2e-3, 2);
+    }
+}
+
+static void test_spec_parsing(void **st) {
+    (void)st;
+    kvq_kv_spec s;
+    char err[256], buf[512];
+    assert_int_equal(kvq_kv_spec_parse("f16", &s, err, sizeof err), KVQ_OK);
+    assert_string_equal(s.codec, "f16");
+    assert_string_equal(s.policy, "full");
+    assert_int_equal(kvq_kv_spec_parse(NULL, &s, err, sizeof err), KVQ_OK);
+    assert_string_equal(s.codec, "f16");
+    assert_int_equal(kvq_kv_spec_parse("f32+full", &s, err, sizeof err), KVQ_OK);
+    kvq_kv_spec_format(&s, buf, sizeof buf);
+    assert_string_equal(buf, "f32");
+    const char *bad[] = {"nope", "f16+nope", "f16:", "f16:a,,b", "f16:a,", ":x", "f16+full+full", "f16:=3", "f16:k="};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        if (kvq_kv_spec_parse(bad[i], &s, err, sizeof err) == KVQ_OK) fail_msg("accepted '%s'", bad[i]);
+        assert_true(err[0] != 0);
+    }
+    kvq_kv_geom g = {2, 4, 2, 16, 64};
+    kvq_kv_cache *c = NULL;
+    assert_int_equal(kvq_kv_cache_new(&g, "f16:k4v2", NULL, &c, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "takes no options"));
+    assert_null(c);
+}
+
+static void test_truncate_save_load(void **st) {
+    (void)st;
+    kvq_kv_geom g = {2, 4, 2, 16, 64};
+    char err[256];
+    kvq_kv_cache *a, *b;
+    assert_int_equal(kvq_kv_cache_new(&g, "f16", NULL, &a, err, sizeof err), KVQ_OK);
+    assert_int_equal(kvq_kv_cache_new(&g, "f16", NULL, &b, err, sizeof err), KVQ_OK);
+    float k[40 * 32], v[40 * 32];
+    uint64_t s = 3;
+    for (int i = 0; i < 40 * 32; i++) { k[i] = tu_randn(&s); v[i] = tu_randn(&s); }
+    for (int il = 0; il < 2; il++) assert_int_equal(kvq_kv_append(a, il, k, v, 40), KVQ_OK);
+    assert_int_equal(kvq_kv_truncate(a, 30), KVQ_OK);
+    assert_int_equal(kvq_kv_n(a), 30);
+    char path[] = "/tmp/kvq_kv_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    assert_int_equal(kvq_kv_save(a, path), KVQ_OK);
+    assert_int_equal(kvq_kv_load(b, path), KVQ_OK);
+    assert_int_equal(kvq_kv_n(b), 30);
+    float ka[30 * 32], kb[30 * 32], va[30 * 32], vb[30 * 32];
+    for (int il = 0; il < 2; il++) {
+        a->codec->read(&a->layers[il], KVQ_VIEW_FULL, 0, 30, ka, va);
+        b->codec->read(&b->layers[il], KVQ_VIEW_FULL, 0, 30, kb, vb);
+        assert_memory_equal(ka, kb, sizeof ka);
+        assert_memory_equal(va, vb, sizeof va);
+    }
+    /* a cache of another geometry or spec refuses the file */
+    kvq_kv_cache *d;
+    assert_int_equal(kvq_kv_cache_new(&g, "f32", NULL, &d, err, sizeof err), KVQ_OK);
+    assert_int_equal(kvq_kv_load(d, path), KVQ_ERR_ARG);
+    /* a truncated file is an error and leaves the cache empty */
+    truncate(path, 100);
+    assert_int_equal(kvq_kv_load(b, path), KVQ_ERR_FORMAT);
+    assert_int_equal(kvq_kv_n(b), 0);
+    unlink(path);
+    /* appending past the context is a clean error */
+    assert_int_equal(kvq_kv_append(a, 0, k, v, 40), KVQ_ERR_CONTEXT_FULL);
+    kvq_kv_cache_free(a);
+    kvq_kv_cache_free(b);
+    kvq_kv_cache_free(d);
+}
+
+static void test_bytes_for(void **st) {
+    (void)st;
+    kvq_kv_geom g = {5, 8, 4, 8, 512}; /* stories260K */
+    uint64_t b;
+    char err[128];
+    assert_int_equal(kvq_kv_bytes_for(&g, "f16", 512, &b, err, sizeof err), KVQ_OK);
+    assert_int_equal(b, 512ull * 5 * 4 * 8 * 2 * 2);
+    assert_int_equal(kvq_kv_bytes_for(&g, "f32", 1, &b, err, sizeof err), KVQ_OK);
+    assert_int_equal(b, 5ull * 4 * 8 * 2 * 4);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention_matches_naive), cmocka_unit_test(test_spec_parsing),
+        cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_bytes_for),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
