@@ -143,6 +143,35 @@ kvq_status kvq_sampler_new(const kvq_sampler_params *p, int n_vocab, kvq_sampler
 void       kvq_sampler_free(kvq_sampler *s);
 kvq_token  kvq_sample(kvq_sampler *s, const float *logits);
 
+/* ------------------------------------------------------- synthetic models */
+
+/* Writes a GGUF with random weights in a realistic shape, for measuring speed
+ * and memory only (random weights say nothing about quality).
+ * presets: "stories110m", "llama3.2-1b", "qwen2.5-0.5b", "smollm2-360m". */
+typedef struct kvq_synth_params {
+    const char *preset;
+    const char *out_path;
+    const char *weight_type;    /* f32 f16 bf16 q8_0 q4_0 q4_1 q4_K q5_K q6_K */
+    int32_t     n_ctx;          /* 0: the preset's; up to 131072 */
+    const char *tokenizer_from; /* GGUF whose tokenizer is copied (NULL: a placeholder vocabulary) */
+    uint64_t    seed;
+    int32_t     n_threads;
+    kvq_log_fn  log;
+    void       *log_user;
+} kvq_synth_params;
+
+kvq_synth_params kvq_synth_default_params(void);
+kvq_status kvq_synth(const kvq_synth_params *p);
+/* Names of the presets, NULL-terminated. */
+const char *const *kvq_synth_presets(void);
+
+/* Benchmark helper: appends n tokens of random K/V to every layer of the cache
+ * (and advances the position) without running the model, so decode speed can
+ * be measured at a depth without a long prefill. */
+kvq_status kvq_ctx_fill_random(kvq_ctx *c, int32_t n, uint64_t seed);
+/* Bytes of weights one decode step reads (every matrix once). */
+uint64_t kvq_model_weight_bytes(const kvq_model *m);
+
 /* ------------------------------------------------------------------ misc */
 
 /* The instruction set the kernels use ("scalar", "avx2", "avx512"); chosen

@@ -217,3 +217,29 @@ kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_
     fill_report(&g, &s, bytes, r);
     return KVQ_OK;
 }
+
+kvq_status kvq_ctx_fill_random(kvq_ctx *c, int32_t n, uint64_t seed) {
+    if (n < 0 || c->n_past + n > c->n_ctx)
+        return kvq_err(&c->lg, KVQ_ERR_CONTEXT_FULL, "cannot fill %d tokens: %d cached of %d", n, c->n_past, c->n_ctx);
+    const kvq_hparams *h = &c->m->hp;
+    const int KV = h->n_head_kv * h->head_dim, chunk = 256;
+    float *k = malloc((size_t)chunk * KV * sizeof(float)), *v = malloc((size_t)chunk * KV * sizeof(float));
+    if (!k || !v) { free(k); free(v); return KVQ_ERR_NOMEM; }
+    uint64_t s = seed | 1;
+    kvq_status st = KVQ_OK;
+    for (int32_t done = 0; done < n && !st; done += chunk) {
+        int m = n - done < chunk ? n - done : chunk;
+        for (int l = 0; l < h->n_layer && !st; l++) {
+            for (size_t i = 0; i < (size_t)m * KV; i++) {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                k[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 4.0f;
+                v[i] = ((float)((s >> 16) & 0xffffff) / 16777216.0f - 0.5f) * 4.0f;
+            }
+            st = kvq_kv_append(c->kv, l, k, v, m);
+        }
+        if (!st) c->n_past += m;
+    }
+    free(k);
+    free(v);
+    return st;
+}

@@ -219,6 +219,17 @@ kvq_status kvq_model_get_info(const kvq_model *m, kvq_model_info *info) {
     return KVQ_OK;
 }
 
+uint64_t kvq_model_weight_bytes(const kvq_model *m) {
+    uint64_t b = tensor_bytes(&m->output) + tensor_bytes(&m->out_norm);
+    for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
+        const kvq_layer_weights *w = &m->layers[l];
+        const kvq_tensor *t[] = {&w->attn_norm, &w->wq, &w->wk, &w->wv, &w->bq, &w->bk, &w->bv,
+                                 &w->wo, &w->ffn_norm, &w->w_gate, &w->w_up, &w->w_down};
+        for (int i = 0; i < 12; i++) b += tensor_bytes(t[i]);
+    }
+    return b;
+}
+
 kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool add_bos, kvq_token *out, int cap,
                         int *n_out) {
     if (!m->has_vocab) return kvq_err(&m->lg, KVQ_ERR_ARG, "model has no tokenizer");

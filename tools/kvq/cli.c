@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 void cli_log_cb(void *user, kvq_log_level lvl, const char *msg) {
     const cli_log *l = user;
@@ -89,4 +90,9 @@ void cli_human_bytes(double b, char *buf, size_t cap) {
     int i = 0;
     while (b >= 1024 && i < 4) { b /= 1024; i++; }
     snprintf(buf, cap, i ? "%.2f %s" : "%.0f %s", b, u[i]);
+}
+
+int sysconf_cores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }

@@ -14,6 +14,10 @@ static void usage(FILE *f) {
             "        [--save-logits FILE] [--kl-base FILE] [--json]    perplexity and KL divergence\n"
             "  info  MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
             "  tokenize -m MODEL -p TEXT [--bos] [--pieces]                 token ids of a text\n"
+            "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF]\n"
+            "        random-weight model in a real shape (speed/memory only)\n"
+            "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
+            "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
             "\n"
             "MODEL is a .gguf file, a llama2.c .bin (with --tokenizer), or a Hugging Face folder.\n"
             "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16; policies: full.\n");
@@ -29,6 +33,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ppl")) return cmd_ppl(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth")) return cmd_synth(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -1,0 +1,169 @@
+/* kvq bench: prefill and decode speed at cache depths, with achieved GB/s
+ * against this machine's streaming read bandwidth measured in the same run. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+
+#define MAX_KV 8
+#define MAX_DEPTH 16
+
+typedef struct stats { double med, lo, hi; } stats;
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static stats summarize(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return (stats){v[n / 2], v[0], v[n - 1]};
+}
+
+static bool parse_list(const char *flag, const char *v, long *out, int *n, int cap, long lo, long hi) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (*n == cap) return cli_fail("%s: at most %d values", flag, cap), false;
+        if (!cli_int(flag, tok, lo, hi, &out[(*n)++])) return false;
+    }
+    return true;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model = NULL, *kvs[MAX_KV];
+    int n_kv = 0, n_depth = 0;
+    long depths[MAX_DEPTH], n_prefill = 512, n_gen = 32, threads = 0, reps = 3, verbose = 0;
+    bool json = false, no_bw = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-v")) { verbose++; continue; }
+        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--no-bw")) { no_bw = true; continue; }
+        if (!(v = cli_val(argc, argv, &i))) return 2;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--kv")) {
+            if (n_kv == MAX_KV) return cli_fail("bench: at most %d --kv", MAX_KV), 2;
+            kvs[n_kv++] = v;
+        } else if (!strcmp(a, "--depth")) { if (!parse_list(a, v, depths, &n_depth, MAX_DEPTH, 0, 1 << 24)) return 2; }
+        else if (!strcmp(a, "-p")) { if (!cli_int(a, v, 0, 65536, &n_prefill)) return 2; }
+        else if (!strcmp(a, "-n")) { if (!cli_int(a, v, 1, 4096, &n_gen)) return 2; }
+        else if (!strcmp(a, "-t")) { if (!cli_int(a, v, 0, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "-r")) { if (!cli_int(a, v, 1, 100, &reps)) return 2; }
+        else return cli_fail("bench: unknown option '%s'", a), 2;
+    }
+    if (!model) return cli_fail("bench: no model given (-m MODEL)"), 2;
+    if (!n_kv) kvs[n_kv++] = "f16";
+    if (!n_depth) depths[n_depth++] = 0;
+    cli_log lg = {(int)verbose};
+    kvq_model *m = cli_load_model(model, NULL, false, &lg);
+    if (!m) return 1;
+    kvq_model_info info;
+    kvq_model_get_info(m, &info);
+    int nth = threads ? (int)threads : 0;
+    int bw_threads = nth ? nth : (int)sysconf_cores();
+    double dram = no_bw ? 0 : cli_read_bandwidth((size_t)1 << 30, bw_threads, 5);
+    double l3 = no_bw ? 0 : cli_read_bandwidth((size_t)16 << 20, bw_threads, 5);
+    uint64_t wbytes = kvq_model_weight_bytes(m);
+    char wb[32];
+    cli_human_bytes((double)wbytes, wb, sizeof wb);
+    if (!json) {
+        printf("model    %s: %s, %d layers, dim %d, weights read per token %s\n", model, info.name, info.n_layer,
+               info.n_embd, wb);
+        printf("machine  read bandwidth %.1f GB/s (1 GiB buffer), %.1f GB/s (16 MiB, cache-resident); %d threads; isa %s\n",
+               dram, l3, bw_threads, kvq_isa_name());
+        printf("%-22s %-10s %10s %18s %8s %8s %12s\n", "kv", "test", "tok/s", "[min - max]", "GB/s", "% bw", "KV B/token");
+    } else {
+        printf("{\"model\": \"%s\", \"weight_bytes\": %llu, \"threads\": %d, \"isa\": \"%s\", \"dram_gbs\": %.2f, "
+               "\"l3_gbs\": %.2f, \"results\": [",
+               model, (unsigned long long)wbytes, bw_threads, kvq_isa_name(), dram, l3);
+    }
+    int rc = 0, first = 1;
+    long max_depth = 0;
+    for (int d = 0; d < n_depth; d++) max_depth = depths[d] > max_depth ? depths[d] : max_depth;
+    kvq_token *toks = malloc((size_t)(n_prefill > 0 ? n_prefill : 1) * sizeof *toks);
+    double *v = malloc((size_t)reps * sizeof *v);
+    uint64_t s = 88172645463325252ull;
+    for (long i = 0; i < n_prefill; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        toks[i] = (kvq_token)(3 + s % (uint64_t)(info.n_vocab - 3));
+    }
+    for (int k = 0; k < n_kv && !rc; k++) {
+        kvq_ctx_params cp = kvq_ctx_default_params();
+        long need = max_depth + n_gen + 1 > n_prefill ? max_depth + n_gen + 1 : n_prefill;
+        cp.n_ctx = (int32_t)need;
+        cp.n_batch = (int32_t)(n_prefill > 0 && n_prefill < 512 ? n_prefill : 512);
+        cp.n_threads = nth;
+        cp.kv_spec = kvs[k];
+        cp.log = cli_log_cb;
+        cp.log_user = &lg;
+        kvq_ctx *c;
+        if (kvq_ctx_new(m, &cp, &c)) { rc = cli_fail("bench: cannot create a context for --kv %s", kvs[k]); break; }
+        kvq_kv_report r;
+        kvq_ctx_kv_report(c, &r);
+        /* prefill */
+        if (n_prefill > 0) {
+            for (int i = 0; i < reps; i++) {
+                kvq_ctx_truncate(c, 0);
+                double t0 = cli_now();
+                if (kvq_eval(c, toks, (int)n_prefill, false, NULL)) { rc = 1; break; }
+                v[i] = n_prefill / (cli_now() - t0);
+            }
+            if (rc) { kvq_ctx_free(c); break; }
+            stats st = summarize(v, (int)reps);
+            double gbs = 0;
+            if (json)
+                printf("%s{\"kv\": \"%s\", \"test\": \"pp%ld\", \"tok_s\": %.2f, \"min\": %.2f, \"max\": %.2f}", first ? "" : ", ",
+                       r.spec, n_prefill, st.med, st.lo, st.hi);
+            else
+                printf("%-22s pp%-8ld %10.1f %8.1f - %-7.1f %8s %8s %12.1f\n", r.spec, n_prefill, st.med, st.lo, st.hi, "",
+                       "", r.bytes_per_token);
+            first = 0;
+            (void)gbs;
+        }
+        /* decode at each depth */
+        for (int d = 0; d < n_depth && !rc; d++) {
+            kvq_ctx_truncate(c, 0);
+            if (kvq_ctx_fill_random(c, (int32_t)depths[d], 7)) { rc = 1; break; }
+            kvq_token t = toks[0];
+            uint64_t kv_at = 0;
+            for (int i = 0; i < reps; i++) {
+                kvq_ctx_truncate(c, (int32_t)depths[d]);
+                double t0 = cli_now();
+                for (long j = 0; j < n_gen && !rc; j++) rc = kvq_eval(c, &t, 1, false, NULL) != KVQ_OK;
+                v[i] = n_gen / (cli_now() - t0);
+                kvq_kv_report rr;
+                kvq_ctx_kv_report(c, &rr);
+                kv_at = rr.bytes_used;
+            }
+            if (rc) break;
+            stats st = summarize(v, (int)reps);
+            /* bytes read per decode step: every weight once plus the whole cache (average over the run) */
+            double kv_read = (double)kv_at - r.bytes_per_token * n_gen / 2.0;
+            double bytes = (double)wbytes + (kv_read > 0 ? kv_read : 0);
+            double gbs = bytes * st.med / 1e9;
+            double ref = bytes < 24e6 ? l3 : dram;
+            double kv_gbs = (kv_read > 0 ? kv_read : 0) * st.med / 1e9;
+            char test[32];
+            snprintf(test, sizeof test, "tg%ld@%ld", n_gen, depths[d]);
+            if (json)
+                printf("%s{\"kv\": \"%s\", \"test\": \"%s\", \"depth\": %ld, \"tok_s\": %.2f, \"min\": %.2f, \"max\": %.2f, "
+                       "\"gbs\": %.2f, \"kv_gbs\": %.2f, \"bw_fraction\": %.3f, \"kv_bytes_per_token\": %.2f}",
+                       first ? "" : ", ", r.spec, test, depths[d], st.med, st.lo, st.hi, gbs, kv_gbs, ref > 0 ? gbs / ref : 0,
+                       r.bytes_per_token);
+            else
+                printf("%-22s %-10s %10.1f %8.1f - %-7.1f %8.2f %7.0f%% %12.1f   (KV traffic %.2f GB/s)\n", r.spec, test,
+                       st.med, st.lo, st.hi, gbs, ref > 0 ? 100 * gbs / ref : 0, r.bytes_per_token, kv_gbs);
+            first = 0;
+        }
+        fflush(stdout);
+        kvq_ctx_free(c);
+    }
+    char rss[32];
+    cli_human_bytes((double)cli_peak_rss(), rss, sizeof rss);
+    if (json) printf("], \"peak_rss\": %llu}\n", (unsigned long long)cli_peak_rss());
+    else printf("peak RSS %s\n", rss);
+    free(toks);
+    free(v);
+    kvq_model_free(m);
+    return rc;
+}
