@@ -7,6 +7,7 @@ PKGS=(
   libclang-rt-14-dev # libFuzzer / sanitizer runtimes for clang
   libcmocka-dev     # unit-test framework
   libcjson-dev      # JSON: HF config.json / tokenizer.json / safetensors headers
+  libyaml-dev       # KVTuner per-layer presets (YAML)
   python3           # test scripts read the CLI's JSON output
 )
 SUDO=""

@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const kvq_codec kvq_codec_f32, kvq_codec_f16;
+extern const kvq_codec kvq_codec_f32, kvq_codec_f16, kvq_codec_kivi;
 extern const kvq_policy kvq_policy_full;
 
-static const kvq_codec *const CODECS[] = {&kvq_codec_f32, &kvq_codec_f16};
+static const kvq_codec *const CODECS[] = {&kvq_codec_f32, &kvq_codec_f16, &kvq_codec_kivi};
 static const kvq_policy *const POLICIES[] = {&kvq_policy_full};
 
 const kvq_codec *kvq_codec_find(const char *name) {
@@ -105,11 +105,17 @@ kvq_status kvq_kv_spec_parse(const char *s, kvq_kv_spec *out, char *err, size_t 
         strcpy(out->policy, "full");
     }
     if (!kvq_codec_find(out->codec)) {
-        seterr(err, err_cap, "unknown KV codec '%s' (available: f32, f16)", out->codec);
+        char names[256] = "";
+        for (size_t i = 0; i < sizeof CODECS / sizeof CODECS[0]; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", CODECS[i]->name);
+        seterr(err, err_cap, "unknown KV codec '%s' (available: %s)", out->codec, names);
         return KVQ_ERR_ARG;
     }
     if (!kvq_policy_find(out->policy)) {
-        seterr(err, err_cap, "unknown KV policy '%s' (available: full)", out->policy);
+        char names[256] = "";
+        for (size_t i = 0; i < sizeof POLICIES / sizeof POLICIES[0]; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", POLICIES[i]->name);
+        seterr(err, err_cap, "unknown KV policy '%s' (available: %s)", out->policy, names);
         return KVQ_ERR_ARG;
     }
     return KVQ_OK;

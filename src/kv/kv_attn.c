@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "kv.h"
+#include "kv_simd.h"
 
 #define TILE 128
 #define CHUNK 1024
@@ -26,8 +27,8 @@ static float *scratch(kvq_kv_cache *c, size_t n) {
 
 /* One item: partial softmax statistics (m, l) and unnormalized output for
  * the rep query heads of KV head h over slots [t0, t1). */
-static void run_item(const kvq_kv_layer *L, const item *it, const float *q, int rep, float scale, int view,
-                     float *ml, float *acc, float *s) {
+static void run_item(const kvq_kv_layer *L, const kvq_attn_kernels *K, const item *it, const float *q, int rep,
+                     float scale, int view, float *ml, float *acc, float *s) {
     const int hd = L->head_dim;
     for (int g = 0; g < rep; g++) { ml[2 * g] = -INFINITY; ml[2 * g + 1] = 0; }
     memset(acc, 0, (size_t)rep * (size_t)hd * sizeof(float));
@@ -35,21 +36,11 @@ static void run_item(const kvq_kv_layer *L, const item *it, const float *q, int 
         int n = it->t1 - t0 < TILE ? it->t1 - t0 : TILE;
         L->codec->qk(L, view, it->h, t0, n, q, rep, s);
         for (int g = 0; g < rep; g++) {
-            float *sg = s + (size_t)g * n, mx = ml[2 * g];
-            for (int i = 0; i < n; i++) {
-                sg[i] *= scale;
-                if (sg[i] > mx) mx = sg[i];
-            }
-            float corr = expf(ml[2 * g] - mx), sum = 0;
-            for (int i = 0; i < n; i++) {
-                sg[i] = expf(sg[i] - mx);
-                sum += sg[i];
-            }
-            float *ag = acc + (size_t)g * hd;
-            if (corr != 1.0f)
+            float corr = K->softmax_step(s + (size_t)g * n, n, scale, &ml[2 * g], &ml[2 * g + 1]);
+            if (corr != 1.0f) {
+                float *ag = acc + (size_t)g * hd;
                 for (int d = 0; d < hd; d++) ag[d] *= corr;
-            ml[2 * g] = mx;
-            ml[2 * g + 1] = ml[2 * g + 1] * corr + sum;
+            }
         }
         L->codec->av(L, view, it->h, t0, n, s, rep, acc);
     }
@@ -71,7 +62,7 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
     /* chunk length: enough items to keep every thread busy, long enough to amortize */
     int total_vis = n_vis0 + n_q - 1;
     int chunk = n_q * nkv >= 2 * n_threads ? 1 << 30 : CHUNK;
-    if (chunk == CHUNK && total_vis / (2 * n_threads) > CHUNK) chunk = total_vis / (2 * n_threads);
+    if (chunk == CHUNK && total_vis / (2 * n_threads) > CHUNK) chunk = total_vis / (2 * n_threads) / TILE * TILE;
     for (int qi = 0; qi < n_q; qi++) {
         int vis = n_vis0 + qi;
         for (int h = 0; h < nkv; h++) {
@@ -98,13 +89,14 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
     float *buf = scratch(c, n_items * per_item + (size_t)n_threads * per_thread);
     if (!buf) { free(items); return KVQ_ERR_NOMEM; }
     float *tiles = buf + n_items * per_item;
+    const kvq_attn_kernels *kern = kvq_attn_kernels_active();
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (n_items > 1)
     for (size_t k = 0; k < n_items; k++) {
         const item *it = &items[k];
         float *ml = buf + k * per_item, *acc = ml + 2 * rep;
         const float *qg = q + ((size_t)it->qi * nh + (size_t)it->h * rep) * hd;
-        run_item(L, it, qg, rep, scale, view, ml, acc, tiles + (size_t)omp_get_thread_num() * per_thread);
+        run_item(L, kern, it, qg, rep, scale, view, ml, acc, tiles + (size_t)omp_get_thread_num() * per_thread);
     }
 
     /* merge consecutive items of the same (query, head) */

@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "core/cpu.h"
+#include "core/fp16.h"
 #include "kv/kv.h"
+#include "kv/kv_simd.h"
 #include "testutil.h"
 
 /* Naive causal attention for query heads sharing KV heads (GQA). */
@@ -159,10 +162,61 @@ static void test_bytes_for(void **st) {
     assert_int_equal(b, 5ull * 4 * 8 * 2 * 4);
 }
 
+/* Every SIMD attention kernel against its scalar reference. */
+static void test_attn_kernels_isa(void **st) {
+    (void)st;
+    const kvq_attn_kernels *ref = kvq_attn_kernels_isa(KVQ_ISA_SCALAR);
+    uint64_t s = 11;
+    enum { HD = 128, NQ = 7, N = 100 };
+    float kt32[HD * KVQ_KT], q[NQ * HD], w[NQ * N], v32[N * HD];
+    uint16_t kt16[HD * KVQ_KT], v16[N * HD];
+    for (int i = 0; i < HD * KVQ_KT; i++) { kt32[i] = tu_randn(&s); kt16[i] = kvq_f32_to_f16(kt32[i]); }
+    for (int i = 0; i < N * HD; i++) { v32[i] = tu_randn(&s); v16[i] = kvq_f32_to_f16(v32[i]); }
+    for (int i = 0; i < NQ * HD; i++) q[i] = tu_randn(&s);
+    for (int i = 0; i < NQ * N; i++) w[i] = fabsf(tu_randn(&s));
+    int hds[] = {8, 16, 64, 80, 128};
+    for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
+        if (!kvq_isa_supported(isa)) continue;
+        const kvq_attn_kernels *k = kvq_attn_kernels_isa(isa);
+        for (int hi = 0; hi < 5; hi++) {
+            int hd = hds[hi];
+            for (int nq = 1; nq <= NQ; nq += 3) {
+                float a[NQ * KVQ_KT], b[NQ * KVQ_KT];
+                ref->qk_tile_f16(kt16, hd, q, nq, a, KVQ_KT);
+                k->qk_tile_f16(kt16, hd, q, nq, b, KVQ_KT);
+                if (tu_nmse(a, b, (size_t)nq * KVQ_KT) > 1e-10) fail_msg("qk f16 isa %d hd %d nq %d", isa, hd, nq);
+                ref->qk_tile_f32(kt32, hd, q, nq, a, KVQ_KT);
+                k->qk_tile_f32(kt32, hd, q, nq, b, KVQ_KT);
+                if (tu_nmse(a, b, (size_t)nq * KVQ_KT) > 1e-10) fail_msg("qk f32 isa %d hd %d nq %d", isa, hd, nq);
+                float oa[NQ * HD] = {0}, ob[NQ * HD] = {0};
+                ref->av_f16(v16, N, hd, w, N, nq, oa);
+                k->av_f16(v16, N, hd, w, N, nq, ob);
+                if (tu_nmse(oa, ob, (size_t)nq * hd) > 1e-10) fail_msg("av f16 isa %d hd %d nq %d", isa, hd, nq);
+                memset(oa, 0, sizeof oa);
+                memset(ob, 0, sizeof ob);
+                ref->av_f32(v32, N, hd, w, N, nq, oa);
+                k->av_f32(v32, N, hd, w, N, nq, ob);
+                if (tu_nmse(oa, ob, (size_t)nq * hd) > 1e-10) fail_msg("av f32 isa %d hd %d nq %d", isa, hd, nq);
+            }
+        }
+        for (int n = 1; n <= N; n += 13) {
+            float sa[N], sb[N];
+            for (int i = 0; i < n; i++) sa[i] = sb[i] = 10 * tu_randn(&s);
+            float ma = 0.5f, la = 2, mb = 0.5f, lb = 2;
+            float ca = ref->softmax_step(sa, n, 0.3f, &ma, &la), cb = k->softmax_step(sb, n, 0.3f, &mb, &lb);
+            assert_float_equal(ma, mb, 0);
+            assert_float_equal(ca, cb, 1e-6 * ca);
+            assert_float_equal(la, lb, 1e-5 * la);
+            if (tu_nmse(sa, sb, (size_t)n) > 1e-10) /* polynomial exp: relative error below 1e-5 */ fail_msg("softmax isa %d n %d nmse %g", isa, n, tu_nmse(sa, sb, (size_t)n));
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_matches_naive), cmocka_unit_test(test_spec_parsing),
         cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_bytes_for),
+        cmocka_unit_test(test_attn_kernels_isa),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,327 @@
+/* KIVI codec with per-layer bits (KVTuner): keys quantized per channel over
+ * blocks of G tokens, values per token in groups of G channels, asymmetric
+ * min/scale in fp16, the newest tokens kept in an fp16 window.
+ *
+ * The window holds between R and R+G-1 tokens once the cache has R+G; when it
+ * reaches R+G the oldest G are quantized as one block, once, and never again.
+ * Attention runs on the packed codes (kivi_kernels.c), never on a dequantized
+ * copy. Spec: kivi:k4v2[,g=32][,r=32] or kivi:layers=FILE (kvq text or
+ * KVTuner YAML). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../core/cpu.h"
+#include "../kernels/types.h"
+#include "kivi_kernels.h"
+#include "kv.h"
+#include "kv_layers.h"
+#include "kv_simd.h"
+#include "kvquant.h"
+
+typedef struct kivi_cfg { int8_t kb, vb; int16_t g, r; } kivi_cfg;
+
+typedef struct kstate {
+    int kb, vb, G, R, vg, ng;
+    int nq;                 /* quantized tokens, a multiple of G */
+    size_t kblk, vrow;      /* bytes of codes per key block / per value row */
+    size_t nblk;            /* key blocks per head */
+    uint8_t *kc, *vc;       /* [head][block][hd*G*kb/8], [head][cap][hd*vb/8] */
+    kvq_f16 *kms, *vms;     /* [head][block][hd][2], [head][cap][ng][2] */
+    uint16_t *wk, *wv;      /* window, [head][R+G][hd] fp16 */
+    int wcap;
+    const kvq_kivi_kernels *kk;
+    const kvq_attn_kernels *ak;
+    kvq_vec_dot_fn f16dot;
+} kstate;
+
+static int value_group(int G, int hd) {
+    int vg = G < hd ? G : hd;
+    return hd % vg ? hd : vg;
+}
+
+static kvq_status kivi_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void *cfgs, char *err, size_t cap) {
+    long kb = 4, vb = 4, G = 32, R = -1;
+    const char *layers = NULL;
+    for (int i = 0; i < s->n_copt; i++) {
+        const kvq_kv_opt *o = &s->copt[i];
+        int k, v;
+        char extra;
+        if (!o->val[0] && sscanf(o->key, "k%dv%d%c", &k, &v, &extra) == 2) { kb = k; vb = v; }
+        else if (!strcmp(o->key, "k") || !strcmp(o->key, "v") || !strcmp(o->key, "g") || !strcmp(o->key, "r")) {
+            long *dst = o->key[0] == 'k' ? &kb : o->key[0] == 'v' ? &vb : o->key[0] == 'g' ? &G : &R;
+            if (!kvq_kv_opt_int(o, 1, o->key, 0, 4096, dst, err, cap)) return KVQ_ERR_ARG;
+        } else if (!strcmp(o->key, "layers") && o->val[0]) layers = o->val;
+        else {
+            snprintf(err, cap, "kivi: unknown option '%s' (kXvY, k=, v=, g=, r=, layers=FILE)", o->key);
+            return KVQ_ERR_ARG;
+        }
+    }
+    if (G < 4 || G > 256 || G % 4) {
+        snprintf(err, cap, "kivi: group g=%ld must be a multiple of 4 in [4, 256]", G);
+        return KVQ_ERR_ARG;
+    }
+    if (R < 0) R = G;
+    int8_t *k = calloc((size_t)g->n_layer, 1), *v = calloc((size_t)g->n_layer, 1);
+    if (!k || !v) { free(k); free(v); return KVQ_ERR_NOMEM; }
+    kvq_status st = KVQ_OK;
+    if (layers) st = kvq_layer_bits_load(layers, g->n_layer, k, v, err, cap);
+    else
+        for (int l = 0; l < g->n_layer; l++) { k[l] = (int8_t)kb; v[l] = (int8_t)vb; }
+    for (int l = 0; !st && l < g->n_layer; l++)
+        if ((k[l] != 2 && k[l] != 4 && k[l] != 8) || (v[l] != 2 && v[l] != 4 && v[l] != 8)) {
+            snprintf(err, cap, "kivi: K%d V%d is not supported (bits 2, 4 or 8)", k[l], v[l]);
+            st = KVQ_ERR_ARG;
+        }
+    int vg = value_group((int)G, g->head_dim);
+    if (!st && (vg * 2) % 8) {
+        snprintf(err, cap, "kivi: head_dim %d gives value groups of %d, too small to pack", g->head_dim, vg);
+        st = KVQ_ERR_ARG;
+    }
+    for (int l = 0; !st && l < g->n_layer; l++)
+        ((kivi_cfg *)cfgs)[l] = (kivi_cfg){k[l], v[l], (int16_t)G, (int16_t)R};
+    free(k);
+    free(v);
+    return st;
+}
+
+static void shape(const kvq_kv_layer *L, int *kb, int *vb, int *G, int *R, int *vg, int *ng) {
+    const kivi_cfg *c = L->cfg;
+    *kb = c->kb; *vb = c->vb; *G = c->g; *R = c->r;
+    *vg = value_group(c->g, L->head_dim);
+    *ng = L->head_dim / *vg;
+}
+
+static int64_t quantized_for(int64_t n, int G, int R) { return n >= R + G ? (n - R) / G * G : 0; }
+
+static uint64_t kivi_bytes_for(const kvq_kv_layer *L, int64_t n) {
+    int kb, vb, G, R, vg, ng;
+    shape(L, &kb, &vb, &G, &R, &vg, &ng);
+    const uint64_t hd = (uint64_t)L->head_dim, nq = (uint64_t)quantized_for(n, G, R);
+    uint64_t keys = nq / G * (hd * (uint64_t)G * kb / 8 + hd * 4);   /* codes + fp16 (min, scale) per channel */
+    uint64_t vals = nq * (hd * vb / 8 + (uint64_t)ng * 4);           /* codes + fp16 (min, scale) per group */
+    uint64_t window = ((uint64_t)n - nq) * hd * 2 * 2;                /* fp16 K and V */
+    return (uint64_t)L->n_head_kv * (keys + vals + window);
+}
+
+static kvq_status kivi_init(kvq_kv_layer *L) {
+    kstate *s = calloc(1, sizeof *s);
+    if (!s) return KVQ_ERR_NOMEM;
+    L->state = s;
+    shape(L, &s->kb, &s->vb, &s->G, &s->R, &s->vg, &s->ng);
+    const size_t hd = (size_t)L->head_dim, H = (size_t)L->n_head_kv;
+    s->kblk = hd * (size_t)kvq_code_bytes(s->G, s->kb);
+    s->vrow = (size_t)s->ng * (size_t)kvq_code_bytes(s->vg, s->vb);
+    s->nblk = (size_t)L->cap / (size_t)s->G + 1;
+    s->wcap = s->R + s->G;
+    s->kc = malloc(H * s->nblk * s->kblk);
+    s->kms = malloc(H * s->nblk * hd * 2 * sizeof(kvq_f16));
+    s->vc = malloc(H * (size_t)L->cap * s->vrow + 1);
+    s->vms = malloc(H * (size_t)L->cap * (size_t)s->ng * 2 * sizeof(kvq_f16) + 1);
+    s->wk = calloc(H * (size_t)s->wcap * hd, 2);
+    s->wv = calloc(H * (size_t)s->wcap * hd, 2);
+    const int isa = kvq_isa_active();
+    s->kk = kvq_kivi_kernels_isa(isa);
+    s->ak = kvq_attn_kernels_isa(isa);
+    s->f16dot = kvq_traits(KVQ_TYPE_F16)->vec_dot;
+    L->n = 0;
+    return s->kc && s->kms && s->vc && s->vms && s->wk && s->wv ? KVQ_OK : KVQ_ERR_NOMEM;
+}
+
+static void kivi_destroy(kvq_kv_layer *L) {
+    kstate *s = L->state;
+    if (s) { free(s->kc); free(s->kms); free(s->vc); free(s->vms); free(s->wk); free(s->wv); }
+    free(s);
+    L->state = NULL;
+}
+
+static inline uint8_t *kblock(const kvq_kv_layer *L, const kstate *s, int h, size_t b) {
+    return s->kc + ((size_t)h * s->nblk + b) * s->kblk;
+}
+static inline kvq_f16 *kmsb(const kvq_kv_layer *L, const kstate *s, int h, size_t b) {
+    return s->kms + ((size_t)h * s->nblk + b) * (size_t)L->head_dim * 2;
+}
+static inline uint8_t *vrowp(const kvq_kv_layer *L, const kstate *s, int h, int t) {
+    return s->vc + ((size_t)h * L->cap + (size_t)t) * s->vrow;
+}
+static inline kvq_f16 *vmsp(const kvq_kv_layer *L, const kstate *s, int h, int t) {
+    return s->vms + ((size_t)h * L->cap + (size_t)t) * (size_t)s->ng * 2;
+}
+static inline uint16_t *wrow(const kvq_kv_layer *L, const kstate *s, uint16_t *w, int h, int r) {
+    return w + ((size_t)h * s->wcap + (size_t)r) * (size_t)L->head_dim;
+}
+
+/* Quantizes the oldest G window tokens of every head as block nq/G. */
+static void flush(kvq_kv_layer *L, kstate *s) {
+    const int hd = L->head_dim, G = s->G;
+    float *k = malloc((size_t)G * hd * sizeof(float)), *v = malloc((size_t)G * hd * sizeof(float));
+    if (!k || !v) { free(k); free(v); return; } /* keep the window; next append retries */
+    const size_t b = (size_t)(s->nq / G);
+    const int cb = kvq_code_bytes(G, s->kb), gb = kvq_code_bytes(s->vg, s->vb);
+    for (int h = 0; h < L->n_head_kv; h++) {
+        for (int i = 0; i < G; i++)
+            for (int d = 0; d < hd; d++) {
+                k[(size_t)i * hd + d] = kvq_f16_to_f32(wrow(L, s, s->wk, h, i)[d]);
+                v[(size_t)i * hd + d] = kvq_f16_to_f32(wrow(L, s, s->wv, h, i)[d]);
+            }
+        uint8_t *kc = kblock(L, s, h, b);
+        kvq_f16 *ms = kmsb(L, s, h, b);
+        for (int d = 0; d < hd; d++) kvq_quant_group(k + d, hd, G, s->kb, kc + (size_t)d * cb, &ms[2 * d], &ms[2 * d + 1]);
+        for (int i = 0; i < G; i++) {
+            uint8_t *vr = vrowp(L, s, h, s->nq + i);
+            kvq_f16 *vm = vmsp(L, s, h, s->nq + i);
+            for (int gr = 0; gr < s->ng; gr++)
+                kvq_quant_group(v + (size_t)i * hd + gr * s->vg, 1, s->vg, s->vb, vr + (size_t)gr * gb, &vm[2 * gr],
+                                &vm[2 * gr + 1]);
+        }
+        int rest = L->n - s->nq - G;
+        memmove(wrow(L, s, s->wk, h, 0), wrow(L, s, s->wk, h, G), (size_t)rest * hd * 2);
+        memmove(wrow(L, s, s->wv, h, 0), wrow(L, s, s->wv, h, G), (size_t)rest * hd * 2);
+    }
+    s->nq += G;
+    free(k);
+    free(v);
+}
+
+static kvq_status kivi_append(kvq_kv_layer *L, const float *k, const float *v, int n) {
+    kstate *s = L->state;
+    const int hd = L->head_dim, nkv = L->n_head_kv;
+    for (int t = 0; t < n; t++) {
+        int r = L->n - s->nq;
+        if (r >= s->wcap) return KVQ_ERR_NOMEM; /* a flush could not allocate */
+        for (int h = 0; h < nkv; h++)
+            for (int d = 0; d < hd; d++) {
+                wrow(L, s, s->wk, h, r)[d] = kvq_f32_to_f16(k[((size_t)t * nkv + h) * hd + d]);
+                wrow(L, s, s->wv, h, r)[d] = kvq_f32_to_f16(v[((size_t)t * nkv + h) * hd + d]);
+            }
+        L->n++;
+        if (L->n - s->nq >= s->R + s->G) flush(L, s);
+    }
+    return KVQ_OK;
+}
+
+static void kivi_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores) {
+    (void)view;
+    const kstate *s = L->state;
+    const int G = s->G, hd = L->head_dim, qend = t0 + n < s->nq ? t0 + n : s->nq;
+    float tmp[64 * 256];
+    for (int b0 = t0 / G * G; b0 < qend; b0 += G) {
+        const size_t b = (size_t)(b0 / G);
+        const bool whole = b0 >= t0 && b0 + G <= t0 + n;
+        for (int g0 = 0; g0 < n_q; g0 += 64) {
+            int ng = n_q - g0 < 64 ? n_q - g0 : 64;
+            float *dst = whole ? scores + (size_t)g0 * n + (b0 - t0) : tmp;
+            s->kk->qk_block(kblock(L, s, h, b), kmsb(L, s, h, b), G, hd, s->kb, q + (size_t)g0 * hd, ng, dst,
+                            whole ? n : G);
+            if (!whole) {
+                int a = b0 > t0 ? b0 : t0, e = b0 + G < qend ? b0 + G : qend;
+                for (int g = 0; g < ng; g++)
+                    memcpy(scores + (size_t)(g0 + g) * n + (a - t0), tmp + (size_t)g * G + (a - b0),
+                           (size_t)(e - a) * sizeof(float));
+            }
+        }
+    }
+    for (int t = t0 > s->nq ? t0 : s->nq; t < t0 + n; t++) {
+        const uint16_t *kr = wrow(L, s, s->wk, h, t - s->nq);
+        for (int g = 0; g < n_q; g++) scores[(size_t)g * n + (t - t0)] = s->f16dot(kr, q + (size_t)g * hd, hd);
+    }
+}
+
+static void kivi_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *w, int n_q, float *out) {
+    (void)view;
+    const kstate *s = L->state;
+    const int hd = L->head_dim, qend = t0 + n < s->nq ? t0 + n : s->nq;
+    if (qend > t0)
+        s->kk->av_rows(vrowp(L, s, h, t0), vmsp(L, s, h, t0), qend - t0, hd, s->vb, s->vg, w, n, n_q, out);
+    int w0 = t0 > s->nq ? t0 : s->nq;
+    if (w0 < t0 + n)
+        s->ak->av_f16(wrow(L, s, s->wv, h, w0 - s->nq), t0 + n - w0, hd, w + (w0 - t0), n, n_q, out);
+}
+
+/* Dequantized token t of head h into k[hd], v[hd]. */
+static void token_at(const kvq_kv_layer *L, const kstate *s, int h, int t, float *k, float *v) {
+    const int hd = L->head_dim, G = s->G;
+    if (t >= s->nq) {
+        for (int d = 0; d < hd; d++) {
+            if (k) k[d] = kvq_f16_to_f32(wrow(L, s, s->wk, h, t - s->nq)[d]);
+            if (v) v[d] = kvq_f16_to_f32(wrow(L, s, s->wv, h, t - s->nq)[d]);
+        }
+        return;
+    }
+    const size_t b = (size_t)(t / G);
+    const int cb = kvq_code_bytes(G, s->kb), gb = kvq_code_bytes(s->vg, s->vb);
+    const uint8_t *kc = kblock(L, s, h, b), *vr = vrowp(L, s, h, t);
+    const kvq_f16 *ms = kmsb(L, s, h, b), *vm = vmsp(L, s, h, t);
+    for (int d = 0; d < hd; d++) {
+        if (k) k[d] = kvq_f16_to_f32(ms[2 * d]) + kvq_f16_to_f32(ms[2 * d + 1]) * kvq_code_at(kc + (size_t)d * cb, G, s->kb, t % G);
+        if (v) {
+            int gr = d / s->vg;
+            v[d] = kvq_f16_to_f32(vm[2 * gr]) + kvq_f16_to_f32(vm[2 * gr + 1]) * kvq_code_at(vr + (size_t)gr * gb, s->vg, s->vb, d % s->vg);
+        }
+    }
+}
+
+static void kivi_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, float *v) {
+    (void)view;
+    const kstate *s = L->state;
+    const int hd = L->head_dim, nkv = L->n_head_kv;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nkv; h++)
+            token_at(L, s, h, t0 + t, k ? k + ((size_t)t * nkv + h) * hd : NULL, v ? v + ((size_t)t * nkv + h) * hd : NULL);
+}
+
+/* Rolling back into quantized blocks restores those tokens to the window from
+ * their codes (lossy: they were quantized), so later appends stay consistent. */
+static void kivi_truncate(kvq_kv_layer *L, int n) {
+    kstate *s = L->state;
+    if (n >= L->n) return;
+    if (n >= s->nq) { L->n = n; return; }
+    const int nq2 = n / s->G * s->G, hd = L->head_dim;
+    float k[1024], v[1024];
+    for (int h = 0; h < L->n_head_kv; h++)
+        for (int t = nq2; t < n; t++) {
+            token_at(L, s, h, t, k, v);
+            for (int d = 0; d < hd; d++) {
+                wrow(L, s, s->wk, h, t - nq2)[d] = kvq_f32_to_f16(k[d]);
+                wrow(L, s, s->wv, h, t - nq2)[d] = kvq_f32_to_f16(v[d]);
+            }
+        }
+    s->nq = nq2;
+    L->n = n;
+}
+
+static kvq_status kivi_save(const kvq_kv_layer *L, FILE *f) {
+    const kstate *s = L->state;
+    int32_t nq = s->nq;
+    if (fwrite(&nq, 4, 1, f) != 1) return KVQ_ERR_IO;
+    const size_t hd = (size_t)L->head_dim, nb = (size_t)(s->nq / s->G), w = (size_t)(L->n - s->nq);
+    for (int h = 0; h < L->n_head_kv; h++)
+        if (fwrite(kblock(L, s, h, 0), s->kblk, nb, f) != nb || fwrite(kmsb(L, s, h, 0), hd * 4, nb, f) != nb ||
+            fwrite(vrowp(L, s, h, 0), s->vrow, (size_t)s->nq, f) != (size_t)s->nq ||
+            fwrite(vmsp(L, s, h, 0), (size_t)s->ng * 4, (size_t)s->nq, f) != (size_t)s->nq ||
+            fwrite(wrow(L, s, s->wk, h, 0), hd * 2, w, f) != w || fwrite(wrow(L, s, s->wv, h, 0), hd * 2, w, f) != w)
+            return KVQ_ERR_IO;
+    return KVQ_OK;
+}
+
+static kvq_status kivi_load(kvq_kv_layer *L, FILE *f) {
+    kstate *s = L->state;
+    int32_t nq;
+    if (fread(&nq, 4, 1, f) != 1 || nq < 0 || nq > L->n || nq % s->G || L->n - nq >= s->wcap) return KVQ_ERR_FORMAT;
+    s->nq = nq;
+    const size_t hd = (size_t)L->head_dim, nb = (size_t)(nq / s->G), w = (size_t)(L->n - nq);
+    for (int h = 0; h < L->n_head_kv; h++)
+        if (fread(kblock(L, s, h, 0), s->kblk, nb, f) != nb || fread(kmsb(L, s, h, 0), hd * 4, nb, f) != nb ||
+            fread(vrowp(L, s, h, 0), s->vrow, (size_t)nq, f) != (size_t)nq ||
+            fread(vmsp(L, s, h, 0), (size_t)s->ng * 4, (size_t)nq, f) != (size_t)nq ||
+            fread(wrow(L, s, s->wk, h, 0), hd * 2, w, f) != w || fread(wrow(L, s, s->wv, h, 0), hd * 2, w, f) != w) {
+            s->nq = 0;
+            return KVQ_ERR_FORMAT;
+        }
+    return KVQ_OK;
+}
+
+const kvq_codec kvq_codec_kivi = {
+    .name = "kivi", .cfg_size = sizeof(kivi_cfg), .configure = kivi_configure, .bytes_for = kivi_bytes_for,
+    .init = kivi_init, .destroy = kivi_destroy, .append = kivi_append, .qk = kivi_qk, .av = kivi_av,
+    .read = kivi_read, .truncate = kivi_truncate, .save = kivi_save, .load = kivi_load,
+};

@@ -1,0 +1,147 @@
+#include "kivi_kernels.h"
+
+#include <immintrin.h>
+#include <string.h>
+#include "../core/cpu.h"
+#include "kv_simd.h"
+#include "kvquant.h"
+
+/* ------------------------------------------------------------------ scalar */
+static void qk_block_ref(const uint8_t *codes, const kvq_f16 *ms, int G, int hd, int kb, const float *q, int nq,
+                         float *s, int lds) {
+    const int cb = kvq_code_bytes(G, kb);
+    for (int g = 0; g < nq; g++) {
+        float *acc = s + (size_t)g * lds;
+        for (int j = 0; j < G; j++) acc[j] = 0;
+        for (int d = 0; d < hd; d++) {
+            float mn = kvq_f16_to_f32(ms[2 * d]), sc = kvq_f16_to_f32(ms[2 * d + 1]), qd = q[g * hd + d];
+            for (int j = 0; j < G; j++) acc[j] += qd * (mn + sc * (float)kvq_code_at(codes + d * cb, G, kb, j));
+        }
+    }
+}
+
+static void av_rows_ref(const uint8_t *codes, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
+                        int ldw, int nq, float *out) {
+    const int ng = hd / vg, gb = kvq_code_bytes(vg, vb), rb = ng * gb;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *row = codes + (size_t)i * rb;
+        const kvq_f16 *m = ms + (size_t)i * 2 * ng;
+        for (int gr = 0; gr < ng; gr++) {
+            float mn = kvq_f16_to_f32(m[2 * gr]), sc = kvq_f16_to_f32(m[2 * gr + 1]);
+            for (int c = 0; c < vg; c++) {
+                float v = mn + sc * (float)kvq_code_at(row + gr * gb, vg, vb, c);
+                for (int g = 0; g < nq; g++) out[g * hd + gr * vg + c] += w[(size_t)g * ldw + i] * v;
+            }
+        }
+    }
+}
+
+static const kvq_kivi_kernels K_REF = {qk_block_ref, av_rows_ref};
+
+#if defined(__x86_64__)
+/* ---------------------------------------------------------------- AVX-512 */
+#define T5 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+/* The 32 codes of one packed group as two vectors of 16 floats. */
+T5 static inline void unpack32(const uint8_t *p, int b, __m512 *lo, __m512 *hi) {
+    __m512i a, c;
+    if (b == 8) {
+        a = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16)));
+    } else if (b == 4) {
+        __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        a = _mm512_and_si512(x, _mm512_set1_epi32(15));
+        c = _mm512_srli_epi32(x, 4);
+    } else { /* 2 bits: 8 bytes, lanes 0..15 = bytes 0..7 twice */
+        uint64_t u;
+        memcpy(&u, p, 8);
+        __m512i x = _mm512_cvtepu8_epi32(_mm_set1_epi64x((long long)u));
+        const __m512i s01 = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __m512i s23 = _mm512_set_epi32(6, 6, 6, 6, 6, 6, 6, 6, 4, 4, 4, 4, 4, 4, 4, 4);
+        a = _mm512_and_si512(_mm512_srlv_epi32(x, s01), _mm512_set1_epi32(3));
+        c = _mm512_and_si512(_mm512_srlv_epi32(x, s23), _mm512_set1_epi32(3));
+    }
+    *lo = _mm512_cvtepi32_ps(a);
+    *hi = _mm512_cvtepi32_ps(c);
+}
+
+/* q . (min + s*code) = sum_d (q_d s_d) code_d + sum_d q_d min_d: the scales
+ * fold into the query once per block and the minimums into one constant. */
+T5 static void qk_block_avx512(const uint8_t *codes, const kvq_f16 *ms, int G, int hd, int kb, const float *q,
+                               int nq, float *s, int lds) {
+    if (G != 32 || hd > 1024) { qk_block_ref(codes, ms, G, hd, kb, q, nq, s, lds); return; }
+    const int cb = kvq_code_bytes(KVQ_KT, kb);
+    float qs[4][1024];
+    for (int g0 = 0; g0 < nq; g0 += 4) {
+        const int ng = nq - g0 < 4 ? nq - g0 : 4;
+        __m512 acc[8];
+        for (int g = 0; g < ng; g++) {
+            const float *qg = q + (size_t)(g0 + g) * hd;
+            float base = 0;
+            for (int d = 0; d < hd; d++) {
+                float mn = kvq_f16_to_f32(ms[2 * d]), sc = kvq_f16_to_f32(ms[2 * d + 1]);
+                qs[g][d] = qg[d] * sc;
+                base += qg[d] * mn;
+            }
+            acc[2 * g] = acc[2 * g + 1] = _mm512_set1_ps(base);
+        }
+        for (int d = 0; d < hd; d++) {
+            __m512 lo, hi;
+            unpack32(codes + d * cb, kb, &lo, &hi);
+            for (int g = 0; g < ng; g++) {
+                __m512 x = _mm512_set1_ps(qs[g][d]);
+                acc[2 * g] = _mm512_fmadd_ps(x, lo, acc[2 * g]);
+                acc[2 * g + 1] = _mm512_fmadd_ps(x, hi, acc[2 * g + 1]);
+            }
+        }
+        for (int g = 0; g < ng; g++) {
+            _mm512_storeu_ps(s + (size_t)(g0 + g) * lds, acc[2 * g]);
+            _mm512_storeu_ps(s + (size_t)(g0 + g) * lds + 16, acc[2 * g + 1]);
+        }
+    }
+}
+
+/* Per token: unpack its codes once, then add w*s*code to every head's
+ * accumulator; w*min is summed per group and added at the end. */
+T5 static void av_rows_avx512(const uint8_t *codes, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
+                              int ldw, int nq, float *out) {
+    if (vg != 32 || nq > 64) { av_rows_ref(codes, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
+    const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
+    float wm[64][32];  /* per head, per group: sum of w * min */
+    memset(wm, 0, sizeof wm);
+    for (int i = 0; i < n; i++) {
+        const uint8_t *row = codes + (size_t)i * rb;
+        const kvq_f16 *m = ms + (size_t)i * 2 * ng;
+        for (int gr = 0; gr < ng; gr++) {
+            __m512 lo, hi;
+            unpack32(row + gr * gb, vb, &lo, &hi);
+            float mn = kvq_f16_to_f32(m[2 * gr]), sc = kvq_f16_to_f32(m[2 * gr + 1]);
+            for (int g = 0; g < nq; g++) {
+                float wi = w[(size_t)g * ldw + i];
+                float *o = out + g * hd + gr * 32;
+                __m512 x = _mm512_set1_ps(wi * sc);
+                _mm512_storeu_ps(o, _mm512_fmadd_ps(x, lo, _mm512_loadu_ps(o)));
+                _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(x, hi, _mm512_loadu_ps(o + 16)));
+                wm[g][gr] += wi * mn;
+            }
+        }
+    }
+    for (int g = 0; g < nq; g++)
+        for (int gr = 0; gr < ng; gr++) {
+            float *o = out + g * hd + gr * 32;
+            __m512 x = _mm512_set1_ps(wm[g][gr]);
+            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), x));
+            _mm512_storeu_ps(o + 16, _mm512_add_ps(_mm512_loadu_ps(o + 16), x));
+        }
+}
+
+static const kvq_kivi_kernels K_AVX512 = {qk_block_avx512, av_rows_avx512};
+#endif
+
+const kvq_kivi_kernels *kvq_kivi_kernels_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == KVQ_ISA_AVX512) return &K_AVX512;
+#endif
+    (void)isa;
+    return &K_REF;
+}

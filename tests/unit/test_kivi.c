@@ -1,0 +1,283 @@
+/* KIVI / KVTuner codec: the quantizer formula bit for bit, error bounds per
+ * bit width, block filling at odd counts, fused attention on codes against
+ * attention on the dequantized cache and on f32, SIMD vs scalar, real-model
+ * K/V, and per-layer tables (kvq text and KVTuner YAML). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "core/cpu.h"
+#include "kv/kivi_kernels.h"
+#include "kv/kv.h"
+#include "kv/kv_layers.h"
+#include "kv/kv_simd.h"
+#include "kv/kvquant.h"
+#include "model/context.h"
+#include "testutil.h"
+
+/* kvtuner.md, written out independently: s = max(max-min, 1e-5)/(2^b-1), codes
+ * round((x-min)/s) clamped, with min and s as stored (fp16). */
+static void test_formula_bit_exact(void **st) {
+    (void)st;
+    uint64_t s = 5;
+    for (int b = 2; b <= 8; b *= 2)
+        for (int trial = 0; trial < 200; trial++) {
+            float x[32];
+            for (int i = 0; i < 32; i++) x[i] = tu_randn(&s) * (trial % 7 + 0.01f) + (trial % 3);
+            if (trial == 0) for (int i = 0; i < 32; i++) x[i] = 1.5f; /* constant group: range clamps to 1e-5 */
+            uint8_t packed[32];
+            kvq_f16 mh, sh;
+            kvq_quant_group(x, 1, 32, b, packed, &mh, &sh);
+            float lo = x[0], hi = x[0];
+            for (int i = 1; i < 32; i++) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
+            float mn = kvq_f16_to_f32(kvq_f32_to_f16(lo));
+            float sc = kvq_f16_to_f32(kvq_f32_to_f16(fmaxf(hi - lo, 1e-5f) / (float)((1 << b) - 1)));
+            assert_float_equal(kvq_f16_to_f32(mh), mn, 0);
+            assert_float_equal(kvq_f16_to_f32(sh), sc, 0);
+            for (int i = 0; i < 32; i++) {
+                int c = (int)nearbyintf((x[i] - mn) / sc);
+                c = c < 0 ? 0 : c > (1 << b) - 1 ? (1 << b) - 1 : c;
+                assert_int_equal(kvq_code_at(packed, 32, b, i), c);
+            }
+        }
+}
+
+static void test_roundtrip_bounds(void **st) {
+    (void)st;
+    const double bound[9] = {0, 0, 0.2, 0, 1.2e-2, 0, 0, 0, 4e-5}; /* Gaussian groups of 32 */
+    uint64_t s = 9;
+    for (int b = 2; b <= 8; b *= 2) {
+        float x[4096], y[4096];
+        for (int i = 0; i < 4096; i++) x[i] = tu_randn(&s);
+        for (int g = 0; g < 4096; g += 32) {
+            uint8_t p[32];
+            kvq_f16 m, sc;
+            kvq_quant_group(x + g, 1, 32, b, p, &m, &sc);
+            for (int i = 0; i < 32; i++) y[g + i] = kvq_f16_to_f32(m) + kvq_f16_to_f32(sc) * kvq_code_at(p, 32, b, i);
+        }
+        double e = tu_nmse(x, y, 4096);
+        fprintf(stderr, "kivi %d-bit round trip nmse %.3g (bound %.3g)\n", b, e, bound[b]);
+        if (e > bound[b]) fail_msg("%d-bit nmse %g > %g", b, e, bound[b]);
+    }
+}
+
+/* Naive attention over dense K/V rows [t][nkv][hd]. */
+static void naive(const float *q, const float *k, const float *v, int n, int nh, int nkv, int hd, float *out) {
+    int rep = nh / nkv;
+    double *sc = malloc(sizeof(double) * (size_t)n);
+    for (int h = 0; h < nh; h++) {
+        int g = h / rep;
+        double mx = -1e300, sum = 0;
+        for (int t = 0; t < n; t++) {
+            double d = 0;
+            for (int i = 0; i < hd; i++) d += (double)q[h * hd + i] * k[((size_t)t * nkv + g) * hd + i];
+            sc[t] = d / sqrt((double)hd);
+            mx = sc[t] > mx ? sc[t] : mx;
+        }
+        for (int t = 0; t < n; t++) { sc[t] = exp(sc[t] - mx); sum += sc[t]; }
+        for (int i = 0; i < hd; i++) {
+            double o = 0;
+            for (int t = 0; t < n; t++) o += sc[t] * v[((size_t)t * nkv + g) * hd + i];
+            out[h * hd + i] = (float)(o / sum);
+        }
+    }
+    free(sc);
+}
+
+/* Appends K/V in odd-sized chunks; checks the fused attention equals naive
+ * attention on the codec's own reconstruction, and is near f32 attention. */
+static double check(const char *spec, int hd, int n, const float *K, const float *V, const float *Q, int nh, int nkv,
+                    int isa_threads) {
+    kvq_kv_geom g = {1, nh, nkv, hd, n + 8};
+    kvq_kv_cache *c;
+    char err[256];
+    if (kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err)) fail_msg("%s: %s", spec, err);
+    int done = 0, step = 1;
+    while (done < n) {
+        int m = n - done < step ? n - done : step;
+        assert_int_equal(kvq_kv_append(c, 0, K + (size_t)done * nkv * hd, V + (size_t)done * nkv * hd, m), KVQ_OK);
+        done += m;
+        step = step * 2 + 1;
+    }
+    float *kr = malloc((size_t)n * nkv * hd * 4), *vr = malloc((size_t)n * nkv * hd * 4);
+    c->codec->read(&c->layers[0], KVQ_VIEW_FULL, 0, n, kr, vr);
+    float out[8 * 256], ref[8 * 256], f32[8 * 256];
+    assert_int_equal(kvq_kv_attend(c, 0, Q, 1, n, 1.0f / sqrtf((float)hd), KVQ_VIEW_FULL, out, isa_threads), KVQ_OK);
+    naive(Q, kr, vr, n, nh, nkv, hd, ref);
+    naive(Q, K, V, n, nh, nkv, hd, f32);
+    double self = sqrt(tu_nmse(ref, out, (size_t)nh * hd));
+    if (self > 2e-5) fail_msg("%s hd %d n %d: fused attention differs from attention on its own reconstruction (%.3g)", spec, hd, n, self);
+    /* exact accounting against the formula: codes + fp16 min/scale + fp16 window */
+    double err_f32 = sqrt(tu_nmse(f32, out, (size_t)nh * hd));
+    free(kr);
+    free(vr);
+    kvq_kv_cache_free(c);
+    return err_f32;
+}
+
+static void test_attention(void **st) {
+    (void)st;
+    const int nh = 8, nkv = 2;
+    int hds[] = {8, 16, 64, 128}, ns[] = {1, 31, 32, 63, 64, 65, 97, 300, 1000};
+    const char *specs[] = {"kivi:k8v8", "kivi:k4v4", "kivi:k2v2", "kivi:k4v2", "kivi:k2v4", "kivi:k4v4,g=64,r=16",
+                           "kivi:k2v2,r=0"};
+    const double tol[] = {0.01, 0.12, 0.6, 0.5, 0.5, 0.12, 0.6}; /* relative error vs f32 attention, random data */
+    uint64_t s = 21;
+    for (int hi = 0; hi < 4; hi++) {
+        int hd = hds[hi];
+        float *K = malloc(1000 * 2 * 128 * 4), *V = malloc(1000 * 2 * 128 * 4), Q[8 * 128];
+        for (int i = 0; i < 1000 * nkv * hd; i++) { K[i] = tu_randn(&s) + (i % hd == 3 ? 4 : 0); V[i] = tu_randn(&s); }
+        for (int i = 0; i < nh * hd; i++) Q[i] = tu_randn(&s) * 0.5f;
+        for (int si = 0; si < 7; si++)
+            for (int ni = 0; ni < 9; ni++) {
+                double e = check(specs[si], hd, ns[ni], K, V, Q, nh, nkv, 2);
+                if (e > tol[si]) fail_msg("%s hd %d n %d: relative error vs f32 %.3g > %.3g", specs[si], hd, ns[ni], e, tol[si]);
+            }
+        free(K);
+        free(V);
+    }
+}
+
+static void test_accounting_and_windows(void **st) {
+    (void)st;
+    kvq_kv_geom g = {1, 4, 2, 64, 1000};
+    char err[256];
+    kvq_kv_cache *c;
+    assert_int_equal(kvq_kv_cache_new(&g, "kivi:k2v4", NULL, &c, err, sizeof err), KVQ_OK);
+    float k[2 * 64] = {0}, v[2 * 64] = {0};
+    for (int n = 1; n <= 200; n++) {
+        assert_int_equal(kvq_kv_append(c, 0, k, v, 1), KVQ_OK);
+        /* window R=32..63 tokens; blocks of 32 quantized once full */
+        int64_t nq = n >= 64 ? (n - 32) / 32 * 32 : 0;
+        uint64_t want = 2ull * (nq / 32 * (64 * 32 * 2 / 8 + 64 * 4) + nq * (64 * 4 / 8 + 2 * 4) + (n - nq) * 64 * 4);
+        assert_int_equal(kvq_kv_bytes_used(c), want);
+    }
+    /* rollback into quantized blocks keeps the cache consistent */
+    assert_int_equal(kvq_kv_truncate(c, 70), KVQ_OK);
+    assert_int_equal(kvq_kv_n(c), 70);
+    for (int i = 0; i < 50; i++) assert_int_equal(kvq_kv_append(c, 0, k, v, 1), KVQ_OK);
+    assert_int_equal(kvq_kv_n(c), 120);
+    kvq_kv_cache_free(c);
+}
+
+static void test_kernels_isa(void **st) {
+    (void)st;
+    const kvq_kivi_kernels *ref = kvq_kivi_kernels_isa(KVQ_ISA_SCALAR);
+    uint64_t s = 33;
+    for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
+        if (!kvq_isa_supported(isa)) continue;
+        const kvq_kivi_kernels *k = kvq_kivi_kernels_isa(isa);
+        for (int b = 2; b <= 8; b *= 2)
+            for (int hd = 32; hd <= 128; hd += 32) {
+                uint8_t codes[128 * 32];
+                kvq_f16 ms[128 * 2 * 32];
+                for (size_t i = 0; i < sizeof codes; i++) codes[i] = (uint8_t)tu_rng(&s);
+                for (int i = 0; i < 128 * 2 * 32; i++) ms[i] = kvq_f32_to_f16(tu_randn(&s));
+                float q[5 * 128], a[5 * 32], bb[5 * 32], w[5 * 20], oa[5 * 128] = {0}, ob[5 * 128] = {0};
+                for (int i = 0; i < 5 * 128; i++) q[i] = tu_randn(&s);
+                for (int i = 0; i < 100; i++) w[i] = fabsf(tu_randn(&s));
+                ref->qk_block(codes, ms, 32, hd, b, q, 5, a, 32);
+                k->qk_block(codes, ms, 32, hd, b, q, 5, bb, 32);
+                if (tu_nmse(a, bb, 5 * 32) > 1e-10) fail_msg("qk_block isa %d b %d hd %d", isa, b, hd);
+                ref->av_rows(codes, ms, 20, hd, b, 32, w, 20, 5, oa);
+                k->av_rows(codes, ms, 20, hd, b, 32, w, 20, 5, ob);
+                if (tu_nmse(oa, ob, (size_t)5 * hd) > 1e-10) fail_msg("av_rows isa %d b %d hd %d", isa, b, hd);
+            }
+    }
+}
+
+/* K/V of the real 656K model (f32 cache after a prefill): every codec's
+ * attention output stays within a tolerance of f32 attention. Queries are
+ * the model's own keys of the last positions (same distribution). */
+static void test_real_model_kv(void **st) {
+    (void)st;
+    TU_SHARED(path, "models/tinystories-656k");
+    TU_SHARED(corpus, "corpora/tinystories-valid-head.txt");
+    kvq_model_params mp = kvq_model_default_params();
+    mp.path = path;
+    kvq_model *m;
+    assert_int_equal(kvq_model_load(&mp, &m), KVQ_OK);
+    kvq_ctx_params cp = kvq_ctx_default_params();
+    cp.n_ctx = 512;
+    cp.kv_spec = "f32";
+    kvq_ctx *c;
+    assert_int_equal(kvq_ctx_new(m, &cp, &c), KVQ_OK);
+    FILE *f = fopen(corpus, "rb");
+    char txt[4000];
+    size_t got = fread(txt, 1, sizeof txt, f);
+    fclose(f);
+    kvq_token toks[2000];
+    int n;
+    assert_int_equal(kvq_tokenize(m, txt, got, true, toks, 2000, &n), KVQ_OK);
+    n = n > 500 ? 500 : n;
+    assert_int_equal(kvq_eval(c, toks, n, false, NULL), KVQ_OK);
+    const kvq_kv_geom *g = &c->kv->g;
+    const int hd = g->head_dim, nkv = g->n_head_kv, nh = g->n_head;
+    float *K = malloc((size_t)n * nkv * hd * 4), *V = malloc((size_t)n * nkv * hd * 4), Q[8 * 16];
+    const char *specs[] = {"f16", "kivi:k8v8", "kivi:k4v4", "kivi:k4v2", "kivi:k2v4", "kivi:k2v2"};
+    const double tol[] = {1e-3, 0.02, 0.15, 0.35, 0.4, 0.6};
+    for (int l = 0; l < g->n_layer; l++) {
+        c->kv->codec->read(&c->kv->layers[l], KVQ_VIEW_FULL, 0, n, K, V);
+        for (int h = 0; h < nh; h++) memcpy(Q + h * hd, K + ((size_t)(n - 1 - h) * nkv + h % nkv) * hd, (size_t)hd * 4);
+        for (int si = 0; si < 6; si++) {
+            double e = check(specs[si], hd, n, K, V, Q, nh, nkv, 2);
+            fprintf(stderr, "656K layer %d %-10s relative attention error vs f32 %.4f\n", l, specs[si], e);
+            if (e > tol[si]) fail_msg("%s layer %d: %.3g > %.3g", specs[si], l, e, tol[si]);
+        }
+    }
+    free(K);
+    free(V);
+    kvq_ctx_free(c);
+    kvq_model_free(m);
+}
+
+static void test_layer_tables(void **st) {
+    (void)st;
+    int8_t kb[64], vb[64];
+    char err[512];
+    assert_int_equal(kvq_layer_bits_parse("k4v2\n# c\nk8v8\n\nk2v2 # x\n", 23, 3, kb, vb, err, sizeof err), KVQ_OK);
+    assert_int_equal(kb[0], 4); assert_int_equal(vb[0], 2); assert_int_equal(kb[2], 2);
+    assert_int_equal(kvq_layer_bits_parse("k4v2\nk4v2\n", 10, 3, kb, vb, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "covers 2 layers but the model has 3"));
+    assert_int_equal(kvq_layer_bits_parse("k3v2\n", 5, 1, kb, vb, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "unsupported bit width"));
+    const char *y = "0:\n  nbits_key: 8\n  nbits_value: 4\n1:\n  nbits_key: 2\n  nbits_value: 2\n";
+    assert_int_equal(kvq_layer_bits_parse(y, strlen(y), 2, kb, vb, err, sizeof err), KVQ_OK);
+    assert_int_equal(kb[0], 8); assert_int_equal(vb[0], 4); assert_int_equal(kb[1], 2);
+    assert_int_equal(kvq_layer_bits_parse(y, strlen(y), 3, kb, vb, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "covers 2 layers but the model has 3"));
+    const char *bad = "0:\n  nbits_key: 8\n  nbits_value: [4\n";
+    assert_int_equal(kvq_layer_bits_parse(bad, strlen(bad), 1, kb, vb, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "yaml"));
+    const char *b6 = "0:\n  nbits_key: 6\n  nbits_value: 4\n";
+    assert_int_equal(kvq_layer_bits_parse(b6, strlen(b6), 1, kb, vb, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "unsupported bit width"));
+    TU_SHARED(preset, "kvtuner-presets/Meta-Llama-3.1-8B-Instruct_kivi_KVTuner4_0.yaml");
+    assert_int_equal(kvq_layer_bits_load(preset, 32, kb, vb, err, sizeof err), KVQ_OK);
+    assert_int_equal(kb[0], 8);
+    assert_int_equal(kb[4], 2);
+    assert_int_equal(kvq_layer_bits_load(preset, 16, kb, vb, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "does not exist"));
+    /* through the spec: a table for the wrong model is a clear error */
+    kvq_kv_geom g = {16, 32, 8, 64, 128};
+    kvq_kv_cache *c = NULL;
+    char spec[600];
+    snprintf(spec, sizeof spec, "kivi:layers=%s", preset);
+    assert_int_equal(kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err), KVQ_ERR_ARG);
+    assert_null(c);
+    g.n_layer = 32;
+    assert_int_equal(kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err), KVQ_OK);
+    kvq_kv_cache_free(c);
+    assert_int_equal(kvq_kv_cache_new(&g, "kivi:k3v3", NULL, &c, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "not supported"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_formula_bit_exact), cmocka_unit_test(test_roundtrip_bounds),
+        cmocka_unit_test(test_attention),         cmocka_unit_test(test_accounting_and_windows),
+        cmocka_unit_test(test_kernels_isa),       cmocka_unit_test(test_real_model_kv),
+        cmocka_unit_test(test_layer_tables),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
