@@ -12,6 +12,7 @@
 #include "kv/kv_layers.h"
 #include "kv/kv_simd.h"
 #include "kv/kvquant.h"
+#include "kernels/types.h"
 #include "model/context.h"
 #include "testutil.h"
 
@@ -120,15 +121,18 @@ static void test_attention(void **st) {
     const int nh = 8, nkv = 2;
     int hds[] = {8, 16, 64, 128}, ns[] = {1, 31, 32, 63, 64, 65, 97, 300, 1000};
     const char *specs[] = {"kivi:k8v8", "kivi:k4v4", "kivi:k2v2", "kivi:k4v2", "kivi:k2v4", "kivi:k4v4,g=64,r=16",
-                           "kivi:k2v2,r=0"};
-    const double tol[] = {0.01, 0.12, 0.6, 0.5, 0.5, 0.12, 0.6}; /* relative error vs f32 attention, random data */
+                           "kivi:k2v2,r=0", "pertoken:k4v4", "pertoken:k2v2,g=8", "pertoken:k4v4,rot", "q8_0",
+                           "q4_0", "q4_0:rot"};
+    /* relative error vs f32 attention on random data */
+    const double tol[] = {0.01, 0.12, 0.6, 0.5, 0.5, 0.12, 0.6, 0.15, 0.6, 0.15, 0.01, 0.2, 0.2};
+    const int n_specs = (int)(sizeof specs / sizeof *specs);
     uint64_t s = 21;
     for (int hi = 0; hi < 4; hi++) {
         int hd = hds[hi];
         float *K = malloc(1000 * 2 * 128 * 4), *V = malloc(1000 * 2 * 128 * 4), Q[8 * 128];
         for (int i = 0; i < 1000 * nkv * hd; i++) { K[i] = tu_randn(&s) + (i % hd == 3 ? 4 : 0); V[i] = tu_randn(&s); }
         for (int i = 0; i < nh * hd; i++) Q[i] = tu_randn(&s) * 0.5f;
-        for (int si = 0; si < 7; si++)
+        for (int si = 0; si < n_specs; si++)
             for (int ni = 0; ni < 9; ni++) {
                 double e = check(specs[si], hd, ns[ni], K, V, Q, nh, nkv, 2);
                 if (e > tol[si]) fail_msg("%s hd %d n %d: relative error vs f32 %.3g > %.3g", specs[si], hd, ns[ni], e, tol[si]);
@@ -214,12 +218,13 @@ static void test_real_model_kv(void **st) {
     const kvq_kv_geom *g = &c->kv->g;
     const int hd = g->head_dim, nkv = g->n_head_kv, nh = g->n_head;
     float *K = malloc((size_t)n * nkv * hd * 4), *V = malloc((size_t)n * nkv * hd * 4), Q[8 * 16];
-    const char *specs[] = {"f16", "kivi:k8v8", "kivi:k4v4", "kivi:k4v2", "kivi:k2v4", "kivi:k2v2"};
-    const double tol[] = {1e-3, 0.02, 0.15, 0.35, 0.4, 0.6};
+    const char *specs[] = {"f16", "kivi:k8v8", "kivi:k4v4", "kivi:k4v2", "kivi:k2v4", "kivi:k2v2", "q8_0", "q4_0",
+                           "pertoken:k4v4"};
+    const double tol[] = {1e-3, 0.02, 0.15, 0.35, 0.4, 0.6, 0.02, 0.2, 0.2};
     for (int l = 0; l < g->n_layer; l++) {
         c->kv->codec->read(&c->kv->layers[l], KVQ_VIEW_FULL, 0, n, K, V);
         for (int h = 0; h < nh; h++) memcpy(Q + h * hd, K + ((size_t)(n - 1 - h) * nkv + h % nkv) * hd, (size_t)hd * 4);
-        for (int si = 0; si < 6; si++) {
+        for (int si = 0; si < 9; si++) {
             double e = check(specs[si], hd, n, K, V, Q, nh, nkv, 2);
             fprintf(stderr, "656K layer %d %-10s relative attention error vs f32 %.4f\n", l, specs[si], e);
             if (e > tol[si]) fail_msg("%s layer %d: %.3g > %.3g", specs[si], l, e, tol[si]);
@@ -272,12 +277,40 @@ static void test_layer_tables(void **st) {
     assert_non_null(strstr(err, "not supported"));
 }
 
+/* q8_0 / q4_0 KV hold exactly what ggml's block quantizers produce. */
+static void test_llamacpp_blocks(void **st) {
+    (void)st;
+    uint64_t s = 77;
+    float k[2 * 64], v[2 * 64], kr[2 * 64], ref[64];
+    for (int i = 0; i < 128; i++) { k[i] = 3 * tu_randn(&s); v[i] = tu_randn(&s); }
+    const char *spec[] = {"q8_0", "q4_0"};
+    kvq_type ty[] = {KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_0};
+    for (int i = 0; i < 2; i++) {
+        kvq_kv_geom g = {1, 2, 2, 64, 8};
+        kvq_kv_cache *c;
+        char err[128];
+        assert_int_equal(kvq_kv_cache_new(&g, spec[i], NULL, &c, err, sizeof err), KVQ_OK);
+        assert_int_equal(kvq_kv_append(c, 0, k, v, 1), KVQ_OK);
+        c->codec->read(&c->layers[0], KVQ_VIEW_FULL, 0, 1, kr, NULL);
+        const kvq_type_traits *tr = kvq_traits_isa(ty[i], KVQ_ISA_SCALAR);
+        uint8_t blk[2 * 34];
+        for (int h = 0; h < 2; h++) {
+            tr->from_float(k + h * 64, blk, 64);
+            tr->to_float(blk, ref, 64);
+            assert_memory_equal(ref, kr + h * 64, sizeof ref);
+        }
+        /* 8.5 and 4.5 bits per value, as in llama.cpp */
+        assert_int_equal(kvq_kv_bytes_used(c), i == 0 ? 2 * 2 * 2 * 34 : 2 * 2 * 2 * 18);
+        kvq_kv_cache_free(c);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formula_bit_exact), cmocka_unit_test(test_roundtrip_bounds),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_accounting_and_windows),
         cmocka_unit_test(test_kernels_isa),       cmocka_unit_test(test_real_model_kv),
-        cmocka_unit_test(test_layer_tables),
+        cmocka_unit_test(test_layer_tables),       cmocka_unit_test(test_llamacpp_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

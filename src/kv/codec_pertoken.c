@@ -1,0 +1,305 @@
+/* Per-token KV codecs: every token's K and V quantized on arrival, in groups
+ * along head_dim, with no full-precision window.
+ *  - pertoken:k4v2[,g=G][,rot]  KVTuner's per-token mode: asymmetric
+ *    (min, scale) in fp16 per group of G channels (default: head_dim);
+ *  - q8_0, q4_0[,rot]           llama.cpp's KV cache types: symmetric blocks
+ *    of 32 along head_dim (fp16 d + codes, byte-identical to ggml's
+ *    block_q8_0 / block_q4_0: 8.5 / 4.5 bits per value). Heads smaller than
+ *    32, which llama.cpp cannot quantize, use one block per head.
+ * `rot` stores K and V after a normalized Hadamard rotation of each head (what
+ * llama.cpp adopted for q4_0): q.k = (Hq).(Hk) and the value sum is rotated
+ * back, so outliers spread over the head before quantization. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../kernels/types.h"
+#include "kv.h"
+#include "kv_layers.h"
+#include "kvquant.h"
+
+enum { PT_ASYM, PT_Q8_0, PT_Q4_0 };
+
+typedef struct pt_cfg { int8_t kind, kb, vb, rot; int16_t g; } pt_cfg;
+
+typedef struct pt_state {
+    pt_cfg c;
+    int ng;          /* groups per head */
+    size_t grp;      /* bytes per group (codes + fp16 metadata) for K / V */
+    size_t kgrp, vgrp;
+    uint8_t *k, *v;  /* [head][cap][ng][group bytes] */
+    kvq_vec_dot_fn dot;
+} pt_state;
+
+static size_t group_bytes(int kind, int g, int b) {
+    if (kind == PT_ASYM) return (size_t)kvq_code_bytes(g, b) + 4; /* codes + fp16 min + fp16 scale */
+    return (size_t)(kind == PT_Q8_0 ? g : g / 2) + 2;              /* fp16 d + codes */
+}
+
+static kvq_status pt_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void *cfgs, char *err, size_t cap) {
+    pt_cfg c = {PT_ASYM, 4, 4, 0, 0};
+    if (!strcmp(s->codec, "q8_0")) { c.kind = PT_Q8_0; c.kb = c.vb = 8; }
+    if (!strcmp(s->codec, "q4_0")) { c.kind = PT_Q4_0; c.kb = c.vb = 4; }
+    long G = 0;
+    for (int i = 0; i < s->n_copt; i++) {
+        const kvq_kv_opt *o = &s->copt[i];
+        int k, v;
+        char extra;
+        if (!strcmp(o->key, "rot") && !o->val[0]) c.rot = 1;
+        else if (c.kind == PT_ASYM && !o->val[0] && sscanf(o->key, "k%dv%d%c", &k, &v, &extra) == 2) {
+            c.kb = (int8_t)k;
+            c.vb = (int8_t)v;
+        } else if (c.kind == PT_ASYM && !strcmp(o->key, "g")) {
+            if (!kvq_kv_opt_int(o, 1, "g", 4, 1024, &G, err, cap)) return KVQ_ERR_ARG;
+        } else {
+            snprintf(err, cap, "%s: unknown option '%s'%s", s->codec, o->key,
+                     c.kind == PT_ASYM ? " (kXvY, g=, rot)" : " (rot)");
+            return KVQ_ERR_ARG;
+        }
+    }
+    const int hd = g->head_dim;
+    if (c.kind == PT_ASYM) {
+        if ((c.kb != 2 && c.kb != 4 && c.kb != 8) || (c.vb != 2 && c.vb != 4 && c.vb != 8)) {
+            snprintf(err, cap, "pertoken: K%d V%d is not supported (bits 2, 4 or 8)", c.kb, c.vb);
+            return KVQ_ERR_ARG;
+        }
+        c.g = (int16_t)(G ? G : hd);
+        if (hd % c.g || (c.g * 2) % 8) {
+            snprintf(err, cap, "pertoken: group %d must divide head_dim %d (and hold whole bytes)", c.g, hd);
+            return KVQ_ERR_ARG;
+        }
+    } else {
+        c.g = (int16_t)(hd % 32 == 0 ? 32 : hd); /* llama.cpp's block, or one block per small head */
+        if (c.g % 2) {
+            snprintf(err, cap, "%s: head_dim %d is odd", s->codec, hd);
+            return KVQ_ERR_ARG;
+        }
+    }
+    if (c.rot && (hd & (hd - 1))) {
+        snprintf(err, cap, "%s: rot needs a power-of-two head_dim (got %d)", s->codec, hd);
+        return KVQ_ERR_ARG;
+    }
+    for (int l = 0; l < g->n_layer; l++) ((pt_cfg *)cfgs)[l] = c;
+    return KVQ_OK;
+}
+
+static uint64_t pt_bytes_for(const kvq_kv_layer *L, int64_t n) {
+    const pt_cfg *c = L->cfg;
+    const int ng = L->head_dim / c->g;
+    return (uint64_t)n * (uint64_t)L->n_head_kv * (uint64_t)ng *
+           (group_bytes(c->kind, c->g, c->kb) + group_bytes(c->kind, c->g, c->vb));
+}
+
+static kvq_status pt_init(kvq_kv_layer *L) {
+    pt_state *s = calloc(1, sizeof *s);
+    if (!s) return KVQ_ERR_NOMEM;
+    L->state = s;
+    s->c = *(const pt_cfg *)L->cfg;
+    s->ng = L->head_dim / s->c.g;
+    s->kgrp = group_bytes(s->c.kind, s->c.g, s->c.kb);
+    s->vgrp = group_bytes(s->c.kind, s->c.g, s->c.vb);
+    s->k = malloc((size_t)L->n_head_kv * (size_t)L->cap * s->ng * s->kgrp + 1);
+    s->v = malloc((size_t)L->n_head_kv * (size_t)L->cap * s->ng * s->vgrp + 1);
+    s->dot = kvq_traits(KVQ_TYPE_F32)->vec_dot;
+    L->n = 0;
+    return s->k && s->v ? KVQ_OK : KVQ_ERR_NOMEM;
+}
+
+static void pt_destroy(kvq_kv_layer *L) {
+    pt_state *s = L->state;
+    if (s) { free(s->k); free(s->v); }
+    free(s);
+    L->state = NULL;
+}
+
+/* In-place normalized fast Walsh-Hadamard transform (its own inverse). */
+static void hadamard(float *x, int n) {
+    for (int len = 1; len < n; len <<= 1)
+        for (int i = 0; i < n; i += 2 * len)
+            for (int j = i; j < i + len; j++) {
+                float a = x[j], b = x[j + len];
+                x[j] = a + b;
+                x[j + len] = a - b;
+            }
+    const float s = 1.0f / sqrtf((float)n);
+    for (int i = 0; i < n; i++) x[i] *= s;
+}
+
+static void quant_group(int kind, const float *x, int g, int b, uint8_t *out) {
+    if (kind == PT_ASYM) {
+        kvq_f16 mn, sc;
+        kvq_quant_group(x, 1, g, b, out + 4, &mn, &sc);
+        memcpy(out, &mn, 2);
+        memcpy(out + 2, &sc, 2);
+        return;
+    }
+    float amax = 0, mx = 0;
+    for (int i = 0; i < g; i++)
+        if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); mx = x[i]; }
+    /* ggml's reference quantizers: q8_0 d = amax/127, q4_0 d = max/-8 */
+    float d = kind == PT_Q8_0 ? amax / 127.0f : mx / -8.0f, id = d ? 1.0f / d : 0.0f;
+    kvq_f16 dh = kvq_f32_to_f16(d);
+    memcpy(out, &dh, 2);
+    if (kind == PT_Q8_0) {
+        for (int i = 0; i < g; i++) out[2 + i] = (uint8_t)(int8_t)lrintf(x[i] * id);
+    } else {
+        memset(out + 2, 0, (size_t)g / 2);
+        for (int i = 0; i < g; i++) {
+            int q = (int)(x[i] * id + 8.5f);
+            q = q < 0 ? 0 : q > 15 ? 15 : q;
+            out[2 + i % (g / 2)] |= (uint8_t)(q << (4 * (i / (g / 2))));
+        }
+    }
+}
+
+static void dequant_group(int kind, const uint8_t *p, int g, int b, float *y) {
+    if (kind == PT_ASYM) {
+        kvq_f16 mn, sc;
+        memcpy(&mn, p, 2);
+        memcpy(&sc, p + 2, 2);
+        float m = kvq_f16_to_f32(mn), s = kvq_f16_to_f32(sc);
+        for (int i = 0; i < g; i++) y[i] = m + s * (float)kvq_code_at(p + 4, g, b, i);
+        return;
+    }
+    kvq_f16 dh;
+    memcpy(&dh, p, 2);
+    float d = kvq_f16_to_f32(dh);
+    if (kind == PT_Q8_0)
+        for (int i = 0; i < g; i++) y[i] = d * (float)(int8_t)p[2 + i];
+    else
+        for (int i = 0; i < g; i++) y[i] = d * (float)(((p[2 + i % (g / 2)] >> (4 * (i / (g / 2)))) & 15) - 8);
+}
+
+static inline uint8_t *slot(const kvq_kv_layer *L, const pt_state *s, uint8_t *base, size_t grp, int h, int t) {
+    return base + ((size_t)h * L->cap + (size_t)t) * (size_t)s->ng * grp;
+}
+
+static void row_quant(const kvq_kv_layer *L, const pt_state *s, const float *x, int b, uint8_t *dst, size_t grp) {
+    float tmp[1024];
+    memcpy(tmp, x, (size_t)L->head_dim * sizeof(float));
+    if (s->c.rot) hadamard(tmp, L->head_dim);
+    for (int gr = 0; gr < s->ng; gr++) quant_group(s->c.kind, tmp + gr * s->c.g, s->c.g, b, dst + gr * grp);
+}
+
+/* Dequantized row in the stored (possibly rotated) basis. */
+static void row_dequant(const kvq_kv_layer *L, const pt_state *s, const uint8_t *src, int b, size_t grp, float *y) {
+    for (int gr = 0; gr < s->ng; gr++) dequant_group(s->c.kind, src + gr * grp, s->c.g, b, y + gr * s->c.g);
+    (void)L;
+}
+
+static kvq_status pt_append(kvq_kv_layer *L, const float *k, const float *v, int n) {
+    pt_state *s = L->state;
+    const int hd = L->head_dim, nkv = L->n_head_kv;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nkv; h++) {
+            row_quant(L, s, k + ((size_t)t * nkv + h) * hd, s->c.kb, slot(L, s, s->k, s->kgrp, h, L->n + t), s->kgrp);
+            row_quant(L, s, v + ((size_t)t * nkv + h) * hd, s->c.vb, slot(L, s, s->v, s->vgrp, h, L->n + t), s->vgrp);
+        }
+    L->n += n;
+    return KVQ_OK;
+}
+
+static void pt_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores) {
+    (void)view;
+    const pt_state *s = L->state;
+    const int hd = L->head_dim;
+    float stack[4096], kr[1024];
+    const float *qq = q;
+    float *qr = NULL;
+    if (s->c.rot) {
+        qr = (size_t)n_q * hd <= 4096 ? stack : malloc((size_t)n_q * hd * sizeof(float));
+        if (!qr) return; /* cannot happen for sane shapes; scores stay unset */
+        memcpy(qr, q, (size_t)n_q * hd * sizeof(float));
+        for (int g = 0; g < n_q; g++) hadamard(qr + g * hd, hd);
+        qq = qr;
+    }
+    for (int i = 0; i < n; i++) {
+        row_dequant(L, s, slot(L, s, s->k, s->kgrp, h, t0 + i), s->c.kb, s->kgrp, kr);
+        for (int g = 0; g < n_q; g++) scores[(size_t)g * n + i] = s->dot(kr, qq + (size_t)g * hd, hd);
+    }
+    if (qr && qr != stack) free(qr);
+}
+
+static void pt_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *w, int n_q, float *out) {
+    (void)view;
+    const pt_state *s = L->state;
+    const int hd = L->head_dim;
+    float vr[1024], stack[4096];
+    const bool rot = s->c.rot;
+    float *acc = !rot ? NULL : (size_t)n_q * hd <= 4096 ? stack : malloc((size_t)n_q * hd * sizeof(float));
+    if (rot && !acc) return;
+    float *o = rot ? acc : out;
+    if (rot) memset(acc, 0, (size_t)n_q * hd * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        row_dequant(L, s, slot(L, s, s->v, s->vgrp, h, t0 + i), s->c.vb, s->vgrp, vr);
+        for (int g = 0; g < n_q; g++) {
+            float wi = w[(size_t)g * n + i];
+            for (int d = 0; d < hd; d++) o[g * hd + d] += wi * vr[d];
+        }
+    }
+    if (rot)
+        for (int g = 0; g < n_q; g++) {
+            hadamard(acc + g * hd, hd);
+            for (int d = 0; d < hd; d++) out[g * hd + d] += acc[g * hd + d];
+        }
+    if (acc && acc != stack) free(acc);
+}
+
+static void pt_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, float *v) {
+    (void)view;
+    const pt_state *s = L->state;
+    const int hd = L->head_dim, nkv = L->n_head_kv;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nkv; h++) {
+            float *kd = k ? k + ((size_t)t * nkv + h) * hd : NULL, *vd = v ? v + ((size_t)t * nkv + h) * hd : NULL;
+            if (kd) {
+                row_dequant(L, s, slot(L, s, s->k, s->kgrp, h, t0 + t), s->c.kb, s->kgrp, kd);
+                if (s->c.rot) hadamard(kd, hd);
+            }
+            if (vd) {
+                row_dequant(L, s, slot(L, s, s->v, s->vgrp, h, t0 + t), s->c.vb, s->vgrp, vd);
+                if (s->c.rot) hadamard(vd, hd);
+            }
+        }
+}
+
+static void pt_truncate(kvq_kv_layer *L, int n) { if (n < L->n) L->n = n; }
+
+static kvq_status pt_compact(kvq_kv_layer *L, const int32_t *keep, int n_keep) {
+    pt_state *s = L->state;
+    for (int h = 0; h < L->n_head_kv; h++)
+        for (int j = 0; j < n_keep; j++) {
+            int32_t src = keep[(size_t)h * n_keep + j];
+            if (src < j || src >= L->n || (j && src <= keep[(size_t)h * n_keep + j - 1])) return KVQ_ERR_ARG;
+            memmove(slot(L, s, s->k, s->kgrp, h, j), slot(L, s, s->k, s->kgrp, h, src), s->ng * s->kgrp);
+            memmove(slot(L, s, s->v, s->vgrp, h, j), slot(L, s, s->v, s->vgrp, h, src), s->ng * s->vgrp);
+        }
+    L->n = n_keep;
+    return KVQ_OK;
+}
+
+static kvq_status pt_save(const kvq_kv_layer *L, FILE *f) {
+    const pt_state *s = L->state;
+    for (int h = 0; h < L->n_head_kv; h++)
+        if (fwrite(slot(L, s, s->k, s->kgrp, h, 0), s->ng * s->kgrp, (size_t)L->n, f) != (size_t)L->n ||
+            fwrite(slot(L, s, s->v, s->vgrp, h, 0), s->ng * s->vgrp, (size_t)L->n, f) != (size_t)L->n)
+            return KVQ_ERR_IO;
+    return KVQ_OK;
+}
+
+static kvq_status pt_load(kvq_kv_layer *L, FILE *f) {
+    pt_state *s = L->state;
+    for (int h = 0; h < L->n_head_kv; h++)
+        if (fread(slot(L, s, s->k, s->kgrp, h, 0), s->ng * s->kgrp, (size_t)L->n, f) != (size_t)L->n ||
+            fread(slot(L, s, s->v, s->vgrp, h, 0), s->ng * s->vgrp, (size_t)L->n, f) != (size_t)L->n)
+            return KVQ_ERR_FORMAT;
+    return KVQ_OK;
+}
+
+#define PT_CODEC(NAME)                                                                                         \
+    {.name = NAME, .cfg_size = sizeof(pt_cfg), .configure = pt_configure, .bytes_for = pt_bytes_for,           \
+     .init = pt_init, .destroy = pt_destroy, .append = pt_append, .qk = pt_qk, .av = pt_av, .read = pt_read,    \
+     .truncate = pt_truncate, .compact = pt_compact, .save = pt_save, .load = pt_load}
+
+const kvq_codec kvq_codec_pertoken = PT_CODEC("pertoken");
+const kvq_codec kvq_codec_q8_0 = PT_CODEC("q8_0");
+const kvq_codec kvq_codec_q4_0 = PT_CODEC("q4_0");
