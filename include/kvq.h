@@ -122,6 +122,12 @@ void       kvq_ctx_free(kvq_ctx *c);
  * all_logits=false gives only the last token's row; true gives n rows. */
 kvq_status kvq_eval(kvq_ctx *c, const kvq_token *tokens, int n, bool all_logits, float *logits);
 
+/* Research hook: called after each layer's attention with its output rows
+ * ([n_rows][row_len], n_head*head_dim each) for the chunk being evaluated.
+ * kvq tune uses it to measure attention-output error per layer. */
+typedef void (*kvq_attn_tap_fn)(void *user, int layer, const float *out, int n_rows, int row_len);
+void kvq_ctx_set_attn_tap(kvq_ctx *c, kvq_attn_tap_fn fn, void *user);
+
 int32_t    kvq_ctx_n_past(const kvq_ctx *c);
 int32_t    kvq_ctx_n_ctx(const kvq_ctx *c);
 /* Forgets every token at position >= n (speculative rollback, new prompt). */

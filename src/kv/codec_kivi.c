@@ -6,7 +6,7 @@
  * reaches R+G the oldest G are quantized as one block, once, and never again.
  * Attention runs on the packed codes (kivi_kernels.c), never on a dequantized
  * copy. Spec: kivi:k4v2[,g=32][,r=32] or kivi:layers=FILE (kvq text or
- * KVTuner YAML). */
+ * KVTuner YAML); a table entry k16v16 keeps that layer in fp16. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,11 +67,13 @@ static kvq_status kivi_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, voi
     if (layers) st = kvq_layer_bits_load(layers, g->n_layer, k, v, err, cap);
     else
         for (int l = 0; l < g->n_layer; l++) { k[l] = (int8_t)kb; v[l] = (int8_t)vb; }
-    for (int l = 0; !st && l < g->n_layer; l++)
-        if ((k[l] != 2 && k[l] != 4 && k[l] != 8) || (v[l] != 2 && v[l] != 4 && v[l] != 8)) {
-            snprintf(err, cap, "kivi: K%d V%d is not supported (bits 2, 4 or 8)", k[l], v[l]);
+    for (int l = 0; !st && l < g->n_layer; l++) {
+        bool ok = (k[l] == 2 || k[l] == 4 || k[l] == 8) && (v[l] == 2 || v[l] == 4 || v[l] == 8);
+        if (!ok && !(k[l] == 16 && v[l] == 16)) {
+            snprintf(err, cap, "kivi: K%d V%d is not supported (bits 2, 4 or 8; k16v16 keeps a layer fp16)", k[l], v[l]);
             st = KVQ_ERR_ARG;
         }
+    }
     int vg = value_group((int)G, g->head_dim);
     if (!st && (vg * 2) % 8) {
         snprintf(err, cap, "kivi: head_dim %d gives value groups of %d, too small to pack", g->head_dim, vg);
@@ -91,12 +93,15 @@ static void shape(const kvq_kv_layer *L, int *kb, int *vb, int *G, int *R, int *
     *ng = L->head_dim / *vg;
 }
 
-static int64_t quantized_for(int64_t n, int G, int R) { return n >= R + G ? (n - R) / G * G : 0; }
+/* kb == 16 marks a layer kept in fp16: its window never flushes. */
+static int64_t quantized_for(int64_t n, int kb, int G, int R) {
+    return kb != 16 && n >= R + G ? (n - R) / G * G : 0;
+}
 
 static uint64_t kivi_bytes_for(const kvq_kv_layer *L, int64_t n) {
     int kb, vb, G, R, vg, ng;
     shape(L, &kb, &vb, &G, &R, &vg, &ng);
-    const uint64_t hd = (uint64_t)L->head_dim, nq = (uint64_t)quantized_for(n, G, R);
+    const uint64_t hd = (uint64_t)L->head_dim, nq = (uint64_t)quantized_for(n, kb, G, R);
     uint64_t keys = nq / G * (hd * (uint64_t)G * kb / 8 + hd * 4);   /* codes + fp16 (min, scale) per channel */
     uint64_t vals = nq * (hd * vb / 8 + (uint64_t)ng * 4);           /* codes + fp16 (min, scale) per group */
     uint64_t window = ((uint64_t)n - nq) * hd * 2 * 2;                /* fp16 K and V */
@@ -109,14 +114,14 @@ static kvq_status kivi_init(kvq_kv_layer *L) {
     L->state = s;
     shape(L, &s->kb, &s->vb, &s->G, &s->R, &s->vg, &s->ng);
     const size_t hd = (size_t)L->head_dim, H = (size_t)L->n_head_kv;
-    s->kblk = hd * (size_t)kvq_code_bytes(s->G, s->kb);
-    s->vrow = (size_t)s->ng * (size_t)kvq_code_bytes(s->vg, s->vb);
-    s->nblk = (size_t)L->cap / (size_t)s->G + 1;
-    s->wcap = s->R + s->G;
-    s->kc = malloc(H * s->nblk * s->kblk);
-    s->kms = malloc(H * s->nblk * hd * 2 * sizeof(kvq_f16));
+    s->kblk = s->kb == 16 ? 0 : hd * (size_t)kvq_code_bytes(s->G, s->kb);
+    s->vrow = s->kb == 16 ? 0 : (size_t)s->ng * (size_t)kvq_code_bytes(s->vg, s->vb);
+    s->nblk = s->kb == 16 ? 0 : (size_t)L->cap / (size_t)s->G + 1;
+    s->wcap = s->kb == 16 ? L->cap + 1 : s->R + s->G;
+    s->kc = malloc(H * s->nblk * s->kblk + 1);
+    s->kms = malloc(H * s->nblk * hd * 2 * sizeof(kvq_f16) + 1);
     s->vc = malloc(H * (size_t)L->cap * s->vrow + 1);
-    s->vms = malloc(H * (size_t)L->cap * (size_t)s->ng * 2 * sizeof(kvq_f16) + 1);
+    s->vms = malloc((s->kb == 16 ? 0 : H * (size_t)L->cap * (size_t)s->ng * 2 * sizeof(kvq_f16)) + 1);
     s->wk = calloc(H * (size_t)s->wcap * hd, 2);
     s->wv = calloc(H * (size_t)s->wcap * hd, 2);
     const int isa = kvq_isa_active();
@@ -194,7 +199,7 @@ static kvq_status kivi_append(kvq_kv_layer *L, const float *k, const float *v, i
                 wrow(L, s, s->wv, h, r)[d] = kvq_f32_to_f16(v[((size_t)t * nkv + h) * hd + d]);
             }
         L->n++;
-        if (L->n - s->nq >= s->R + s->G) flush(L, s);
+        if (s->kb != 16 && L->n - s->nq >= s->R + s->G) flush(L, s);
     }
     return KVQ_OK;
 }

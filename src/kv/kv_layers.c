@@ -17,7 +17,9 @@ static kvq_status fail(char *err, size_t cap, const char *fmt, ...) {
     return KVQ_ERR_ARG;
 }
 
-static bool valid_bits(long b) { return b == 2 || b == 4 || b == 8; }
+static bool valid_bits(long b) { return b == 2 || b == 4 || b == 8 || b == 16; }
+/* 16 means "this layer stays fp16", only as a pair */
+static bool valid_pair(long k, long v) { return valid_bits(k) && valid_bits(v) && ((k == 16) == (v == 16)); }
 
 static bool parse_long(const char *s, long *out) {
     char *e;
@@ -75,8 +77,9 @@ static kvq_status parse_yaml(const char *text, size_t len, int n_layer, int8_t *
             st = fail(err, cap, "yaml: layer %ld lacks nbits_key or nbits_value", layer);
             goto done;
         }
-        if (!valid_bits(bk) || !valid_bits(bv)) {
-            st = fail(err, cap, "layer %ld asks for K%ld V%ld: unsupported bit width (2, 4 or 8)", layer, bk, bv);
+        if (!valid_pair(bk, bv)) {
+            st = fail(err, cap, "layer %ld asks for K%ld V%ld: unsupported bit width (2, 4 or 8; k16v16 keeps fp16)",
+                      layer, bk, bv);
             goto done;
         }
         if (kb[layer]) {
@@ -113,8 +116,9 @@ static kvq_status parse_text(const char *text, size_t len, int n_layer, int8_t *
             char extra;
             if (sscanf(word, "k%dv%d%c", &k, &v, &extra) != 2)
                 return fail(err, cap, "line %d: expected kXvY (e.g. k4v2), got '%s'", line, word);
-            if (!valid_bits(k) || !valid_bits(v))
-                return fail(err, cap, "line %d: K%d V%d: unsupported bit width (2, 4 or 8)", line, k, v);
+            if (!valid_pair(k, v))
+                return fail(err, cap, "line %d: K%d V%d: unsupported bit width (2, 4 or 8; k16v16 keeps fp16)", line, k,
+                            v);
             if (n >= n_layer) return fail(err, cap, "the table has more than the model's %d layers", n_layer);
             kb[n] = (int8_t)k;
             vb[n] = (int8_t)v;

@@ -13,7 +13,8 @@ struct kvq_ctx {
     kvq_kv_cache *kv;
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *cs;
     void *qbuf;
-    float *logits_all;       /* scratch when every row's logits are wanted */
+    kvq_attn_tap_fn tap;
+    void *tap_user;
 };
 
 /* One forward pass over n <= n_batch tokens at positions n_past.. ; logits

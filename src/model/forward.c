@@ -44,7 +44,7 @@ void kvq_ctx_free(kvq_ctx *c) {
     if (!c) return;
     kvq_kv_cache_free(c->kv);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att); free(c->hb); free(c->hb2);
-    free(c->cs); free(c->qbuf); free(c->logits_all);
+    free(c->cs); free(c->qbuf);
     free(c);
 }
 
@@ -133,6 +133,7 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
         if ((st = kvq_kv_append(c->kv, l, c->k, c->v, n))) return st;
         kvq_kv_observe(c->kv, l, c->q, n);
         if ((st = kvq_kv_attend(c->kv, l, c->q, n, slots0 + 1, scale, KVQ_VIEW_FULL, c->att, c->n_threads))) return st;
+        if (c->tap) c->tap(c->tap_user, l, c->att, n, Q);
         linear(c, &w->wo, NULL, c->att, n, c->xb);
         for (int t = 0; t < n; t++) kvq_add(c->x + (size_t)t * E, c->xb + (size_t)t * E, E);
         for (int t = 0; t < n; t++)
@@ -149,7 +150,7 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
     for (int t = r0; t < n; t++)
         kvq_rmsnorm(c->xb + (size_t)(t - r0) * E, c->x + (size_t)t * E, m->out_norm.data, E, h->norm_eps);
     linear(c, &m->output, NULL, c->xb, nr, logits);
-    (void)Q; (void)KV;
+    (void)KV;
     return KVQ_OK;
 }
 
@@ -175,6 +176,11 @@ kvq_status kvq_eval(kvq_ctx *c, const kvq_token *tokens, int n, bool all_logits,
 }
 
 int32_t kvq_ctx_n_past(const kvq_ctx *c) { return c->n_past; }
+
+void kvq_ctx_set_attn_tap(kvq_ctx *c, kvq_attn_tap_fn fn, void *user) {
+    c->tap = fn;
+    c->tap_user = user;
+}
 int32_t kvq_ctx_n_ctx(const kvq_ctx *c) { return c->n_ctx; }
 
 kvq_status kvq_ctx_truncate(kvq_ctx *c, int32_t n) {

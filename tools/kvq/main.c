@@ -18,6 +18,8 @@ static void usage(FILE *f) {
             "        random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
+            "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi] [--tokens N] [--ctx N] [-o FILE]\n"
+            "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
             "\n"
             "MODEL is a .gguf file, a llama2.c .bin (with --tokenizer), or a Hugging Face folder.\n"
             "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16; policies: full.\n");
@@ -35,6 +37,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
