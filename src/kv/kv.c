@@ -8,11 +8,11 @@
 
 extern const kvq_codec kvq_codec_f32, kvq_codec_f16, kvq_codec_kivi, kvq_codec_pertoken, kvq_codec_q8_0,
     kvq_codec_q4_0;
-extern const kvq_policy kvq_policy_full;
+extern const kvq_policy kvq_policy_full, kvq_policy_window;
 
 static const kvq_codec *const CODECS[] = {&kvq_codec_f32,      &kvq_codec_f16,  &kvq_codec_kivi,
                                           &kvq_codec_pertoken, &kvq_codec_q8_0, &kvq_codec_q4_0};
-static const kvq_policy *const POLICIES[] = {&kvq_policy_full};
+static const kvq_policy *const POLICIES[] = {&kvq_policy_full, &kvq_policy_window};
 
 const kvq_codec *kvq_codec_find(const char *name) {
     for (size_t i = 0; i < sizeof CODECS / sizeof CODECS[0]; i++)

@@ -212,11 +212,48 @@ static void test_attn_kernels_isa(void **st) {
     }
 }
 
+/* window policy: a query reads the sinks and the recent window only. */
+static void test_window_policy(void **st) {
+    (void)st;
+    const int hd = 16, nkv = 1, nh = 1, n = 100;
+    kvq_kv_geom g = {1, nh, nkv, hd, 128};
+    char err[256];
+    kvq_kv_cache *c;
+    assert_int_equal(kvq_kv_cache_new(&g, "f32+window:sink=2,win=10", NULL, &c, err, sizeof err), KVQ_OK);
+    float k[100 * 16], v[100 * 16], q[16], out[16], ref[16];
+    uint64_t s = 5;
+    for (int i = 0; i < n * hd; i++) { k[i] = tu_randn(&s); v[i] = tu_randn(&s); }
+    for (int i = 0; i < hd; i++) q[i] = tu_randn(&s);
+    assert_int_equal(kvq_kv_append(c, 0, k, v, n), KVQ_OK);
+    assert_int_equal(kvq_kv_attend(c, 0, q, 1, n, 0.25f, KVQ_VIEW_FULL, out, 1), KVQ_OK);
+    /* reference over slots {0,1} U {90..99} */
+    float kk[12 * 16], vv[12 * 16];
+    memcpy(kk, k, 2 * 16 * 4); memcpy(vv, v, 2 * 16 * 4);
+    memcpy(kk + 32, k + 90 * 16, 10 * 16 * 4); memcpy(vv + 32, v + 90 * 16, 10 * 16 * 4);
+    double sc[12], mx = -1e9, sum = 0;
+    for (int t = 0; t < 12; t++) {
+        double d = 0;
+        for (int i = 0; i < hd; i++) d += q[i] * kk[t * hd + i];
+        sc[t] = d * 0.25;
+        mx = sc[t] > mx ? sc[t] : mx;
+    }
+    for (int t = 0; t < 12; t++) { sc[t] = exp(sc[t] - mx); sum += sc[t]; }
+    for (int i = 0; i < hd; i++) {
+        double o = 0;
+        for (int t = 0; t < 12; t++) o += sc[t] * vv[t * hd + i];
+        ref[i] = (float)(o / sum);
+    }
+    assert_true(tu_nmse(ref, out, hd) < 1e-10);
+    kvq_kv_cache_free(c);
+    assert_int_equal(kvq_kv_cache_new(&g, "f32+window:size=3", NULL, &c, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "unknown option"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_matches_naive), cmocka_unit_test(test_spec_parsing),
         cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_bytes_for),
-        cmocka_unit_test(test_attn_kernels_isa),
+        cmocka_unit_test(test_attn_kernels_isa),        cmocka_unit_test(test_window_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,9 +20,12 @@ static void usage(FILE *f) {
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
             "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi] [--tokens N] [--ctx N] [-o FILE]\n"
             "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
+            "  niah  -m MODEL [--kv SPEC] --lengths 512,1024 --depths 0,0.5,1 [--task passkey|needle|multikey|kv]\n"
+            "        [-n SAMPLES] [--seed S] [--haystack FILE] [--json] [--plot FILE.png]   retrieval grid\n"
             "\n"
             "MODEL is a .gguf file, a llama2.c .bin (with --tokenizer), or a Hugging Face folder.\n"
-            "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16; policies: full.\n");
+            "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16, kivi, pertoken, q8_0, q4_0;\n"
+            "         policies: full, window. See README.md.\n");
 }
 
 int main(int argc, char **argv) {
@@ -38,6 +41,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
+    if (!strcmp(cmd, "niah")) return cmd_niah(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

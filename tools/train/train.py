@@ -11,7 +11,7 @@ passkey is retrieved reliably. It exports a Hugging Face folder
 
     /usr/bin/python3 tools/train/train.py --out models/kvq-recall --minutes 110 --seed 1
 
-The task templates here and in src/eval/niah_tasks.c must stay identical.
+The task templates here and in tools/kvq/niah_tasks.c must stay identical.
 """
 import argparse
 import json
