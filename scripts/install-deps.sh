@@ -8,6 +8,8 @@ PKGS=(
   libcmocka-dev     # unit-test framework
   libcjson-dev      # JSON: HF config.json / tokenizer.json / safetensors headers
   libyaml-dev       # KVTuner per-layer presets (YAML)
+  libopenblas-dev   # sgemm for batched prefill
+  gnuplot-nox       # kvq niah heatmaps
   python3           # test scripts read the CLI's JSON output
 )
 SUDO=""

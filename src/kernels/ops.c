@@ -1,7 +1,10 @@
 #include "ops.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 void kvq_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
@@ -53,8 +56,47 @@ size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
 
 #define ROW_BLOCK 16
 #define TOK_BLOCK 32
+#define GEMM_MIN_TOKENS 8
+#define GEMM_ROWS 64
+
+/* kvq parallelizes over weight tiles itself; OpenBLAS must not add threads. */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single_thread(void) { openblas_set_num_threads(1); }
+
+/* Batched (prefill) product: each thread dequantizes a tile of GEMM_ROWS
+ * weight rows to f32 once and multiplies all n tokens by it with sgemm, so
+ * the dequantization is amortized over the batch. */
+static void matmul_gemm(const kvq_matw *W, const float *X, int n, float *Y, int n_threads) {
+    pthread_once(&blas_once, blas_single_thread);
+    const kvq_type_traits *t = kvq_traits(W->type);
+    const int64_t cols = W->cols, rows = W->rows, n_tiles = (rows + GEMM_ROWS - 1) / GEMM_ROWS;
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *tile = W->type == KVQ_TYPE_F32 ? NULL : malloc((size_t)GEMM_ROWS * (size_t)cols * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ti = 0; ti < n_tiles; ti++) {
+            const int64_t r0 = ti * GEMM_ROWS, nr = rows - r0 < GEMM_ROWS ? rows - r0 : GEMM_ROWS;
+            const float *B;
+            if (W->type == KVQ_TYPE_F32) {
+                B = (const float *)((const uint8_t *)W->data + (size_t)r0 * W->row_bytes);
+            } else {
+                if (!tile) continue; /* out of memory: rows stay unset; cannot happen in practice */
+                for (int64_t r = 0; r < nr; r++)
+                    t->to_float((const uint8_t *)W->data + (size_t)(r0 + r) * W->row_bytes, tile + (size_t)r * cols, cols);
+                B = tile;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)nr, (int)cols, 1.0f, X, (int)cols, B,
+                        (int)cols, 0.0f, Y + r0, (int)rows);
+        }
+        free(tile);
+    }
+}
 
 void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads) {
+    if (n >= GEMM_MIN_TOKENS) {
+        matmul_gemm(W, X, n, Y, n_threads);
+        return;
+    }
     const kvq_type_traits *t = kvq_traits(W->type);
     const int64_t cols = W->cols, rows = W->rows;
     const void *xq = X;

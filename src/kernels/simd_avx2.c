@@ -100,11 +100,162 @@ T_AVX2 static float q8_0_dot(const void *w, const void *x, int64_t n) {
     return hsum8(acc);
 }
 
+void kvq_simd_install_avx2_quants(kvq_type_traits *t);
+
 void kvq_simd_install_avx2(kvq_type_traits *t) {
+    kvq_simd_install_avx2_quants(t);
     t[KVQ_TYPE_F32].vec_dot = f32_dot;
     t[KVQ_TYPE_F16].vec_dot = f16_dot;
     t[KVQ_TYPE_F16].to_float = f16_to_float;
     t[KVQ_TYPE_F16].from_float = f16_from_float;
     t[KVQ_TYPE_BF16].vec_dot = bf16_dot;
     t[KVQ_TYPE_Q8_0].vec_dot = q8_0_dot;
+}
+
+/* ------------------------------------------------------ 4/5/6-bit weights */
+
+T_AVX2 static inline __m256i q4_unpack(const uint8_t *qs) { /* 16 bytes -> 32 nibbles (lows then highs) */
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    return _mm256_set_m128i(hi, lo);
+}
+
+T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q4_0 *a = w;
+    const kvq_block_q8_0 *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8));
+        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
+        acc = _mm256_fmadd_ps(d, dot_i8x32(q, _mm256_loadu_si256((const __m256i *)b[i].qs)), acc);
+    }
+    return hsum8(acc);
+}
+
+/* unsigned codes x signed activations -> 8 int32 lanes */
+T_AVX2 static inline __m256i udot_i32(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+T_AVX2 static float q4_1_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q4_1 *a = w;
+    const kvq_block_q8_1 *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < n / 32; i++) {
+        __m256i p = udot_i32(q4_unpack(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
+        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        mins += kvq_f16_to_f32(a[i].m) * kvq_f16_to_f32(b[i].s);
+    }
+    return hsum8(acc) + mins;
+}
+
+T_AVX2 static inline int hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q4_K *a = w;
+    const kvq_block_q8_K *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        int mins = 0;
+        const uint8_t *q = a[i].qs;
+        const int8_t *y = b[i].qs;
+        for (int c = 0; c < 4; c++, q += 32, y += 64) {
+            uint8_t s0, m0, s1, m1;
+            kvq_k4_scale_min(2 * c, a[i].scales, &s0, &m0);
+            kvq_k4_scale_min(2 * c + 1, a[i].scales, &s1, &m1);
+            __m256i raw = _mm256_loadu_si256((const __m256i *)q);
+            __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi8(15));
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(15));
+            __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
+            __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16(s0)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(s1)));
+            mins += m0 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) + m1 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
+        }
+        sum += b[i].d * (kvq_f16_to_f32(a[i].d) * (float)hsum_i32(acc) - kvq_f16_to_f32(a[i].dmin) * (float)mins);
+    }
+    return sum;
+}
+
+T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q5_K *a = w;
+    const kvq_block_q8_K *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        int mins = 0;
+        const uint8_t *q = a[i].qs;
+        const int8_t *y = b[i].qs;
+        __m256i hb = _mm256_loadu_si256((const __m256i *)a[i].qh);
+        for (int c = 0; c < 4; c++, q += 32, y += 64) {
+            uint8_t s0, m0, s1, m1;
+            kvq_k4_scale_min(2 * c, a[i].scales, &s0, &m0);
+            kvq_k4_scale_min(2 * c + 1, a[i].scales, &s1, &m1);
+            __m256i raw = _mm256_loadu_si256((const __m256i *)q);
+            __m256i m1b = _mm256_set1_epi8((char)(1 << (2 * c))), m2b = _mm256_set1_epi8((char)(2 << (2 * c)));
+            /* high bit: 16 where qh has this sub-block's bit */
+            __m256i h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m1b), m1b), _mm256_set1_epi8(16));
+            __m256i h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m2b), m2b), _mm256_set1_epi8(16));
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, _mm256_set1_epi8(15)), h0);
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(15)), h1);
+            __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
+            __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16(s0)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(s1)));
+            mins += m0 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) + m1 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
+        }
+        sum += b[i].d * (kvq_f16_to_f32(a[i].d) * (float)hsum_i32(acc) - kvq_f16_to_f32(a[i].dmin) * (float)mins);
+    }
+    return sum;
+}
+
+T_AVX2 static float q6_K_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q6_K *a = w;
+    const kvq_block_q8_K *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
+        __m256i acc = _mm256_setzero_si256();
+        const int8_t *y = b[i].qs;
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = a[i].ql + 64 * h, *qh = a[i].qh + 32 * h;
+            const int8_t *sc = a[i].scales + 8 * h;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
+            const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m2), 4));
+            for (int k = 0; k < 4; k++) {
+                /* (q - 32) . y = q . y - 32 * sum(y); codes are unsigned 0..63 here */
+                __m256i yv = _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k));
+                __m256i p = _mm256_maddubs_epi16(q[k], yv);
+                __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s16));
+            }
+        }
+        int corr = 0;
+        for (int j = 0; j < 16; j++) corr += a[i].scales[j] * b[i].bsums[j];
+        sum += kvq_f16_to_f32(a[i].d) * b[i].d * (float)(hsum_i32(acc) - 32 * corr);
+    }
+    return sum;
+}
+
+void kvq_simd_install_avx2_quants(kvq_type_traits *t) {
+    t[KVQ_TYPE_Q4_0].vec_dot = q4_0_dot;
+    t[KVQ_TYPE_Q4_1].vec_dot = q4_1_dot;
+    t[KVQ_TYPE_Q4_K].vec_dot = q4_K_dot;
+    t[KVQ_TYPE_Q5_K].vec_dot = q5_K_dot;
+    t[KVQ_TYPE_Q6_K].vec_dot = q6_K_dot;
 }
