@@ -136,11 +136,96 @@ T5 static void av_rows_avx512(const uint8_t *codes, const kvq_f16 *ms, int n, in
 }
 
 static const kvq_kivi_kernels K_AVX512 = {qk_block_avx512, av_rows_avx512};
+
+/* ------------------------------------------------------------------- AVX2 */
+#define T2 __attribute__((target("avx2,fma,f16c")))
+
+/* The 32 codes of one packed group as four vectors of 8 floats. */
+T2 static inline void unpack32_avx2(const uint8_t *p, int b, __m256 v[4]) {
+    __m256i x[4];
+    if (b == 8) {
+        for (int k = 0; k < 4; k++) x[k] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * k)));
+    } else if (b == 4) {
+        __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+        x[0] = _mm256_and_si256(a, _mm256_set1_epi32(15));
+        x[1] = _mm256_and_si256(c, _mm256_set1_epi32(15));
+        x[2] = _mm256_srli_epi32(a, 4);
+        x[3] = _mm256_srli_epi32(c, 4);
+    } else {
+        __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        for (int k = 0; k < 4; k++) x[k] = _mm256_and_si256(_mm256_srli_epi32(a, 2 * k), _mm256_set1_epi32(3));
+    }
+    for (int k = 0; k < 4; k++) v[k] = _mm256_cvtepi32_ps(x[k]);
+}
+
+T2 static void qk_block_avx2(const uint8_t *codes, const kvq_f16 *ms, int G, int hd, int kb, const float *q, int nq,
+                             float *s, int lds) {
+    if (G != 32 || hd > 1024) { qk_block_ref(codes, ms, G, hd, kb, q, nq, s, lds); return; }
+    const int cb = kvq_code_bytes(KVQ_KT, kb);
+    float qs[2][1024];
+    for (int g0 = 0; g0 < nq; g0 += 2) {
+        const int ng = nq - g0 < 2 ? nq - g0 : 2;
+        __m256 acc[8];
+        for (int g = 0; g < ng; g++) {
+            const float *qg = q + (size_t)(g0 + g) * hd;
+            float base = 0;
+            for (int d = 0; d < hd; d++) {
+                qs[g][d] = qg[d] * kvq_f16_to_f32(ms[2 * d + 1]);
+                base += qg[d] * kvq_f16_to_f32(ms[2 * d]);
+            }
+            for (int k = 0; k < 4; k++) acc[4 * g + k] = _mm256_set1_ps(base);
+        }
+        for (int d = 0; d < hd; d++) {
+            __m256 v[4];
+            unpack32_avx2(codes + d * cb, kb, v);
+            for (int g = 0; g < ng; g++) {
+                __m256 x = _mm256_set1_ps(qs[g][d]);
+                for (int k = 0; k < 4; k++) acc[4 * g + k] = _mm256_fmadd_ps(x, v[k], acc[4 * g + k]);
+            }
+        }
+        for (int g = 0; g < ng; g++)
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(s + (size_t)(g0 + g) * lds + 8 * k, acc[4 * g + k]);
+    }
+}
+
+T2 static void av_rows_avx2(const uint8_t *codes, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
+                            int ldw, int nq, float *out) {
+    if (vg != 32 || nq > 64) { av_rows_ref(codes, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
+    const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
+    float wm[64][32];
+    memset(wm, 0, sizeof wm);
+    for (int i = 0; i < n; i++) {
+        const uint8_t *row = codes + (size_t)i * rb;
+        const kvq_f16 *m = ms + (size_t)i * 2 * ng;
+        for (int gr = 0; gr < ng; gr++) {
+            __m256 v[4];
+            unpack32_avx2(row + gr * gb, vb, v);
+            float mn = kvq_f16_to_f32(m[2 * gr]), sc = kvq_f16_to_f32(m[2 * gr + 1]);
+            for (int g = 0; g < nq; g++) {
+                float wi = w[(size_t)g * ldw + i];
+                float *o = out + g * hd + gr * 32;
+                __m256 x = _mm256_set1_ps(wi * sc);
+                for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(x, v[k], _mm256_loadu_ps(o + 8 * k)));
+                wm[g][gr] += wi * mn;
+            }
+        }
+    }
+    for (int g = 0; g < nq; g++)
+        for (int gr = 0; gr < ng; gr++) {
+            float *o = out + g * hd + gr * 32;
+            __m256 x = _mm256_set1_ps(wm[g][gr]);
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, _mm256_add_ps(_mm256_loadu_ps(o + 8 * k), x));
+        }
+}
+
+static const kvq_kivi_kernels K_AVX2 = {qk_block_avx2, av_rows_avx2};
 #endif
 
 const kvq_kivi_kernels *kvq_kivi_kernels_isa(int isa) {
 #if defined(__x86_64__)
     if (isa == KVQ_ISA_AVX512) return &K_AVX512;
+    if (isa == KVQ_ISA_AVX2) return &K_AVX2;
 #endif
     (void)isa;
     return &K_REF;
