@@ -162,6 +162,7 @@ typedef struct kvq_synth_params {
     const char *tokenizer_from; /* GGUF whose tokenizer is copied (NULL: a placeholder vocabulary) */
     uint64_t    seed;
     int32_t     n_threads;
+    int32_t     n_layer;        /* 0: the preset's; fewer layers make small test models */
     kvq_log_fn  log;
     void       *log_user;
 } kvq_synth_params;

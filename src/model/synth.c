@@ -74,10 +74,18 @@ static void *keep(buf_list *b, void *p) {
     return p;
 }
 
+/* Rows whose length does not fit a type's block fall back to q8_0 (or f16),
+ * as llama.cpp's quantizer does for k-quants. */
+static int fit_type(int t, int64_t cols) {
+    if (cols % kvq_type_blck(t) == 0) return t;
+    return cols % 32 == 0 ? KVQ_TYPE_Q8_0 : KVQ_TYPE_F16;
+}
+
 /* A [rows][cols] matrix of type t with N(0, std) entries. */
 static void *matrix(buf_list *bl, int t, int64_t cols, int64_t rows, float std, uint64_t seed, int nth,
                     uint64_t *nbytes) {
     size_t rb = kvq_row_size(t, cols);
+    if (!rb) return NULL;
     uint8_t *out = keep(bl, malloc(rb * (size_t)rows));
     if (!out) return NULL;
     const kvq_type_traits *tr = kvq_traits((kvq_type)t);
@@ -116,6 +124,8 @@ kvq_status kvq_synth(const kvq_synth_params *p) {
                        p->weight_type);
     if (p->n_ctx < 0 || p->n_ctx > 131072) return kvq_err(lg, KVQ_ERR_ARG, "--ctx %d is out of range (1..131072)", p->n_ctx);
     if (!p->out_path) return kvq_err(lg, KVQ_ERR_ARG, "no output path");
+    if (p->n_layer < 0 || p->n_layer > 1024) return kvq_err(lg, KVQ_ERR_ARG, "layer count %d is out of range", p->n_layer);
+    const int n_layer = p->n_layer ? p->n_layer : ps->n_layer;
     const int nth = p->n_threads > 0 ? p->n_threads : kvq_n_cores();
     const int hd = ps->dim / ps->n_head;
     const int64_t E = ps->dim, Q = (int64_t)ps->n_head * hd, KV = (int64_t)ps->n_kv * hd;
@@ -144,7 +154,7 @@ kvq_status kvq_synth(const kvq_synth_params *p) {
 #define SETF(k, v) do { snprintf(key, sizeof key, "%s." k, a); kvq_gguf_set_f32(w, key, (v)); } while (0)
     SETU("context_length", p->n_ctx ? p->n_ctx : ps->ctx);
     SETU("embedding_length", E);
-    SETU("block_count", ps->n_layer);
+    SETU("block_count", n_layer);
     SETU("feed_forward_length", ps->ffn);
     SETU("attention.head_count", ps->n_head);
     SETU("attention.head_count_kv", ps->n_kv);
@@ -186,9 +196,10 @@ kvq_status kvq_synth(const kvq_synth_params *p) {
     void *d;
 #define MAT(NAME, COLS, ROWS, STD)                                                         \
     do {                                                                                   \
-        if (!(d = matrix(&bl, wt, COLS, ROWS, STD, ++seed, nth, &nb))) { st = KVQ_ERR_NOMEM; goto out; } \
+        int ty = fit_type(wt, COLS);                                                       \
+        if (!(d = matrix(&bl, ty, COLS, ROWS, STD, ++seed, nth, &nb))) { st = KVQ_ERR_NOMEM; goto out; } \
         ne[0] = COLS; ne[1] = ROWS;                                                        \
-        kvq_gguf_add_tensor(w, NAME, (uint32_t)wt, 2, ne, d, nb);                         \
+        kvq_gguf_add_tensor(w, NAME, (uint32_t)ty, 2, ne, d, nb);                         \
     } while (0)
 #define VEC(NAME, N, PTR)                                                                  \
     do {                                                                                   \
@@ -210,7 +221,7 @@ kvq_status kvq_synth(const kvq_synth_params *p) {
             }
         VEC("rope_freqs.weight", hd / 2, ff);
     }
-    for (int l = 0; l < ps->n_layer; l++) {
+    for (int l = 0; l < n_layer; l++) {
         char n[64];
         const float s_in = 1.0f / sqrtf((float)E), s_ff = 1.0f / sqrtf((float)ps->ffn);
 #define LN(suffix) (snprintf(n, sizeof n, "blk.%d.%s", l, suffix), n)

@@ -5,7 +5,7 @@
 
 int cmd_synth(int argc, char **argv) {
     kvq_synth_params p = kvq_synth_default_params();
-    long ctx = 0, seed = 1, threads = 0, verbose = 0;
+    long ctx = 0, seed = 1, threads = 0, verbose = 0, layers = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-v")) { verbose++; continue; }
@@ -17,10 +17,11 @@ int cmd_synth(int argc, char **argv) {
         else if (!strcmp(a, "--ctx")) { if (!cli_int(a, v, 1, 131072, &ctx)) return 2; }
         else if (!strcmp(a, "--seed")) { if (!cli_int(a, v, 0, 0x7fffffffL, &seed)) return 2; }
         else if (!strcmp(a, "-t")) { if (!cli_int(a, v, 0, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "--layers")) { if (!cli_int(a, v, 1, 1024, &layers)) return 2; }
         else return cli_fail("synth: unknown option '%s'", a), 2;
     }
     if (!p.preset || !p.out_path) {
-        fprintf(stderr, "usage: kvq synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF] [--seed S]\npresets:");
+        fprintf(stderr, "usage: kvq synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--layers N] [--tokenizer-from GGUF] [--seed S]\npresets:");
         for (const char *const *n = kvq_synth_presets(); *n; n++) fprintf(stderr, " %s", *n);
         fprintf(stderr, "\n");
         return 2;
@@ -29,6 +30,7 @@ int cmd_synth(int argc, char **argv) {
     p.n_ctx = (int32_t)ctx;
     p.seed = (uint64_t)seed;
     p.n_threads = (int32_t)threads;
+    p.n_layer = (int32_t)layers;
     p.log = cli_log_cb;
     p.log_user = &lg;
     double t0 = cli_now();
