@@ -73,7 +73,33 @@ T_512 static float q8_0_dot(const void *w, const void *x, int64_t n) {
     return _mm_cvtss_f32(s);
 }
 
+/* q4_0 with VNNI: unsigned nibbles straight into dpbusd, the -8 offset
+ * removed through the activations' sum. */
+T_512 static float q4_0_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q4_0 *a = w;
+    const kvq_block_q8_0 *b = x;
+    const int64_t nb = n / 32;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i < nb; i++) {
+        __m128i raw = _mm_loadu_si128((const __m128i *)a[i].qs);
+        __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15)),
+                                     _mm_and_si128(raw, _mm_set1_epi8(15)));
+        __m256i y = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        /* (q - 8) . y = q . y - 8 * sum(y): q is unsigned, as VNNI wants */
+        __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
+        __m256i sy = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), y);
+        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(p, sy)), acc);
+    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 void kvq_simd_install_avx512(kvq_type_traits *t) {
+    t[KVQ_TYPE_Q4_0].vec_dot = q4_0_dot;
     t[KVQ_TYPE_F32].vec_dot = f32_dot;
     t[KVQ_TYPE_F16].vec_dot = f16_dot;
     t[KVQ_TYPE_BF16].vec_dot = bf16_dot;
