@@ -31,15 +31,6 @@ static size_t utf8_prefix(const char *s, size_t len, long n) {
     return i;
 }
 
-static void log_softmax(const float *x, int n, float *out) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)(x[i] - mx));
-    float lse = mx + (float)log(sum);
-    for (int i = 0; i < n; i++) out[i] = x[i] - lse;
-}
-
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *file = NULL, *kv = "f16", *save = NULL, *base = NULL;
     long n_ctx = 512, chars = -1, threads = 0, verbose = 0, batch = 512;
@@ -163,7 +154,7 @@ int cmd_ppl(int argc, char **argv) {
         if (kvq_ctx_truncate(c, 0) || kvq_eval(c, win, len, true, logits)) goto out;
         for (int j = first; j < len - 1; j++) {
             const kvq_token target = win[j + 1];
-            log_softmax(logits + (size_t)j * V, V, lp);
+            cli_log_softmax(logits + (size_t)j * V, V, lp);
             nll -= lp[target];
             n_scored++;
             if (fs && (fwrite(&target, 4, 1, fs) != 1 || fwrite(lp, sizeof(float), (size_t)V, fs) != (size_t)V)) {
@@ -180,15 +171,9 @@ int cmd_ppl(int argc, char **argv) {
                     cli_fail("'%s' was saved on other text or another tokenizer (position %ld)", base, n_scored);
                     goto out;
                 }
-                double kl = 0;
-                int ab = 0, an = 0;
-                for (int i = 0; i < V; i++) {
-                    if (blp[i] > -80) kl += exp((double)blp[i]) * ((double)blp[i] - lp[i]);
-                    if (blp[i] > blp[ab]) ab = i;
-                    if (lp[i] > lp[an]) an = i;
-                }
-                kls[n_kl++] = kl < 0 ? 0 : kl;
-                top1 += ab == an;
+                bool same;
+                kls[n_kl++] = cli_kl(blp, lp, V, &same);
+                top1 += same;
             }
         }
         if (tty)

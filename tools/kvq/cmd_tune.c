@@ -43,15 +43,6 @@ static void tap(void *user, int layer, const float *out, int n_rows, int row_len
     memcpy(t->cur_att + ((size_t)layer * t->n_tok + t->pos) * row_len, out, (size_t)row_len * sizeof(float));
 }
 
-static void log_softmax(const float *x, int n, float *o) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)(x[i] - mx));
-    float lse = mx + (float)log(s);
-    for (int i = 0; i < n; i++) o[i] = x[i] - lse;
-}
-
 /* Decode-mode run: windows of ctx tokens, each token evaluated on its own,
  * so every query attends to the cache as stored. */
 static int run(tuner *t, const char *spec, bool is_base, result *r) {
@@ -74,18 +65,11 @@ static int run(tuner *t, const char *spec, bool is_base, result *r) {
         t->pos = p;
         if (kvq_eval(c, &t->toks[p], 1, false, lg)) { kvq_ctx_free(c); free(lg); free(lp); return -1; }
         float *dst = is_base ? t->base_lp + (size_t)p * V : lp;
-        log_softmax(lg, V, dst);
+        cli_log_softmax(lg, V, dst);
         if (!is_base) {
-            const float *b = t->base_lp + (size_t)p * V;
-            double k = 0;
-            int ab = 0, an = 0;
-            for (int i = 0; i < V; i++) {
-                if (b[i] > -80) k += exp((double)b[i]) * ((double)b[i] - lp[i]);
-                if (b[i] > b[ab]) ab = i;
-                if (lp[i] > lp[an]) an = i;
-            }
-            kl += k > 0 ? k : 0;
-            top1 += ab == an;
+            bool same;
+            kl += cli_kl(t->base_lp + (size_t)p * V, lp, V, &same);
+            top1 += same;
         }
         if ((p + 1) % t->ctx && p + 1 < t->n_tok) nll -= dst[t->toks[p + 1]];
         n++;
