@@ -26,7 +26,7 @@ typedef struct kstate {
     size_t kblk, vrow;      /* bytes of codes per key block / per value row */
     size_t nblk;            /* key blocks per head */
     uint8_t *kc, *vc;       /* [head][block][hd*G*kb/8], [head][cap][hd*vb/8] */
-    kvq_f16 *kms, *vms;     /* [head][block][hd][2], [head][cap][ng][2] */
+    kvq_f16 *kms, *vms;     /* [head][block][2][hd] (mins, scales), [head][cap][ng][2] */
     uint16_t *wk, *wv;      /* window, [head][R+G][hd] fp16 */
     int wcap;
     const kvq_kivi_kernels *kk;
@@ -170,7 +170,7 @@ static void flush(kvq_kv_layer *L, kstate *s) {
             }
         uint8_t *kc = kblock(L, s, h, b);
         kvq_f16 *ms = kmsb(L, s, h, b);
-        for (int d = 0; d < hd; d++) kvq_quant_group(k + d, hd, G, s->kb, kc + (size_t)d * cb, &ms[2 * d], &ms[2 * d + 1]);
+        for (int d = 0; d < hd; d++) kvq_quant_group(k + d, hd, G, s->kb, kc + (size_t)d * cb, &ms[d], &ms[hd + d]);
         for (int i = 0; i < G; i++) {
             uint8_t *vr = vrowp(L, s, h, s->nq + i);
             kvq_f16 *vm = vmsp(L, s, h, s->nq + i);
@@ -257,7 +257,7 @@ static void token_at(const kvq_kv_layer *L, const kstate *s, int h, int t, float
     const uint8_t *kc = kblock(L, s, h, b), *vr = vrowp(L, s, h, t);
     const kvq_f16 *ms = kmsb(L, s, h, b), *vm = vmsp(L, s, h, t);
     for (int d = 0; d < hd; d++) {
-        if (k) k[d] = kvq_f16_to_f32(ms[2 * d]) + kvq_f16_to_f32(ms[2 * d + 1]) * kvq_code_at(kc + (size_t)d * cb, G, s->kb, t % G);
+        if (k) k[d] = kvq_f16_to_f32(ms[d]) + kvq_f16_to_f32(ms[hd + d]) * kvq_code_at(kc + (size_t)d * cb, G, s->kb, t % G);
         if (v) {
             int gr = d / s->vg;
             v[d] = kvq_f16_to_f32(vm[2 * gr]) + kvq_f16_to_f32(vm[2 * gr + 1]) * kvq_code_at(vr + (size_t)gr * gb, s->vg, s->vb, d % s->vg);

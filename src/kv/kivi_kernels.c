@@ -14,7 +14,7 @@ static void qk_block_ref(const uint8_t *codes, const kvq_f16 *ms, int G, int hd,
         float *acc = s + (size_t)g * lds;
         for (int j = 0; j < G; j++) acc[j] = 0;
         for (int d = 0; d < hd; d++) {
-            float mn = kvq_f16_to_f32(ms[2 * d]), sc = kvq_f16_to_f32(ms[2 * d + 1]), qd = q[g * hd + d];
+            float mn = kvq_f16_to_f32(ms[d]), sc = kvq_f16_to_f32(ms[hd + d]), qd = q[g * hd + d];
             for (int j = 0; j < G; j++) acc[j] += qd * (mn + sc * (float)kvq_code_at(codes + d * cb, G, kb, j));
         }
     }
@@ -77,11 +77,19 @@ T5 static void qk_block_avx512(const uint8_t *codes, const kvq_f16 *ms, int G, i
         __m512 acc[8];
         for (int g = 0; g < ng; g++) {
             const float *qg = q + (size_t)(g0 + g) * hd;
-            float base = 0;
-            for (int d = 0; d < hd; d++) {
-                float mn = kvq_f16_to_f32(ms[2 * d]), sc = kvq_f16_to_f32(ms[2 * d + 1]);
-                qs[g][d] = qg[d] * sc;
-                base += qg[d] * mn;
+            __m512 vb = _mm512_setzero_ps();
+            int d = 0;
+            for (; d + 16 <= hd; d += 16) {
+                __m512 mn = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ms + d)));
+                __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ms + hd + d)));
+                __m512 qv = _mm512_loadu_ps(qg + d);
+                _mm512_storeu_ps(qs[g] + d, _mm512_mul_ps(qv, sc));
+                vb = _mm512_fmadd_ps(qv, mn, vb);
+            }
+            float base = _mm512_reduce_add_ps(vb);
+            for (; d < hd; d++) {
+                qs[g][d] = qg[d] * kvq_f16_to_f32(ms[hd + d]);
+                base += qg[d] * kvq_f16_to_f32(ms[d]);
             }
             acc[2 * g] = acc[2 * g + 1] = _mm512_set1_ps(base);
         }
@@ -101,38 +109,31 @@ T5 static void qk_block_avx512(const uint8_t *codes, const kvq_f16 *ms, int G, i
     }
 }
 
-/* Per token: unpack its codes once, then add w*s*code to every head's
- * accumulator; w*min is summed per group and added at the end. */
+/* Values: dequantize a chunk of rows to f32 in L1 (one unpack per code,
+ * whatever the number of heads), then run the f32 kernel that keeps every
+ * head's accumulators in registers. */
 T5 static void av_rows_avx512(const uint8_t *codes, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
                               int ldw, int nq, float *out) {
-    if (vg != 32 || nq > 64) { av_rows_ref(codes, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
+    if (vg != 32 || hd > 512) { av_rows_ref(codes, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
     const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
-    float wm[64][32];  /* per head, per group: sum of w * min */
-    memset(wm, 0, sizeof wm);
-    for (int i = 0; i < n; i++) {
-        const uint8_t *row = codes + (size_t)i * rb;
-        const kvq_f16 *m = ms + (size_t)i * 2 * ng;
-        for (int gr = 0; gr < ng; gr++) {
-            __m512 lo, hi;
-            unpack32(row + gr * gb, vb, &lo, &hi);
-            float mn = kvq_f16_to_f32(m[2 * gr]), sc = kvq_f16_to_f32(m[2 * gr + 1]);
-            for (int g = 0; g < nq; g++) {
-                float wi = w[(size_t)g * ldw + i];
-                float *o = out + g * hd + gr * 32;
-                __m512 x = _mm512_set1_ps(wi * sc);
-                _mm512_storeu_ps(o, _mm512_fmadd_ps(x, lo, _mm512_loadu_ps(o)));
-                _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(x, hi, _mm512_loadu_ps(o + 16)));
-                wm[g][gr] += wi * mn;
+    const kvq_attn_kernels *ak = kvq_attn_kernels_isa(KVQ_ISA_AVX512);
+    float buf[32 * 512];
+    for (int i0 = 0; i0 < n; i0 += 32) {
+        const int m = n - i0 < 32 ? n - i0 : 32;
+        for (int i = 0; i < m; i++) {
+            const uint8_t *row = codes + (size_t)(i0 + i) * rb;
+            const kvq_f16 *mm = ms + (size_t)(i0 + i) * 2 * ng;
+            float *dst = buf + (size_t)i * hd;
+            for (int gr = 0; gr < ng; gr++) {
+                __m512 lo, hi;
+                unpack32(row + gr * gb, vb, &lo, &hi);
+                __m512 mn = _mm512_set1_ps(kvq_f16_to_f32(mm[2 * gr])), sc = _mm512_set1_ps(kvq_f16_to_f32(mm[2 * gr + 1]));
+                _mm512_storeu_ps(dst + gr * 32, _mm512_fmadd_ps(sc, lo, mn));
+                _mm512_storeu_ps(dst + gr * 32 + 16, _mm512_fmadd_ps(sc, hi, mn));
             }
         }
+        ak->av_f32(buf, m, hd, w + i0, ldw, nq, out);
     }
-    for (int g = 0; g < nq; g++)
-        for (int gr = 0; gr < ng; gr++) {
-            float *o = out + g * hd + gr * 32;
-            __m512 x = _mm512_set1_ps(wm[g][gr]);
-            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), x));
-            _mm512_storeu_ps(o + 16, _mm512_add_ps(_mm512_loadu_ps(o + 16), x));
-        }
 }
 
 static const kvq_kivi_kernels K_AVX512 = {qk_block_avx512, av_rows_avx512};
@@ -171,8 +172,8 @@ T2 static void qk_block_avx2(const uint8_t *codes, const kvq_f16 *ms, int G, int
             const float *qg = q + (size_t)(g0 + g) * hd;
             float base = 0;
             for (int d = 0; d < hd; d++) {
-                qs[g][d] = qg[d] * kvq_f16_to_f32(ms[2 * d + 1]);
-                base += qg[d] * kvq_f16_to_f32(ms[2 * d]);
+                qs[g][d] = qg[d] * kvq_f16_to_f32(ms[hd + d]);
+                base += qg[d] * kvq_f16_to_f32(ms[d]);
             }
             for (int k = 0; k < 4; k++) acc[4 * g + k] = _mm256_set1_ps(base);
         }

@@ -1,7 +1,8 @@
 /* Fused dequantize-dot kernels for the KIVI codec, scalar reference + SIMD.
  * Keys: one block = G tokens; per channel d a (min, scale) pair and G packed
  * codes (kvquant.h layout), channel-major:
- *     codes[d * code_bytes(G, kb)], ms[2*d] = min, ms[2*d+1] = scale.
+ *     codes[d * code_bytes(G, kb)], ms[d] = min, ms[hd + d] = scale
+ * (minimums then scales, so SIMD converts 16 channels at a time).
  * The SIMD paths cover G = 32 and value groups of 32; others use the reference.
  * Values: per token, groups of vg channels; per group (min, scale) and packed
  * codes: codes[token * hd*vb/8 + group * code_bytes(vg, vb)]. */

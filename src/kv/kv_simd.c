@@ -182,7 +182,8 @@ T2 static void qk_tile_f32_avx2(const float *kt, int hd, const float *q, int nq,
     }
 }
 
-/* hd must be a multiple of 8 for the SIMD av paths; others use the reference. */
+/* hd must be a multiple of 8 for the SIMD av paths; others use the reference.
+ * The accumulator array is indexed by constants after unrolling (nd <= 4). */
 T2 static void av_f16_avx2(const uint16_t *v, int n, int hd, const float *w, int ldw, int nq, float *out) {
     if (hd % 8) { av_f16_ref(v, n, hd, w, ldw, nq, out); return; }
     for (int g = 0; g < nq; g++)
@@ -329,36 +330,48 @@ T5 static void qk_tile_f32_avx512(const float *kt, int hd, const float *q, int n
     }
 }
 
+/* 64 output dims of two heads per pass: each value row is loaded once for
+ * both heads, and the 8 accumulators stay in registers. */
+#define AV512_BODY(LOAD)                                                                                       \
+    for (int g = 0; g < nq; g += 2) {                                                                           \
+        const bool two = g + 1 < nq;                                                                            \
+        for (int d0 = 0; d0 < hd; d0 += 64) {                                                                   \
+            float *o0 = out + g * hd + d0, *o1 = two ? o0 + hd : o0;                                            \
+            __m512 a0 = _mm512_loadu_ps(o0), a1 = _mm512_loadu_ps(o0 + 16), a2 = _mm512_loadu_ps(o0 + 32),     \
+                   a3 = _mm512_loadu_ps(o0 + 48);                                                               \
+            __m512 b0 = _mm512_loadu_ps(o1), b1 = _mm512_loadu_ps(o1 + 16), b2 = _mm512_loadu_ps(o1 + 32),     \
+                   b3 = _mm512_loadu_ps(o1 + 48);                                                               \
+            const float *w0 = w + (size_t)g * ldw, *w1 = two ? w0 + ldw : w0;                                   \
+            for (int i = 0; i < n; i++) {                                                                       \
+                const size_t r = (size_t)i * hd + d0;                                                           \
+                __m512 v0 = LOAD(r), v1 = LOAD(r + 16), v2 = LOAD(r + 32), v3 = LOAD(r + 48);                   \
+                __m512 x = _mm512_set1_ps(w0[i]), y = _mm512_set1_ps(w1[i]);                                    \
+                a0 = _mm512_fmadd_ps(x, v0, a0); a1 = _mm512_fmadd_ps(x, v1, a1);                               \
+                a2 = _mm512_fmadd_ps(x, v2, a2); a3 = _mm512_fmadd_ps(x, v3, a3);                               \
+                b0 = _mm512_fmadd_ps(y, v0, b0); b1 = _mm512_fmadd_ps(y, v1, b1);                               \
+                b2 = _mm512_fmadd_ps(y, v2, b2); b3 = _mm512_fmadd_ps(y, v3, b3);                               \
+            }                                                                                                   \
+            _mm512_storeu_ps(o0, a0); _mm512_storeu_ps(o0 + 16, a1);                                            \
+            _mm512_storeu_ps(o0 + 32, a2); _mm512_storeu_ps(o0 + 48, a3);                                       \
+            if (two) {                                                                                          \
+                _mm512_storeu_ps(o1, b0); _mm512_storeu_ps(o1 + 16, b1);                                        \
+                _mm512_storeu_ps(o1 + 32, b2); _mm512_storeu_ps(o1 + 48, b3);                                   \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+
 T5 static void av_f16_avx512(const uint16_t *v, int n, int hd, const float *w, int ldw, int nq, float *out) {
-    if (hd % 16) { av_f16_avx2(v, n, hd, w, ldw, nq, out); return; }
-    for (int g = 0; g < nq; g++)
-        for (int d0 = 0; d0 < hd; d0 += 64) {
-            int nd = hd - d0 < 64 ? (hd - d0) / 16 : 4;
-            __m512 a[4];
-            for (int k = 0; k < nd; k++) a[k] = _mm512_loadu_ps(out + g * hd + d0 + 16 * k);
-            for (int i = 0; i < n; i++) {
-                __m512 wi = _mm512_set1_ps(w[(size_t)g * ldw + i]);
-                const __m256i *r = (const __m256i *)(v + (size_t)i * hd + d0);
-                for (int k = 0; k < nd; k++) a[k] = _mm512_fmadd_ps(wi, _mm512_cvtph_ps(_mm256_loadu_si256(r + k)), a[k]);
-            }
-            for (int k = 0; k < nd; k++) _mm512_storeu_ps(out + g * hd + d0 + 16 * k, a[k]);
-        }
+    if (hd % 64) { av_f16_avx2(v, n, hd, w, ldw, nq, out); return; }
+#define LOAD16(off) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + (off))))
+    AV512_BODY(LOAD16)
+#undef LOAD16
 }
 
 T5 static void av_f32_avx512(const float *v, int n, int hd, const float *w, int ldw, int nq, float *out) {
-    if (hd % 16) { av_f32_avx2(v, n, hd, w, ldw, nq, out); return; }
-    for (int g = 0; g < nq; g++)
-        for (int d0 = 0; d0 < hd; d0 += 64) {
-            int nd = hd - d0 < 64 ? (hd - d0) / 16 : 4;
-            __m512 a[4];
-            for (int k = 0; k < nd; k++) a[k] = _mm512_loadu_ps(out + g * hd + d0 + 16 * k);
-            for (int i = 0; i < n; i++) {
-                __m512 wi = _mm512_set1_ps(w[(size_t)g * ldw + i]);
-                const float *r = v + (size_t)i * hd + d0;
-                for (int k = 0; k < nd; k++) a[k] = _mm512_fmadd_ps(wi, _mm512_loadu_ps(r + 16 * k), a[k]);
-            }
-            for (int k = 0; k < nd; k++) _mm512_storeu_ps(out + g * hd + d0 + 16 * k, a[k]);
-        }
+    if (hd % 64) { av_f32_avx2(v, n, hd, w, ldw, nq, out); return; }
+#define LOAD32(off) _mm512_loadu_ps(v + (off))
+    AV512_BODY(LOAD32)
+#undef LOAD32
 }
 #endif
 
