@@ -56,10 +56,6 @@ static inline size_t vidx(const kvq_kv_layer *L, const fstate *s, int h, int t) 
     return (size_t)h * head_elems(L, s) + (size_t)t * L->head_dim;
 }
 
-static inline void put(const fstate *s, uint8_t *base, size_t i, float x) {
-    if (s->es == 4) ((float *)base)[i] = x;
-    else ((uint16_t *)base)[i] = kvq_f32_to_f16(x);
-}
 static inline float get(const fstate *s, const uint8_t *base, size_t i) {
     return s->es == 4 ? ((const float *)base)[i] : kvq_f16_to_f32(((const uint16_t *)base)[i]);
 }
@@ -68,10 +64,13 @@ static kvq_status f_append(kvq_kv_layer *L, const float *k, const float *v, int 
     fstate *s = L->state;
     const int hd = L->head_dim, nkv = L->n_head_kv;
     const kvq_type_traits *tr = kvq_traits(s->es == 4 ? KVQ_TYPE_F32 : KVQ_TYPE_F16);
+    uint8_t row[1024 * 4];
     for (int t = 0; t < n; t++)
         for (int h = 0; h < nkv; h++) {
-            const float *kr = k + ((size_t)t * nkv + h) * hd;
-            for (int d = 0; d < hd; d++) put(s, s->k, kidx(L, s, h, L->n + t, d), kr[d]);
+            /* convert the key row once (SIMD), then scatter it down its tile column */
+            tr->from_float(k + ((size_t)t * nkv + h) * hd, row, hd);
+            for (int d = 0; d < hd; d++)
+                memcpy(s->k + kidx(L, s, h, L->n + t, d) * s->es, row + (size_t)d * s->es, (size_t)s->es);
             tr->from_float(v + ((size_t)t * nkv + h) * hd, s->v + vidx(L, s, h, L->n + t) * s->es, hd);
         }
     L->n += n;

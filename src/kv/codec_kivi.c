@@ -32,6 +32,8 @@ typedef struct kstate {
     const kvq_kivi_kernels *kk;
     const kvq_attn_kernels *ak;
     kvq_vec_dot_fn f16dot;
+    kvq_from_float_fn to_f16;
+    kvq_to_float_fn from_f16;
 } kstate;
 
 static int value_group(int G, int hd) {
@@ -128,6 +130,8 @@ static kvq_status kivi_init(kvq_kv_layer *L) {
     s->kk = kvq_kivi_kernels_isa(isa);
     s->ak = kvq_attn_kernels_isa(isa);
     s->f16dot = kvq_traits(KVQ_TYPE_F16)->vec_dot;
+    s->to_f16 = kvq_traits(KVQ_TYPE_F16)->from_float;
+    s->from_f16 = kvq_traits(KVQ_TYPE_F16)->to_float;
     L->n = 0;
     return s->kc && s->kms && s->vc && s->vms && s->wk && s->wv ? KVQ_OK : KVQ_ERR_NOMEM;
 }
@@ -163,11 +167,10 @@ static void flush(kvq_kv_layer *L, kstate *s) {
     const size_t b = (size_t)(s->nq / G);
     const int cb = kvq_code_bytes(G, s->kb), gb = kvq_code_bytes(s->vg, s->vb);
     for (int h = 0; h < L->n_head_kv; h++) {
-        for (int i = 0; i < G; i++)
-            for (int d = 0; d < hd; d++) {
-                k[(size_t)i * hd + d] = kvq_f16_to_f32(wrow(L, s, s->wk, h, i)[d]);
-                v[(size_t)i * hd + d] = kvq_f16_to_f32(wrow(L, s, s->wv, h, i)[d]);
-            }
+        for (int i = 0; i < G; i++) {
+            s->from_f16(wrow(L, s, s->wk, h, i), k + (size_t)i * hd, hd);
+            s->from_f16(wrow(L, s, s->wv, h, i), v + (size_t)i * hd, hd);
+        }
         uint8_t *kc = kblock(L, s, h, b);
         kvq_f16 *ms = kmsb(L, s, h, b);
         for (int d = 0; d < hd; d++) kvq_quant_group(k + d, hd, G, s->kb, kc + (size_t)d * cb, &ms[d], &ms[hd + d]);
@@ -193,11 +196,10 @@ static kvq_status kivi_append(kvq_kv_layer *L, const float *k, const float *v, i
     for (int t = 0; t < n; t++) {
         int r = L->n - s->nq;
         if (r >= s->wcap) return KVQ_ERR_NOMEM; /* a flush could not allocate */
-        for (int h = 0; h < nkv; h++)
-            for (int d = 0; d < hd; d++) {
-                wrow(L, s, s->wk, h, r)[d] = kvq_f32_to_f16(k[((size_t)t * nkv + h) * hd + d]);
-                wrow(L, s, s->wv, h, r)[d] = kvq_f32_to_f16(v[((size_t)t * nkv + h) * hd + d]);
-            }
+        for (int h = 0; h < nkv; h++) {
+            s->to_f16(k + ((size_t)t * nkv + h) * hd, wrow(L, s, s->wk, h, r), hd);
+            s->to_f16(v + ((size_t)t * nkv + h) * hd, wrow(L, s, s->wv, h, r), hd);
+        }
         L->n++;
         if (s->kb != 16 && L->n - s->nq >= s->R + s->G) flush(L, s);
     }
