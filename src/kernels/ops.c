@@ -69,13 +69,20 @@ static void blas_single_thread(void) { openblas_set_num_threads(1); }
 static void matmul_gemm(const kvq_matw *W, const float *X, int n, float *Y, int n_threads) {
     pthread_once(&blas_once, blas_single_thread);
     const kvq_type_traits *t = kvq_traits(W->type);
-    const int64_t cols = W->cols, rows = W->rows, n_tiles = (rows + GEMM_ROWS - 1) / GEMM_ROWS;
+    /* two tiles per thread: few enough that the activations are packed rarely,
+     * enough to balance the threads */
+    const int64_t cols = W->cols, rows = W->rows;
+    int64_t tr = (rows + 2 * n_threads - 1) / (2 * n_threads);
+    tr = (tr + GEMM_ROWS - 1) / GEMM_ROWS * GEMM_ROWS;
+    if (tr * cols > (8ll << 20)) tr = (8ll << 20) / cols / GEMM_ROWS * GEMM_ROWS; /* tile buffer <= 32 MiB */
+    if (tr < GEMM_ROWS) tr = GEMM_ROWS;
+    const int64_t n_tiles = (rows + tr - 1) / tr;
 #pragma omp parallel num_threads(n_threads)
     {
-        float *tile = W->type == KVQ_TYPE_F32 ? NULL : malloc((size_t)GEMM_ROWS * (size_t)cols * sizeof(float));
+        float *tile = W->type == KVQ_TYPE_F32 ? NULL : malloc((size_t)tr * (size_t)cols * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ti = 0; ti < n_tiles; ti++) {
-            const int64_t r0 = ti * GEMM_ROWS, nr = rows - r0 < GEMM_ROWS ? rows - r0 : GEMM_ROWS;
+            const int64_t r0 = ti * tr, nr = rows - r0 < tr ? rows - r0 : tr;
             const float *B;
             if (W->type == KVQ_TYPE_F32) {
                 B = (const float *)((const uint8_t *)W->data + (size_t)r0 * W->row_bytes);

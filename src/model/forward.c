@@ -26,6 +26,25 @@ static void rope_rows(const struct kvq_ctx *c, float *x, int n, const int32_t *p
     }
 }
 
+/* RoPE on the chunk's queries (and keys) at positions n_past.., one
+ * cos/sin table per token, split over tokens. */
+static void rope_batch(struct kvq_ctx *c, int n, bool keys) {
+    const kvq_hparams *h = &c->m->hp;
+    const int nth = c->n_threads;
+#pragma omp parallel num_threads(nth) if (n >= 8)
+    {
+        float cs[1024];
+#pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) {
+            kvq_rope_cache(cs, c->n_past + t, h->n_rot, h->rope_theta, h->rope_freq_scale, h->rope_freq_factors);
+            kvq_rope_apply(c->q + (size_t)t * h->n_head * h->head_dim, h->n_head, h->head_dim, h->n_rot, h->rope_neox, cs);
+            if (keys)
+                kvq_rope_apply(c->k + (size_t)t * h->n_head_kv * h->head_dim, h->n_head_kv, h->head_dim, h->n_rot,
+                               h->rope_neox, cs);
+        }
+    }
+}
+
 /* For codecs that keep pre-RoPE keys (AQUA-KV) and rotate them on read. */
 static void rope_keys_cb(const void *user, float *k, int n, const int32_t *pos, int n_heads) {
     const struct kvq_ctx *c = user;
@@ -116,6 +135,10 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
     const kvq_hparams *h = &m->hp;
     const int E = h->n_embd, Q = h->n_head * h->head_dim, KV = h->n_head_kv * h->head_dim, F = h->n_ff;
     const kvq_type_traits *et = kvq_traits(m->tok_embd.type);
+    const int nth = c->n_threads;
+    /* element-wise work is split over tokens too, so prefill keeps both cores busy */
+#define PAR_TOKENS _Pragma("omp parallel for schedule(static) num_threads(nth) if (n >= 8)")
+    PAR_TOKENS
     for (int t = 0; t < n; t++)
         et->to_float((const uint8_t *)m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, c->x + (size_t)t * E, E);
     const int slots0 = kvq_kv_n(c->kv);
@@ -123,34 +146,40 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
     kvq_status st;
     for (int l = 0; l < h->n_layer; l++) {
         const kvq_layer_weights *w = &m->layers[l];
+        PAR_TOKENS
         for (int t = 0; t < n; t++)
             kvq_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, w->attn_norm.data, E, h->norm_eps);
         linear(c, &w->wq, &w->bq, c->xb, n, c->q);
         linear(c, &w->wk, &w->bk, c->xb, n, c->k);
         linear(c, &w->wv, &w->bv, c->xb, n, c->v);
-        rope_rows(c, c->q, n, NULL, c->n_past, h->n_head, c->cs);
-        if (!c->kv->codec->prerope) rope_rows(c, c->k, n, NULL, c->n_past, h->n_head_kv, c->cs);
+        rope_batch(c, n, !c->kv->codec->prerope);
         if ((st = kvq_kv_append(c->kv, l, c->k, c->v, n))) return st;
         kvq_kv_observe(c->kv, l, c->q, n);
         if ((st = kvq_kv_attend(c->kv, l, c->q, n, slots0 + 1, scale, KVQ_VIEW_FULL, c->att, c->n_threads))) return st;
         if (c->tap) c->tap(c->tap_user, l, c->att, n, Q);
         linear(c, &w->wo, NULL, c->att, n, c->xb);
-        for (int t = 0; t < n; t++) kvq_add(c->x + (size_t)t * E, c->xb + (size_t)t * E, E);
-        for (int t = 0; t < n; t++)
+        PAR_TOKENS
+        for (int t = 0; t < n; t++) {
+            kvq_add(c->x + (size_t)t * E, c->xb + (size_t)t * E, E);
             kvq_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, w->ffn_norm.data, E, h->norm_eps);
+        }
         linear(c, &w->w_gate, NULL, c->xb, n, c->hb);
         linear(c, &w->w_up, NULL, c->xb, n, c->hb2);
+        PAR_TOKENS
         for (int t = 0; t < n; t++) kvq_swiglu(c->hb + (size_t)t * F, c->hb2 + (size_t)t * F, F);
         linear(c, &w->w_down, NULL, c->hb, n, c->xb);
+        PAR_TOKENS
         for (int t = 0; t < n; t++) kvq_add(c->x + (size_t)t * E, c->xb + (size_t)t * E, E);
     }
     c->n_past += n;
     if (!logits) return KVQ_OK;
     const int r0 = all_rows ? 0 : n - 1, nr = all_rows ? n : 1;
+    PAR_TOKENS
     for (int t = r0; t < n; t++)
         kvq_rmsnorm(c->xb + (size_t)(t - r0) * E, c->x + (size_t)t * E, m->out_norm.data, E, h->norm_eps);
     linear(c, &m->output, NULL, c->xb, nr, logits);
     (void)KV;
+#undef PAR_TOKENS
     return KVQ_OK;
 }
 
