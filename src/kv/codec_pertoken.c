@@ -2,6 +2,7 @@
  * along head_dim, with no full-precision window.
  *  - pertoken:k4v2[,g=G][,rot]  KVTuner's per-token mode: asymmetric
  *    (min, scale) in fp16 per group of G channels (default: head_dim);
+ *    pertoken:layers=FILE gives each layer its own pair (k16v16: fp16);
  *  - q8_0, q4_0[,rot]           llama.cpp's KV cache types: symmetric blocks
  *    of 32 along head_dim (fp16 d + codes, byte-identical to ggml's
  *    block_q8_0 / block_q4_0: 8.5 / 4.5 bits per value). Heads smaller than
@@ -31,6 +32,7 @@ typedef struct pt_state {
 } pt_state;
 
 static size_t group_bytes(int kind, int g, int b) {
+    if (kind == PT_ASYM && b == 16) return (size_t)g * 2;           /* a k16v16 layer: plain fp16 */
     if (kind == PT_ASYM) return (size_t)kvq_code_bytes(g, b) + 4; /* codes + fp16 min + fp16 scale */
     return (size_t)(kind == PT_Q8_0 ? g : g / 2) + 2;              /* fp16 d + codes */
 }
@@ -40,6 +42,7 @@ static kvq_status pt_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void 
     if (!strcmp(s->codec, "q8_0")) { c.kind = PT_Q8_0; c.kb = c.vb = 8; }
     if (!strcmp(s->codec, "q4_0")) { c.kind = PT_Q4_0; c.kb = c.vb = 4; }
     long G = 0;
+    const char *layers = NULL;
     for (int i = 0; i < s->n_copt; i++) {
         const kvq_kv_opt *o = &s->copt[i];
         int k, v;
@@ -50,9 +53,11 @@ static kvq_status pt_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void 
             c.vb = (int8_t)v;
         } else if (c.kind == PT_ASYM && !strcmp(o->key, "g")) {
             if (!kvq_kv_opt_int(o, 1, "g", 4, 1024, &G, err, cap)) return KVQ_ERR_ARG;
+        } else if (c.kind == PT_ASYM && !strcmp(o->key, "layers") && o->val[0]) {
+            layers = o->val;
         } else {
             snprintf(err, cap, "%s: unknown option '%s'%s", s->codec, o->key,
-                     c.kind == PT_ASYM ? " (kXvY, g=, rot)" : " (rot)");
+                     c.kind == PT_ASYM ? " (kXvY, g=, rot, layers=FILE)" : " (rot)");
             return KVQ_ERR_ARG;
         }
     }
@@ -79,6 +84,17 @@ static kvq_status pt_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void 
         return KVQ_ERR_ARG;
     }
     for (int l = 0; l < g->n_layer; l++) ((pt_cfg *)cfgs)[l] = c;
+    if (layers) { /* per-layer pairs (KVTuner's per-token mode); k16v16 keeps a layer fp16 */
+        int8_t *kb = calloc((size_t)g->n_layer, 1), *vb = calloc((size_t)g->n_layer, 1);
+        kvq_status st = kb && vb ? kvq_layer_bits_load(layers, g->n_layer, kb, vb, err, cap) : KVQ_ERR_NOMEM;
+        for (int l = 0; !st && l < g->n_layer; l++) {
+            ((pt_cfg *)cfgs)[l].kb = kb[l];
+            ((pt_cfg *)cfgs)[l].vb = vb[l];
+        }
+        free(kb);
+        free(vb);
+        return st;
+    }
     return KVQ_OK;
 }
 
@@ -125,6 +141,13 @@ static void hadamard(float *x, int n) {
 }
 
 static void quant_group(int kind, const float *x, int g, int b, uint8_t *out) {
+    if (kind == PT_ASYM && b == 16) {
+        for (int i = 0; i < g; i++) {
+            kvq_f16 h = kvq_f32_to_f16(x[i]);
+            memcpy(out + 2 * i, &h, 2);
+        }
+        return;
+    }
     if (kind == PT_ASYM) {
         kvq_f16 mn, sc;
         kvq_quant_group(x, 1, g, b, out + 4, &mn, &sc);
@@ -152,6 +175,14 @@ static void quant_group(int kind, const float *x, int g, int b, uint8_t *out) {
 }
 
 static void dequant_group(int kind, const uint8_t *p, int g, int b, float *y) {
+    if (kind == PT_ASYM && b == 16) {
+        for (int i = 0; i < g; i++) {
+            kvq_f16 h;
+            memcpy(&h, p + 2 * i, 2);
+            y[i] = kvq_f16_to_f32(h);
+        }
+        return;
+    }
     if (kind == PT_ASYM) {
         kvq_f16 mn, sc;
         memcpy(&mn, p, 2);

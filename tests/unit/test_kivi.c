@@ -305,12 +305,39 @@ static void test_llamacpp_blocks(void **st) {
     }
 }
 
+/* pertoken with a per-layer table: a k16v16 layer is exact fp16. */
+static void test_pertoken_layers(void **st) {
+    (void)st;
+    char path[] = "/tmp/kvq_ptl_XXXXXX";
+    close(mkstemp(path));
+    tu_write_file(path, "k16v16\nk2v2\n", 12);
+    kvq_kv_geom g = {2, 4, 2, 32, 64};
+    char spec[128], err[256];
+    snprintf(spec, sizeof spec, "pertoken:layers=%s", path);
+    kvq_kv_cache *c;
+    assert_int_equal(kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err), KVQ_OK);
+    float k[2 * 32], v[2 * 32], kr[2 * 32], vr[2 * 32];
+    uint64_t s = 3;
+    for (int i = 0; i < 64; i++) { k[i] = tu_randn(&s); v[i] = tu_randn(&s); }
+    for (int l = 0; l < 2; l++) assert_int_equal(kvq_kv_append(c, l, k, v, 1), KVQ_OK);
+    c->codec->read(&c->layers[0], KVQ_VIEW_FULL, 0, 1, kr, vr);
+    for (int i = 0; i < 64; i++) assert_float_equal(kr[i], kvq_f16_to_f32(kvq_f32_to_f16(k[i])), 0);
+    c->codec->read(&c->layers[1], KVQ_VIEW_FULL, 0, 1, kr, vr);
+    assert_true(tu_nmse(k, kr, 64) > 1e-3); /* 2-bit */
+    /* fp16 layer: 2 heads x 32 x 2 bytes x (K+V); 2-bit layer: codes + fp16 min/scale */
+    assert_int_equal(c->codec->bytes_for(&c->layers[0], 1), 2 * 64 * 2);
+    assert_int_equal(c->codec->bytes_for(&c->layers[1], 1), 2 * 2 * (8 + 4));
+    kvq_kv_cache_free(c);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formula_bit_exact), cmocka_unit_test(test_roundtrip_bounds),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_accounting_and_windows),
         cmocka_unit_test(test_kernels_isa),       cmocka_unit_test(test_real_model_kv),
         cmocka_unit_test(test_layer_tables),       cmocka_unit_test(test_llamacpp_blocks),
+        cmocka_unit_test(test_pertoken_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,8 @@
  *     layers' KL (additive proxy); the proxy's Pareto front under the budget
  *     is then measured for real and the best measured one is chosen.
  * Writes the chosen table (kvq text format) and a JSON report with the
- * sensitivities, the measured Pareto set and the uniform configurations. */
+ * sensitivities, the measured Pareto set and the uniform configurations.
+ * --mode kivi (default) tunes the kivi codec, --mode pertoken the pertoken one. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@ typedef struct tuner {
     float *cur_att;     /* the same for the run being measured */
     int pos;            /* position being evaluated (tap bookkeeping) */
     char tmpl[64];      /* temporary layer-table path */
+    const char *codec;  /* "kivi" or "pertoken" */
 } tuner;
 
 typedef struct result { double kl, top1, ppl; double att_err[128]; } result;
@@ -103,7 +105,7 @@ static int measure(tuner *t, const int *pairs, result *r) {
         fprintf(f, "k%dv%d\n", pairs[l] < 0 ? 16 : PK[pairs[l]], pairs[l] < 0 ? 16 : PV[pairs[l]]);
     fclose(f);
     char spec[128];
-    snprintf(spec, sizeof spec, "kivi:layers=%s", t->tmpl);
+    snprintf(spec, sizeof spec, "%s:layers=%s", t->codec, t->tmpl);
     return run(t, spec, false, r);
 }
 
@@ -135,13 +137,14 @@ int cmd_tune(int argc, char **argv) {
     }
     if (!model || !file || budget == 0)
         return cli_fail("tune: -m MODEL -f CALIB.txt --budget BITS are required (budget in [2, 8])"), 2;
-    if (strcmp(mode, "kivi"))
-        return cli_fail("tune: --mode %s is not implemented (only kivi; see docs/kv-quantization.md)", mode), 2;
+    if (strcmp(mode, "kivi") && strcmp(mode, "pertoken"))
+        return cli_fail("tune: --mode must be kivi or pertoken"), 2;
     cli_log lg = {(int)verbose};
     tuner t = {0};
     t.lg = &lg;
     t.threads = (int)threads;
     t.ctx = (int)ctx;
+    t.codec = mode;
     if (!(t.m = cli_load_model(model, tok, false, &lg))) return 1;
     kvq_model_get_info(t.m, &t.info);
     t.n_layer = t.info.n_layer;
@@ -286,8 +289,9 @@ int cmd_tune(int argc, char **argv) {
     if (out) {
         FILE *o = fopen(out, "w");
         if (!o) return cli_fail("cannot write '%s'", out);
-        fprintf(o, "# kvq tune: %s, budget %.2f bits, %d calibration tokens (decode mode)\n# nominal %.2f bits, KL %.6f\n",
-                model, budget, t.n_tok, front[chosen].bits, meas[chosen].kl);
+        fprintf(o, "# kvq tune: %s, mode %s, budget %.2f bits, %d calibration tokens (decode mode)\n"
+                   "# nominal %.2f bits, KL %.6f; use with --kv %s:layers=THIS_FILE\n",
+                model, mode, budget, t.n_tok, front[chosen].bits, meas[chosen].kl, mode);
         for (int l = 0; l < L; l++) fprintf(o, "k%dv%d\n", PK[pairs[l]], PV[pairs[l]]);
         fclose(o);
         char jp[1024];

@@ -18,7 +18,7 @@ static void usage(FILE *f) {
             "        random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
-            "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi] [--tokens N] [--ctx N] [-o FILE]\n"
+            "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi|pertoken] [--tokens N] [--ctx N] [-o FILE]\n"
             "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
             "  niah  -m MODEL [--kv SPEC] --lengths 512,1024 --depths 0,0.5,1 [--task passkey|needle|multikey|kv]\n"
             "        [-n SAMPLES] [--seed S] [--haystack FILE] [--json] [--plot FILE.png]   retrieval grid\n"
