@@ -2,8 +2,10 @@
  * blocks of G tokens, values per token in groups of G channels, asymmetric
  * min/scale in fp16, the newest tokens kept in an fp16 window.
  *
- * The window holds between R and R+G-1 tokens once the cache has R+G; when it
- * reaches R+G the oldest G are quantized as one block, once, and never again.
+ * The window holds between R and R+G-1 tokens once the cache has R+G; at each
+ * commit (after the step's attention) the oldest G are quantized as one block
+ * while it holds R+G or more, once, and never again. A prefill chunk thus
+ * attends to its own tokens in fp16, and decode sees the same window as KIVI.
  * Attention runs on the packed codes (kivi_kernels.c), never on a dequantized
  * copy. Spec: kivi:k4v2[,g=32][,r=32] or kivi:layers=FILE (kvq text or
  * KVTuner YAML); a table entry k16v16 keeps that layer in fp16. */
@@ -103,7 +105,11 @@ static int64_t quantized_for(int64_t n, int kb, int G, int R) {
 static uint64_t kivi_bytes_for(const kvq_kv_layer *L, int64_t n) {
     int kb, vb, G, R, vg, ng;
     shape(L, &kb, &vb, &G, &R, &vg, &ng);
-    const uint64_t hd = (uint64_t)L->head_dim, nq = (uint64_t)quantized_for(n, kb, G, R);
+    const kstate *st = L->state;
+    /* the live count when asked about the cache's own contents (a prefill chunk
+     * waiting for its commit is still fp16), the steady state otherwise */
+    const uint64_t hd = (uint64_t)L->head_dim,
+                   nq = st && n == L->n ? (uint64_t)st->nq : (uint64_t)quantized_for(n, kb, G, R);
     uint64_t keys = nq / G * (hd * (uint64_t)G * kb / 8 + hd * 4);   /* codes + fp16 (min, scale) per channel */
     uint64_t vals = nq * (hd * vb / 8 + (uint64_t)ng * 4);           /* codes + fp16 (min, scale) per group */
     uint64_t window = ((uint64_t)n - nq) * hd * 2 * 2;                /* fp16 K and V */
@@ -119,7 +125,9 @@ static kvq_status kivi_init(kvq_kv_layer *L) {
     s->kblk = s->kb == 16 ? 0 : hd * (size_t)kvq_code_bytes(s->G, s->kb);
     s->vrow = s->kb == 16 ? 0 : (size_t)s->ng * (size_t)kvq_code_bytes(s->vg, s->vb);
     s->nblk = s->kb == 16 ? 0 : (size_t)L->cap / (size_t)s->G + 1;
-    s->wcap = s->kb == 16 ? L->cap + 1 : s->R + s->G;
+    /* room for a whole prefill chunk on top of a full window: it is quantized at commit */
+    s->wcap = s->kb == 16 ? L->cap + 1 : s->R + s->G + (L->n_batch > 1 ? L->n_batch : 0);
+    if (s->wcap > L->cap + s->G) s->wcap = L->cap + s->G;
     s->kc = malloc(H * s->nblk * s->kblk + 1);
     s->kms = malloc(H * s->nblk * hd * 2 * sizeof(kvq_f16) + 1);
     s->vc = malloc(H * (size_t)L->cap * s->vrow + 1);
@@ -195,15 +203,27 @@ static kvq_status kivi_append(kvq_kv_layer *L, const float *k, const float *v, i
     const int hd = L->head_dim, nkv = L->n_head_kv;
     for (int t = 0; t < n; t++) {
         int r = L->n - s->nq;
+        if (r >= s->wcap && s->kb != 16) { /* chunk larger than declared: quantize early */
+            flush(L, s);
+            r = L->n - s->nq;
+        }
         if (r >= s->wcap) return KVQ_ERR_NOMEM; /* a flush could not allocate */
         for (int h = 0; h < nkv; h++) {
             s->to_f16(k + ((size_t)t * nkv + h) * hd, wrow(L, s, s->wk, h, r), hd);
             s->to_f16(v + ((size_t)t * nkv + h) * hd, wrow(L, s, s->wv, h, r), hd);
         }
         L->n++;
-        if (s->kb != 16 && L->n - s->nq >= s->R + s->G) flush(L, s);
     }
     return KVQ_OK;
+}
+
+static void kivi_commit(kvq_kv_layer *L) {
+    kstate *s = L->state;
+    while (s->kb != 16 && L->n - s->nq >= s->R + s->G) {
+        int before = s->nq;
+        flush(L, s);
+        if (s->nq == before) break; /* out of memory: keep the window */
+    }
 }
 
 static void kivi_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores) {
@@ -329,6 +349,6 @@ static kvq_status kivi_load(kvq_kv_layer *L, FILE *f) {
 
 const kvq_codec kvq_codec_kivi = {
     .name = "kivi", .cfg_size = sizeof(kivi_cfg), .configure = kivi_configure, .bytes_for = kivi_bytes_for,
-    .init = kivi_init, .destroy = kivi_destroy, .append = kivi_append, .qk = kivi_qk, .av = kivi_av,
+    .init = kivi_init, .destroy = kivi_destroy, .append = kivi_append, .commit = kivi_commit, .qk = kivi_qk, .av = kivi_av,
     .read = kivi_read, .truncate = kivi_truncate, .save = kivi_save, .load = kivi_load,
 };

@@ -195,6 +195,7 @@ static kvq_kv_layer layer_shell(const kvq_kv_geom *g, const kvq_codec *codec, co
     L.n_head_kv = g->n_head_kv;
     L.head_dim = g->head_dim;
     L.cap = g->n_ctx;
+    L.n_batch = g->n_batch;
     return L;
 }
 
@@ -279,6 +280,10 @@ kvq_status kvq_kv_append(kvq_kv_cache *c, int il, const float *k, const float *v
     if (n < 0 || L->n + n > L->cap)
         return kvq_err(c->lg, KVQ_ERR_CONTEXT_FULL, "KV cache full: %d + %d tokens > %d", L->n, n, L->cap);
     return c->codec->append(L, k, v, n);
+}
+
+void kvq_kv_commit(kvq_kv_cache *c, int il) {
+    if (c->codec->commit) c->codec->commit(&c->layers[il]);
 }
 
 void kvq_kv_observe(kvq_kv_cache *c, int il, const float *q, int n) {

@@ -45,6 +45,7 @@ void kvq_kv_spec_format(const kvq_kv_spec *s, char *buf, size_t cap);
 
 typedef struct kvq_kv_geom {
     int32_t n_layer, n_head, n_head_kv, head_dim, n_ctx;
+    int32_t n_batch;  /* most tokens appended between commits (0: commit after every token) */
 } kvq_kv_geom;
 
 typedef struct kvq_kv_layer kvq_kv_layer;
@@ -64,6 +65,11 @@ typedef struct kvq_codec {
     void (*destroy)(kvq_kv_layer *L);
     /* Appends n tokens; k and v are [n][n_head_kv*head_dim]. */
     kvq_status (*append)(kvq_kv_layer *L, const float *k, const float *v, int n);
+    /* Called after the attention that read the tokens just appended. Codecs
+     * with a full-precision window quantize here, so a prefill chunk attends
+     * to its own tokens at full precision (as the papers' evaluations do).
+     * NULL: the codec stores its final form on append. */
+    void (*commit)(kvq_kv_layer *L);
     /* scores[g*n + i] = q[g] . k(slot t0+i) for the n_q query heads q[g*head_dim] of KV head h */
     void (*qk)(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores);
     /* out[g*head_dim + d] += sum_i w[g*n + i] * v(slot t0+i)[d] */
@@ -80,7 +86,7 @@ typedef struct kvq_codec {
 struct kvq_kv_layer {
     const kvq_codec *codec;
     const void *cfg;        /* this layer's codec config */
-    int32_t il, n_head_kv, head_dim, cap;
+    int32_t il, n_head_kv, head_dim, cap, n_batch;
     int32_t n;              /* slots held */
     void *state;
     kvq_kv_layer *prev;     /* the layer below, for cross-layer codecs (AQUA-KV) */
@@ -134,6 +140,8 @@ kvq_status kvq_kv_bytes_for(const kvq_kv_geom *g, const char *spec, int64_t n, u
                             size_t err_cap);
 
 kvq_status kvq_kv_append(kvq_kv_cache *c, int il, const float *k, const float *v, int n);
+/* Ends a step for a layer: lets the codec compress what attention has read. */
+void       kvq_kv_commit(kvq_kv_cache *c, int il);
 /* Records the queries of an eval chunk (for policies with an observation window). */
 void       kvq_kv_observe(kvq_kv_cache *c, int il, const float *q, int n);
 /* Attention for n_q queries [n_q][n_head*head_dim] (post-RoPE); query i sees

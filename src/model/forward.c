@@ -86,7 +86,7 @@ kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **ou
     c->n_ctx = n_ctx;
     c->n_batch = p->n_batch < n_ctx ? p->n_batch : n_ctx;
     c->n_threads = p->n_threads ? p->n_threads : kvq_n_cores();
-    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx};
+    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, c->n_batch};
     char err[256] = "";
     kvq_status st = kvq_kv_cache_new(&g, p->kv_spec, &c->lg, &c->kv, err, sizeof err);
     if (st) {
@@ -156,6 +156,7 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
         if ((st = kvq_kv_append(c->kv, l, c->k, c->v, n))) return st;
         kvq_kv_observe(c->kv, l, c->q, n);
         if ((st = kvq_kv_attend(c->kv, l, c->q, n, slots0 + 1, scale, KVQ_VIEW_FULL, c->att, c->n_threads))) return st;
+        kvq_kv_commit(c->kv, l);
         if (c->tap) c->tap(c->tap_user, l, c->att, n, Q);
         linear(c, &w->wo, NULL, c->att, n, c->xb);
         PAR_TOKENS
@@ -243,7 +244,7 @@ kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_
     memset(r, 0, sizeof *r);
     const kvq_hparams *h = &m->hp;
     if (n_ctx <= 0) n_ctx = h->n_ctx_train;
-    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx};
+    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, 0};
     kvq_kv_spec s;
     uint64_t bytes;
     kvq_status st = kvq_kv_spec_parse(spec, &s, err, err_cap);
@@ -271,6 +272,7 @@ kvq_status kvq_ctx_fill_random(kvq_ctx *c, int32_t n, uint64_t seed) {
                 v[i] = ((float)((s >> 16) & 0xffffff) / 16777216.0f - 0.5f) * 4.0f;
             }
             st = kvq_kv_append(c->kv, l, k, v, m);
+            kvq_kv_commit(c->kv, l);
         }
         if (!st) c->n_past += m;
     }

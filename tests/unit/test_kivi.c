@@ -89,7 +89,7 @@ static void naive(const float *q, const float *k, const float *v, int n, int nh,
  * attention on the codec's own reconstruction, and is near f32 attention. */
 static double check(const char *spec, int hd, int n, const float *K, const float *V, const float *Q, int nh, int nkv,
                     int isa_threads) {
-    kvq_kv_geom g = {1, nh, nkv, hd, n + 8};
+    kvq_kv_geom g = {1, nh, nkv, hd, n + 8, 0};
     kvq_kv_cache *c;
     char err[256];
     if (kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err)) fail_msg("%s: %s", spec, err);
@@ -97,6 +97,7 @@ static double check(const char *spec, int hd, int n, const float *K, const float
     while (done < n) {
         int m = n - done < step ? n - done : step;
         assert_int_equal(kvq_kv_append(c, 0, K + (size_t)done * nkv * hd, V + (size_t)done * nkv * hd, m), KVQ_OK);
+        kvq_kv_commit(c, 0);
         done += m;
         step = step * 2 + 1;
     }
@@ -144,13 +145,14 @@ static void test_attention(void **st) {
 
 static void test_accounting_and_windows(void **st) {
     (void)st;
-    kvq_kv_geom g = {1, 4, 2, 64, 1000};
+    kvq_kv_geom g = {1, 4, 2, 64, 1000, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "kivi:k2v4", NULL, &c, err, sizeof err), KVQ_OK);
     float k[2 * 64] = {0}, v[2 * 64] = {0};
     for (int n = 1; n <= 200; n++) {
         assert_int_equal(kvq_kv_append(c, 0, k, v, 1), KVQ_OK);
+        kvq_kv_commit(c, 0);
         /* window R=32..63 tokens; blocks of 32 quantized once full */
         int64_t nq = n >= 64 ? (n - 32) / 32 * 32 : 0;
         uint64_t want = 2ull * (nq / 32 * (64 * 32 * 2 / 8 + 64 * 4) + nq * (64 * 4 / 8 + 2 * 4) + (n - nq) * 64 * 4);
@@ -159,8 +161,27 @@ static void test_accounting_and_windows(void **st) {
     /* rollback into quantized blocks keeps the cache consistent */
     assert_int_equal(kvq_kv_truncate(c, 70), KVQ_OK);
     assert_int_equal(kvq_kv_n(c), 70);
-    for (int i = 0; i < 50; i++) assert_int_equal(kvq_kv_append(c, 0, k, v, 1), KVQ_OK);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(kvq_kv_append(c, 0, k, v, 1), KVQ_OK);
+        kvq_kv_commit(c, 0);
+    }
     assert_int_equal(kvq_kv_n(c), 120);
+    kvq_kv_cache_free(c);
+    /* a prefill chunk stays fp16 until its commit, then the same blocks as token by token */
+    kvq_kv_geom gb = {1, 4, 2, 64, 1000, 256};
+    assert_int_equal(kvq_kv_cache_new(&gb, "kivi:k2v4", NULL, &c, err, sizeof err), KVQ_OK);
+    float kk[200 * 2 * 64], vv[200 * 2 * 64];
+    uint64_t s = 4;
+    for (int i = 0; i < 200 * 128; i++) { kk[i] = tu_randn(&s); vv[i] = tu_randn(&s); }
+    assert_int_equal(kvq_kv_append(c, 0, kk, vv, 200), KVQ_OK);
+    assert_int_equal(kvq_kv_bytes_used(c), 2ull * 200 * 64 * 4); /* all fp16 until the commit */
+    float kr[200 * 2 * 64];
+    c->codec->read(&c->layers[0], KVQ_VIEW_FULL, 0, 200, kr, NULL);
+    for (int i = 0; i < 200 * 128; i++) assert_float_equal(kr[i], kvq_f16_to_f32(kvq_f32_to_f16(kk[i])), 0);
+    kvq_kv_commit(c, 0);
+    assert_int_equal(kvq_kv_bytes_used(c), 2ull * (160 / 32 * (64 * 32 * 2 / 8 + 64 * 4) + 160 * (64 * 4 / 8 + 2 * 4) + 40 * 64 * 4));
+    c->codec->read(&c->layers[0], KVQ_VIEW_FULL, 0, 200, kr, NULL);
+    assert_true(tu_nmse(kk, kr, 160 * 128) > 1e-3); /* quantized now */
     kvq_kv_cache_free(c);
 }
 
@@ -264,7 +285,7 @@ static void test_layer_tables(void **st) {
     assert_int_equal(kvq_layer_bits_load(preset, 16, kb, vb, err, sizeof err), KVQ_ERR_ARG);
     assert_non_null(strstr(err, "does not exist"));
     /* through the spec: a table for the wrong model is a clear error */
-    kvq_kv_geom g = {16, 32, 8, 64, 128};
+    kvq_kv_geom g = {16, 32, 8, 64, 128, 0};
     kvq_kv_cache *c = NULL;
     char spec[600];
     snprintf(spec, sizeof spec, "kivi:layers=%s", preset);
@@ -286,7 +307,7 @@ static void test_llamacpp_blocks(void **st) {
     const char *spec[] = {"q8_0", "q4_0"};
     kvq_type ty[] = {KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_0};
     for (int i = 0; i < 2; i++) {
-        kvq_kv_geom g = {1, 2, 2, 64, 8};
+        kvq_kv_geom g = {1, 2, 2, 64, 8, 0};
         kvq_kv_cache *c;
         char err[128];
         assert_int_equal(kvq_kv_cache_new(&g, spec[i], NULL, &c, err, sizeof err), KVQ_OK);
@@ -311,7 +332,7 @@ static void test_pertoken_layers(void **st) {
     char path[] = "/tmp/kvq_ptl_XXXXXX";
     close(mkstemp(path));
     tu_write_file(path, "k16v16\nk2v2\n", 12);
-    kvq_kv_geom g = {2, 4, 2, 32, 64};
+    kvq_kv_geom g = {2, 4, 2, 32, 64, 0};
     char spec[128], err[256];
     snprintf(spec, sizeof spec, "pertoken:layers=%s", path);
     kvq_kv_cache *c;

@@ -33,7 +33,7 @@ static size_t utf8_prefix(const char *s, size_t len, long n) {
 
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *file = NULL, *kv = "f16", *save = NULL, *base = NULL;
-    long n_ctx = 512, chars = -1, threads = 0, verbose = 0, batch = 512;
+    long n_ctx = 512, chars = -1, threads = 0, verbose = 0, batch = -1;
     bool json = false, score_all = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -57,6 +57,14 @@ int cmd_ppl(int argc, char **argv) {
         } else return cli_fail("ppl: unknown option '%s'", a), 2;
     }
     if (!model || !file) return cli_fail("ppl: -m MODEL and -f TEXT are required"), 2;
+    /* A quantizing cache stores a chunk only after the chunk's own attention,
+     * so batched evaluation of a window would never read quantized K/V. By
+     * default such caches are measured in decode mode, as generation reads them. */
+    bool float_kv = !strncmp(kv, "f32", 3) || !strncmp(kv, "f16", 3);
+    if (batch < 0) batch = float_kv ? 512 : 1;
+    else if (batch > 1 && !float_kv)
+        fprintf(stderr, "kvq: note: --batch %ld: each window attends to its own tokens before they are quantized; "
+                        "--batch 1 measures the cache as decoding reads it\n", batch);
 
     FILE *tf = fopen(file, "rb");
     if (!tf) return cli_fail("cannot open text '%s'", file);
