@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds kvq and generates text with the default
-# model: the first model found under ../shared/models.
+# model: the first model found under ../shared/models, else the committed
+# models/kvq-recall.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -16,6 +17,9 @@ if [ -d "$MODELS" ]; then
     b=$(ls "$d"/*.bin 2>/dev/null | grep -v "/tok[^/]*\.bin$" | head -n1 || true)
     if [ -n "$b" ] && [ -n "$t" ]; then model="$b"; tok="$t"; break; fi
   done
+fi
+if [ -z "$model" ] && [ -f models/kvq-recall/model.safetensors ]; then
+  model=models/kvq-recall   # the model kvq trains itself, committed in this repository
 fi
 if [ -z "$model" ]; then
   echo "kvq: no model found under $MODELS." >&2
