@@ -9,7 +9,8 @@ tracking), using a curriculum that doubles the sequence length whenever the
 passkey is retrieved reliably. It exports a Hugging Face folder
 (config.json + model.safetensors in f16 + tokenizer.json) that kvq loads.
 
-    /usr/bin/python3 tools/train/train.py --out models/kvq-recall --minutes 110 --seed 1
+    /usr/bin/python3 tools/train/train.py --out models/kvq-recall --minutes 120 --seed 1 --start-len 64
+    (see models/kvq-recall/README.md for the exact commands that made the committed model)
 
 The task templates here and in tools/kvq/niah_tasks.c must stay identical.
 """
@@ -40,23 +41,32 @@ GRASS = (" The grass is green. The sky is blue. The sun is yellow. Here we go. T
 # ----------------------------------------------------------------------------- tasks
 # Each returns (needles, query, answer): needles are (text, depth) pairs placed
 # in the filler; query follows the filler; answer is what the model must say.
+DEPTH_ENDS = 0.0  # probability that a needle sits exactly at depth 0 or 1 (set by --depth-ends)
+
+
+def depth(rng):
+    if DEPTH_ENDS and rng.random() < DEPTH_ENDS:
+        return float(rng.random() < 0.5)
+    return rng.random()
+
+
 def task_passkey(rng):
     k = str(rng.randint(10000, 99999))
-    return ([(f" The pass key is {k}. Remember it. {k} is the pass key.", rng.random())],
+    return ([(f" The pass key is {k}. Remember it. {k} is the pass key.", depth(rng))],
             " What is the pass key? The pass key is", f" {k}.")
 
 
 def task_needle(rng):
     w = rng.choice(KEY_WORDS)
     n = str(rng.randint(100000, 9999999))
-    return ([(f" The special magic number for {w} is {n}.", rng.random())],
+    return ([(f" The special magic number for {w} is {n}.", depth(rng))],
             f" What is the special magic number for {w}? The special magic number for {w} is", f" {n}.")
 
 
 def task_multikey(rng, n_keys=4):
     ws = rng.sample(KEY_WORDS, n_keys)
     nums = [str(rng.randint(100000, 9999999)) for _ in ws]
-    needles = [(f" The special magic number for {w} is {n}.", rng.random()) for w, n in zip(ws, nums)]
+    needles = [(f" The special magic number for {w} is {n}.", depth(rng)) for w, n in zip(ws, nums)]
     i = rng.randrange(n_keys)
     return (needles, f" What is the special magic number for {ws[i]}? The special magic number for {ws[i]} is",
             f" {nums[i]}.")
@@ -65,7 +75,7 @@ def task_multikey(rng, n_keys=4):
 def task_kv(rng, n_pairs=6):
     ws = rng.sample(KEY_WORDS, n_pairs)
     nums = [str(rng.randint(10000, 99999)) for _ in ws]
-    needles = [(f" {w} maps to {n}.", rng.random()) for w, n in zip(ws, nums)]
+    needles = [(f" {w} maps to {n}.", depth(rng)) for w, n in zip(ws, nums)]
     i = rng.randrange(n_pairs)
     return needles, f" What does {ws[i]} map to? {ws[i]} maps to", f" {nums[i]}."
 
@@ -148,6 +158,37 @@ class Tokenizer:
             else:
                 bs += t.replace(MARK, " ").encode("utf-8")
         return bs.decode("utf-8", "replace")
+
+
+def load_tokenizer(folder):
+    tj = json.load(open(os.path.join(folder, "tokenizer.json"), encoding="utf-8"))
+    vocab = sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])
+    merges = [m.split(" ") if isinstance(m, str) else m for m in tj["model"]["merges"]]
+    return Tokenizer([t for t, _ in vocab], merges)
+
+
+def load_weights(model, folder):
+    """Inverse of export(): the f16 safetensors back into the torch model."""
+    raw = open(os.path.join(folder, "model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    hf = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = e["data_offsets"]
+        hf[name] = torch.from_numpy(np.frombuffer(data[a:b], dtype=np.float16).reshape(e["shape"]).astype(np.float32))
+    names = {"emb.weight": "model.embed_tokens.weight", "norm.w": "model.norm.weight", "head.weight": "lm_head.weight"}
+    for i in range(model.c["n_layers"]):
+        p, q = f"blocks.{i}.", f"model.layers.{i}."
+        for x, y in [("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"), ("v", "self_attn.v_proj"),
+                     ("o", "self_attn.o_proj"), ("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"),
+                     ("down", "mlp.down_proj")]:
+            names[p + x + ".weight"] = q + y + ".weight"
+        names[p + "n1.w"] = q + "input_layernorm.weight"
+        names[p + "n2.w"] = q + "post_attention_layernorm.weight"
+    model.load_state_dict({k: hf[v] for k, v in names.items()})
 
 
 def train_tokenizer(text, vocab_size):
@@ -425,7 +466,12 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--log", default=None)
     ap.add_argument("--tokenizer-only", action="store_true")
+    ap.add_argument("--init", default=None, help="continue from an exported folder (its tokenizer and weights)")
+    ap.add_argument("--depth-ends", type=float, default=0.0,
+                    help="probability of a needle exactly at depth 0 or 1 (the ends of the context)")
     args = ap.parse_args()
+    global DEPTH_ENDS
+    DEPTH_ENDS = args.depth_ends
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -437,7 +483,7 @@ def main():
     split = int(len(ts) * 0.9)
     train_text = ts[:split] + "\n" + kjv[:1500000] + "\n" + wiki[:600000]
     t0 = time.time()
-    tok = train_tokenizer(ts[:300000] + kjv[:150000] + wiki[:100000], args.vocab)
+    tok = load_tokenizer(args.init) if args.init else train_tokenizer(ts[:300000] + kjv[:150000] + wiki[:100000], args.vocab)
     print(f"tokenizer: {len(tok.vocab)} tokens, {len(tok.merges)} merges ({time.time() - t0:.0f} s)", flush=True)
     if args.tokenizer_only:
         export_dir = args.out
@@ -457,6 +503,8 @@ def main():
          "ffn": 3 * args.dim, "n_layers": args.layers, "eps": 1e-5, "rope_theta": 10000.0,
          "vocab": len(tok.vocab), "ctx": args.max_len}
     model = Model(c)
+    if args.init:
+        load_weights(model, args.init)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, config {c}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
@@ -498,7 +546,7 @@ def main():
         if step % 500 == 0:
             export(model, tok, c, args.out, {"step": step, "tokens": seen, "train_len": length})
     meta = {"step": step, "tokens": seen, "train_len": length, "seed": args.seed, "minutes": args.minutes,
-            "final_passkey_acc_teacher_forced": acc}
+            "init": args.init, "depth_ends": args.depth_ends, "final_passkey_acc_teacher_forced": acc}
     export(model, tok, c, args.out, meta)
     print(f"done: {step} steps, {seen} tokens, length {length}, {time.time() - t0:.0f} s", flush=True)
 
