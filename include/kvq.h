@@ -73,7 +73,9 @@ kvq_status kvq_model_tensor_desc(const kvq_model *m, int i, char *buf, size_t ca
 
 /* ------------------------------------------------------------- tokenizer */
 
-/* Encodes text (len bytes, need not be NUL-terminated). *n_out receives the
+/* Encodes text (len bytes, need not be NUL-terminated), prefixed with the
+ * BOS token when add_bos is set and the vocabulary has one (kvq_model_info.add_bos
+ * tells whether the model expects it). *n_out receives the
  * number of tokens; if it exceeds cap the call returns KVQ_ERR_ARG and
  * *n_out holds the size needed. */
 kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool add_bos,

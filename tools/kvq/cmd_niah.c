@@ -144,7 +144,7 @@ int cmd_niah(int argc, char **argv) {
                     uint64_t r2 = r;
                     free(prompt);
                     prompt = niah_prompt(&nc, hay, hay_len, chars > 16 ? (size_t)chars : 16, &r2);
-                    if (kvq_tokenize(m, prompt, strlen(prompt), true, toks, (int)(max_len * 2 + 64), &n)) n = (int)max_len * 3;
+                    if (kvq_tokenize(m, prompt, strlen(prompt), info.add_bos, toks, (int)(max_len * 2 + 64), &n)) n = (int)max_len * 3;
                     if (n <= lens[li] && n >= lens[li] - 8) break;
                     chars *= (double)(lens[li] - 4) / n;
                 }

@@ -156,9 +156,9 @@ int cmd_tune(int argc, char **argv) {
     size_t len = text ? fread(text, 1, 4 << 20, f) : 0;
     fclose(f);
     int n = 0;
-    kvq_tokenize(t.m, text, len, true, NULL, 0, &n);
+    kvq_tokenize(t.m, text, len, t.info.add_bos, NULL, 0, &n);
     kvq_token *toks = malloc(((size_t)n + 1) * sizeof *toks);
-    if (!toks || kvq_tokenize(t.m, text, len, true, toks, n, &n)) return cli_fail("tokenization failed");
+    if (!toks || kvq_tokenize(t.m, text, len, t.info.add_bos, toks, n, &n)) return cli_fail("tokenization failed");
     free(text);
     if (n < 16) return cli_fail("calibration text too short (%d tokens)", n);
     t.toks = toks;
