@@ -81,6 +81,11 @@ kvq_status kvq_model_tensor_desc(const kvq_model *m, int i, char *buf, size_t ca
 kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool add_bos,
                         kvq_token *out, int cap, int *n_out);
 
+/* The same; with parse_special, special token texts in the input (such as
+ * <|im_start|> or <s>) are encoded as those tokens, as llama.cpp's CLI does. */
+kvq_status kvq_tokenize_ex(const kvq_model *m, const char *text, size_t len, bool add_bos, bool parse_special,
+                           kvq_token *out, int cap, int *n_out);
+
 /* Bytes of one token's text as it should be printed after token `prev`
  * (-1 when there is none). Returns the length written (not NUL-terminated
  * beyond cap), or a negative status on a bad token id. */

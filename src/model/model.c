@@ -237,6 +237,13 @@ kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool a
     return kvq_vocab_encode(&m->vocab, text ? text : "", len, add_bos, out, cap, n_out);
 }
 
+kvq_status kvq_tokenize_ex(const kvq_model *m, const char *text, size_t len, bool add_bos, bool parse_special,
+                           kvq_token *out, int cap, int *n_out) {
+    if (!m->has_vocab) return kvq_err(&m->lg, KVQ_ERR_ARG, "model has no tokenizer");
+    if (!text && len) return KVQ_ERR_ARG;
+    return kvq_vocab_encode_ex(&m->vocab, text ? text : "", len, add_bos, parse_special, out, cap, n_out);
+}
+
 int kvq_token_to_piece(const kvq_model *m, kvq_token prev, kvq_token tok, char *buf, int cap) {
     if (!m->has_vocab) return -(int)KVQ_ERR_ARG;
     return kvq_vocab_piece(&m->vocab, prev, tok, buf, cap);

@@ -321,15 +321,14 @@ static void byte_word(void *user, size_t start, size_t len) {
     encode_word(w->e, w->tmp, o);
 }
 
-kvq_status kvq_vocab_encode(const kvq_vocab *v, const char *text, size_t len, bool add_bos, kvq_token *out, int cap,
-                            int *n_out) {
-    enc e = {.v = v, .out = out, .cap = cap < 0 ? 0 : cap};
-    if (add_bos && v->bos >= 0) emit(&e, v->bos);
-    if (len > ((size_t)1 << 30)) return KVQ_ERR_ARG;
+/* Encodes one fragment of raw text; prefix: whether the vocabulary's space
+ * prefix applies (at the start, and after a special token, as llama.cpp does). */
+static kvq_status encode_fragment(enc *e, const char *text, size_t len, bool prefix) {
+    const kvq_vocab *v = e->v;
     if (v->kind == KVQ_VOCAB_BYTE_BPE) {
         char *tmp = malloc(len * 2 + 4);
         if (!tmp) return KVQ_ERR_NOMEM;
-        word_ctx w = {&e, text, tmp};
+        word_ctx w = {e, text, tmp};
         kvq_pretokenize(v->pretok, text, len, byte_word, &w);
         free(tmp);
     } else if (len > 0) {
@@ -337,7 +336,7 @@ kvq_status kvq_vocab_encode(const kvq_vocab *v, const char *text, size_t len, bo
         size_t cap_b = (len + 1) * 3 + 1, o = 0;
         char *buf = malloc(cap_b);
         if (!buf) return KVQ_ERR_NOMEM;
-        if (v->add_space_prefix) {
+        if (prefix && v->add_space_prefix) {
             if (v->space_is_marker) { memcpy(buf, MARKER, 3); o = 3; }
             else buf[o++] = ' ';
         }
@@ -345,13 +344,52 @@ kvq_status kvq_vocab_encode(const kvq_vocab *v, const char *text, size_t len, bo
             if (text[i] == ' ' && v->space_is_marker) { memcpy(buf + o, MARKER, 3); o += 3; }
             else buf[o++] = text[i];
         }
-        encode_word(&e, buf, o);
+        encode_word(e, buf, o);
         free(buf);
     }
+    return e->oom ? KVQ_ERR_NOMEM : KVQ_OK;
+}
+
+/* The control or user-defined token whose text starts at s (longest), or -1. */
+static int32_t special_at(const kvq_vocab *v, const char *s, size_t left) {
+    int32_t best = -1;
+    for (int32_t id = 0; id < v->n; id++) {
+        uint8_t a = v->attr[id];
+        if ((a != KVQ_TOK_CONTROL && a != KVQ_TOK_USER) || !v->len[id] || v->len[id] > left) continue;
+        if (memcmp(s, v->text[id], v->len[id]) == 0 && (best < 0 || v->len[id] > v->len[best])) best = id;
+    }
+    return best;
+}
+
+kvq_status kvq_vocab_encode_ex(const kvq_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                               kvq_token *out, int cap, int *n_out) {
+    enc e = {.v = v, .out = out, .cap = cap < 0 ? 0 : cap};
+    if (add_bos && v->bos >= 0) emit(&e, v->bos);
+    if (len > ((size_t)1 << 30)) return KVQ_ERR_ARG;
+    kvq_status st = KVQ_OK;
+    size_t start = 0;
+    if (parse_special) {
+        /* specials like <|im_start|> are matched literally and never merged into text */
+        for (size_t i = 0; i < len && !st; i++) {
+            if (text[i] != '<' && text[i] != '[') continue; /* every special in practice starts so */
+            int32_t id = special_at(v, text + i, len - i);
+            if (id < 0) continue;
+            st = encode_fragment(&e, text + start, i - start, true);
+            emit(&e, id);
+            i += v->len[id] - 1;
+            start = i + 1;
+        }
+    }
+    if (!st) st = encode_fragment(&e, text + start, len - start, true);
     free(e.h.a);
-    if (e.oom) return KVQ_ERR_NOMEM;
+    if (st) return st;
     *n_out = e.n;
     return e.n > e.cap ? KVQ_ERR_ARG : KVQ_OK;
+}
+
+kvq_status kvq_vocab_encode(const kvq_vocab *v, const char *text, size_t len, bool add_bos, kvq_token *out, int cap,
+                            int *n_out) {
+    return kvq_vocab_encode_ex(v, text, len, add_bos, false, out, cap, n_out);
 }
 
 int kvq_vocab_piece(const kvq_vocab *v, kvq_token prev, kvq_token tok, char *buf, int cap) {

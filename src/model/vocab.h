@@ -60,6 +60,10 @@ int32_t kvq_vocab_find(const kvq_vocab *v, const char *text, size_t len);
 
 kvq_status kvq_vocab_encode(const kvq_vocab *v, const char *text, size_t len, bool add_bos, kvq_token *out, int cap,
                             int *n_out);
+/* With parse_special, control and user-defined token texts in the input
+ * (e.g. <|im_start|>) become those tokens. */
+kvq_status kvq_vocab_encode_ex(const kvq_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                               kvq_token *out, int cap, int *n_out);
 int kvq_vocab_piece(const kvq_vocab *v, kvq_token prev, kvq_token tok, char *buf, int cap);
 
 /* Parses "<0xHH>"; returns the byte or -1. */

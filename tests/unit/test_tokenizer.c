@@ -165,11 +165,32 @@ static void test_hf_and_gguf_agree(void **st) {
     kvq_model_free(b);
 }
 
+/* Special tokens in a prompt are matched literally when asked for. */
+static void test_parse_special(void **st) {
+    (void)st;
+    TU_SHARED(gpt2, "tokenizers/ggml-vocab-gpt-2.gguf");
+    TU_SHARED(spm, "tokenizers/ggml-vocab-llama-spm.gguf");
+    kvq_model *m = load(gpt2, NULL, true);
+    kvq_token t[16];
+    int n;
+    assert_int_equal(kvq_tokenize_ex(m, "hi<|endoftext|>there", 20, false, true, t, 16, &n), KVQ_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(t[1], 50256);
+    assert_int_equal(kvq_tokenize_ex(m, "hi<|endoftext|>there", 20, false, false, t, 16, &n), KVQ_OK);
+    assert_true(n > 3); /* as plain text */
+    kvq_model_free(m);
+    m = load(spm, NULL, true);
+    assert_int_equal(kvq_tokenize_ex(m, "<s>Hello", 8, false, true, t, 16, &n), KVQ_OK);
+    assert_int_equal(t[0], 1);
+    assert_int_equal(t[1], 15043); /* "▁Hello": text after a special gets the space prefix, as in llama.cpp */
+    kvq_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spm_vectors),       cmocka_unit_test(test_byte_bpe_roundtrip),
         cmocka_unit_test(test_spm_roundtrip),     cmocka_unit_test(test_llama2c_tokenizer),
-        cmocka_unit_test(test_hf_and_gguf_agree),
+        cmocka_unit_test(test_hf_and_gguf_agree), cmocka_unit_test(test_parse_special),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

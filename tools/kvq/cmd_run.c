@@ -41,9 +41,12 @@ int cmd_run(int argc, char **argv) {
     int n_tok = 0;
     /* BOS when the model's tokenizer adds one; an empty prompt is BOS alone */
     const bool bos = info.add_bos || plen == 0;
-    kvq_tokenize(m, prompt, plen, bos, NULL, 0, &n_tok);
+    kvq_tokenize_ex(m, prompt, plen, bos, true, NULL, 0, &n_tok);
     toks = malloc(((size_t)n_tok + 1) * sizeof *toks);
-    if (!toks || kvq_tokenize(m, prompt, plen, bos, toks, n_tok, &n_tok)) { cli_fail("cannot tokenize the prompt"); goto out; }
+    if (!toks || kvq_tokenize_ex(m, prompt, plen, bos, true, toks, n_tok, &n_tok)) {
+        cli_fail("cannot tokenize the prompt");
+        goto out;
+    }
     if (n_tok == 0) {
         cli_fail("the prompt is empty and this model has no BOS token to start from: pass -p TEXT");
         goto out;

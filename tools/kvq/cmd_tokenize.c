@@ -6,11 +6,12 @@
 
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *text = NULL;
-    bool bos = false, pieces = false;
+    bool bos = false, pieces = false, special = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--bos")) { bos = true; continue; }
         if (!strcmp(a, "--pieces")) { pieces = true; continue; }
+        if (!strcmp(a, "--special")) { special = true; continue; }
         if (!(v = cli_val(argc, argv, &i))) return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--tokenizer")) tok = v;
@@ -22,10 +23,10 @@ int cmd_tokenize(int argc, char **argv) {
     kvq_model *m = cli_load_model(model, tok, true, &lg);
     if (!m) return 1;
     int n = 0;
-    kvq_tokenize(m, text, strlen(text), bos, NULL, 0, &n);
+    kvq_tokenize_ex(m, text, strlen(text), bos, special, NULL, 0, &n);
     kvq_token *t = malloc(((size_t)n + 1) * sizeof *t);
     int rc = 1;
-    if (t && kvq_tokenize(m, text, strlen(text), bos, t, n, &n) == KVQ_OK) {
+    if (t && kvq_tokenize_ex(m, text, strlen(text), bos, special, t, n, &n) == KVQ_OK) {
         for (int i = 0; i < n; i++) {
             if (pieces) {
                 char buf[256];

@@ -13,7 +13,7 @@ static void usage(FILE *f) {
             "  ppl   -m MODEL -f TEXT [--ctx N] [--chars N] [--kv SPEC] [--score half|all]\n"
             "        [--save-logits FILE] [--kl-base FILE] [--json]    perplexity and KL divergence\n"
             "  info  MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
-            "  tokenize -m MODEL -p TEXT [--bos] [--pieces]                 token ids of a text\n"
+            "  tokenize -m MODEL -p TEXT [--bos] [--special] [--pieces]     token ids of a text\n"
             "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF]\n"
             "        random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
