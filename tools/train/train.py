@@ -467,6 +467,7 @@ def main():
     ap.add_argument("--log", default=None)
     ap.add_argument("--tokenizer-only", action="store_true")
     ap.add_argument("--init", default=None, help="continue from an exported folder (its tokenizer and weights)")
+    ap.add_argument("--decay", action="store_true", help="decay the learning rate linearly to 10%% over --minutes")
     ap.add_argument("--depth-ends", type=float, default=0.0,
                     help="probability of a needle exactly at depth 0 or 1 (the ends of the context)")
     args = ap.parse_args()
@@ -517,6 +518,8 @@ def main():
         # once at the top length, mix shorter lengths so every length and depth stays trained
         L = length if length < args.max_len else random.choice([length, length, length // 2, length // 4])
         lr = args.lr * min(1.0, (step + 1) / 100)
+        if args.decay:
+            lr *= 1.0 - 0.9 * min(1.0, (time.time() - t0) / (args.minutes * 60))
         for g in opt.param_groups:
             g["lr"] = lr
         x, w = batch(data, L, args.tokens_per_step)
@@ -546,7 +549,8 @@ def main():
         if step % 500 == 0:
             export(model, tok, c, args.out, {"step": step, "tokens": seen, "train_len": length})
     meta = {"step": step, "tokens": seen, "train_len": length, "seed": args.seed, "minutes": args.minutes,
-            "init": args.init, "depth_ends": args.depth_ends, "final_passkey_acc_teacher_forced": acc}
+            "init": args.init, "depth_ends": args.depth_ends, "lr": args.lr, "decay": args.decay,
+            "final_passkey_acc_teacher_forced": acc}
     export(model, tok, c, args.out, meta)
     print(f"done: {step} steps, {seen} tokens, length {length}, {time.time() - t0:.0f} s", flush=True)
 
