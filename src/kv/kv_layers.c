@@ -159,11 +159,3 @@ kvq_status kvq_layer_bits_load(const char *path, int n_layer, int8_t *kb, int8_t
     }
     return st;
 }
-
-kvq_status kvq_layer_bits_save(const char *path, int n_layer, const int8_t *kb, const int8_t *vb) {
-    FILE *f = fopen(path, "w");
-    if (!f) return KVQ_ERR_IO;
-    fprintf(f, "# kvq per-layer KV bits: one kXvY per layer, in layer order\n");
-    for (int l = 0; l < n_layer; l++) fprintf(f, "k%dv%d\n", kb[l], vb[l]);
-    return fclose(f) == 0 ? KVQ_OK : KVQ_ERR_IO;
-}

@@ -11,7 +11,5 @@
 kvq_status kvq_layer_bits_parse(const char *text, size_t len, int n_layer, int8_t *kb, int8_t *vb, char *err,
                                 size_t err_cap);
 kvq_status kvq_layer_bits_load(const char *path, int n_layer, int8_t *kb, int8_t *vb, char *err, size_t err_cap);
-/* Writes the kvq text format. */
-kvq_status kvq_layer_bits_save(const char *path, int n_layer, const int8_t *kb, const int8_t *vb);
 
 #endif
