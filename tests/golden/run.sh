@@ -104,5 +104,45 @@ if need $M/stories260K/stories260K.bin; then
     [ $rc -eq 0 ] && grep -q "context of 16 tokens is full" $TMP/e && ok "generation stops cleanly at a full context" || bad "context-full handling (rc $rc)"
 fi
 
+# 6. KV quantization end to end: tuner, per-layer tables, accounting.
+if need $M/stories260K/stories260K.bin $S/corpora/tinystories-valid-head.txt; then
+    L2C="-m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin"
+    tail -c 20000 $S/corpora/tinystories-valid-head.txt > $TMP/calib.txt
+    if $KVQ tune $L2C -f $TMP/calib.txt --budget 3 --tokens 256 --ctx 128 -o $TMP/tuned.txt >$TMP/o 2>$TMP/e \
+        && [ "$(grep -c '^k[0-9]v[0-9]' $TMP/tuned.txt)" = 5 ] && python3 -c "import json; json.load(open('$TMP/tuned.txt.json'))"; then
+        ok "kvq tune writes a 5-layer table and its JSON report"
+    else bad "kvq tune ($(tail -c 300 $TMP/e))"; fi
+    p=$($KVQ ppl $L2C -f $TMP/ts100k.txt --ctx 256 --kv kivi:layers=$TMP/tuned.txt --json | jget ppl)
+    within "$p" 3.9376 0.25 && ok "tuned table runs in ppl (ppl $p)" || bad "tuned table ppl $p"
+    # true bytes per token: stories260K k4v2 at ctx 512 = codes + fp16 scales + fp16 window (5 layers x 4 heads x 8 dims)
+    j=$($KVQ info $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin --kv kivi:k4v2 --ctx 512 --json)
+    b=$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["kv"][0]["bytes_per_token"])')
+    # nq = 480 tokens quantized, 32 in the window: keys 15 blocks x (8*32*4/8 + 8*4), values 480 x (8*2/8 + 1*4), window 32 x 8 x 4
+    want=$(python3 -c "print(5*4*(15*(128+32) + 480*(2+4) + 32*8*4)/512)")
+    python3 -c "import sys; sys.exit(0 if abs($b-$want) < 1e-6 else 1)" && ok "kivi:k4v2 true bytes/token $b = formula" || bad "kivi bytes/token $b vs $want"
+    expect_fail "layer table of the wrong length" "covers 2 layers but the model has 5" \
+        bash -c "printf 'k4v2\nk2v2\n' > $TMP/short.txt; $KVQ ppl $L2C -f $TMP/ts100k.txt --kv kivi:layers=$TMP/short.txt"
+    expect_fail "unsupported bit pair" "not supported" $KVQ ppl $L2C -f $TMP/ts100k.txt --kv kivi:k3v5
+    printf '0:\n  nbits_key: [8\n' > $TMP/bad.yaml
+    expect_fail "malformed YAML" "yaml" $KVQ ppl $L2C -f $TMP/ts100k.txt --kv kivi:layers=$TMP/bad.yaml
+fi
+
+# 7. synth + bench smoke test (speed is recorded in bench/, never asserted here).
+$KVQ synth --preset stories110m --type q4_0 --layers 1 -o $TMP/s.gguf >/dev/null 2>&1 \
+    && j=$($KVQ bench -m $TMP/s.gguf --kv f16 --kv kivi:k2v2 -p 16 -n 4 --depth 0,64 -r 1 --no-bw --json 2>/dev/null) \
+    && echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["results"]) == 6 and all(r["tok_s"] > 0 for r in d["results"])' \
+    && ok "synth + bench produce results for every kv and depth" || bad "synth + bench smoke test"
+
+# 8. Long context: the committed kvq-recall model retrieves; a small window does not.
+R=models/kvq-recall
+if [ -f $R/model.safetensors ]; then
+    full=$($KVQ niah -m $R --lengths 1024 --depths 0.25,0.5 -n 4 --json | jget mean)
+    win=$($KVQ niah -m $R --kv f32+window:sink=4,win=128 --lengths 1024 --depths 0.25,0.5 -n 4 --json | jget mean)
+    python3 -c "import sys; sys.exit(0 if $full >= 0.75 and $win <= 0.25 else 1)" \
+        && ok "kvq-recall passkey at 1024: full cache $full, window(128) $win" || bad "niah full $full window $win"
+else
+    bad "models/kvq-recall is missing"
+fi
+
 echo "golden: $pass passed, $fail failed"
 [ $fail -eq 0 ]
