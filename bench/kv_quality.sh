@@ -39,7 +39,7 @@ if "layers=" in kv:
     bits = sum((int(x[1:].split("v")[0]) + int(x.split("v")[1])) / 2 for x in layers) / len(layers)
     name = f"KVTuner {bits:.2f} nominal bits ({' '.join(layers)})"
 print(f"| {name} | {d['kv_bits_per_value']:.2f} | {d['kv_bytes_per_token']:.0f} | {d['ppl']:.4f} | "
-      f"{100*(d['ppl']/base-1):+.2f} | {d['kl_mean']:.5f} | {d['top1_agree']:.4f} |")
+      f"{100*(d['ppl']/base-1):+.2f} | {d['kl_mean']:.3g} | {d['top1_agree']:.4f} |")
 PY
   done
   echo

@@ -118,7 +118,7 @@ static double nominal_bits(const tuner *t, const int *pairs) {
 int cmd_tune(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *file = NULL, *out = NULL, *mode = "kivi";
     double budget = 0;
-    long n_tokens = 1024, ctx = 256, threads = 0, verbose = 0, evals = 12;
+    long n_tokens = 4096, ctx = 512, threads = 0, verbose = 0, evals = 12;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-v")) { verbose++; continue; }
@@ -149,6 +149,8 @@ int cmd_tune(int argc, char **argv) {
     kvq_model_get_info(t.m, &t.info);
     t.n_layer = t.info.n_layer;
     t.row = t.info.n_head * t.info.head_dim;
+    /* calibrate at the context the model is used at: the fp16 window is a smaller share of a longer one */
+    if (t.info.n_ctx_train > 0 && t.ctx > t.info.n_ctx_train) t.ctx = t.info.n_ctx_train;
     if (t.n_layer > 128) return cli_fail("tune: more than 128 layers"), 1;
     FILE *f = fopen(file, "rb");
     if (!f) return cli_fail("cannot open '%s'", file);
