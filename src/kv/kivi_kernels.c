@@ -109,6 +109,90 @@ T5 static void qk_block_avx512(const uint8_t *codes, const kvq_f16 *ms, int G, i
     }
 }
 
+#define T5V __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+/* Channel row d of a key block (32 tokens) as 32 bytes, one code per token. */
+T5V static inline __m256i key_row_bytes(const uint8_t *p, int b) {
+    if (b == 8) return _mm256_loadu_si256((const __m256i *)p);
+    __m128i lo, hi;
+    if (b == 4) {
+        __m128i x = _mm_loadu_si128((const __m128i *)p);
+        lo = _mm_and_si128(x, _mm_set1_epi8(15));
+        hi = _mm_and_si128(_mm_srli_epi16(x, 4), _mm_set1_epi8(15));
+    } else { /* byte j holds tokens j, j+8, j+16, j+24 in bits 0-1, 2-3, 4-5, 6-7 */
+        uint64_t u;
+        memcpy(&u, p, 8);
+        __m128i x = _mm_set1_epi64x((long long)u);
+        lo = _mm_and_si128(_mm_srlv_epi64(x, _mm_set_epi64x(2, 0)), _mm_set1_epi8(3));
+        hi = _mm_and_si128(_mm_srlv_epi64(x, _mm_set_epi64x(6, 4)), _mm_set1_epi8(3));
+    }
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+
+/* Keys with VNNI. In f32 a quantized key costs as many FMAs per value as an
+ * f16 one, so it could never be faster than f16 at depth; in int8 it costs a
+ * quarter. The scale-folded query (q_d s_d) is quantized to int8 per block and
+ * head (as llama.cpp quantizes queries to q8 for its quantized caches), the
+ * codes stay exact, and dpbusd sums 4 channels of one token per lane, so four
+ * channel rows are transposed to [token][4 channels] on the fly. */
+T5V static void qk_block_vnni(const uint8_t *codes, const kvq_f16 *ms, int G, int hd, int kb, const float *q, int nq,
+                              float *s, int lds) {
+    if (G != 32 || hd > 1024 || hd % 16 || kb > 4) { qk_block_avx512(codes, ms, G, hd, kb, q, nq, s, lds); return; }
+    const int cb = kvq_code_bytes(KVQ_KT, kb);
+    int8_t qi[4][1024];
+    float alpha[4], base[4];
+    for (int g0 = 0; g0 < nq; g0 += 4) {
+        const int ng = nq - g0 < 4 ? nq - g0 : 4;
+        for (int g = 0; g < ng; g++) {
+            const float *qg = q + (size_t)(g0 + g) * hd;
+            float qs[1024];
+            __m512 vb = _mm512_setzero_ps(), vm = _mm512_setzero_ps();
+            for (int d = 0; d < hd; d += 16) {
+                __m512 mn = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ms + d)));
+                __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ms + hd + d)));
+                __m512 qv = _mm512_loadu_ps(qg + d), x = _mm512_mul_ps(qv, sc);
+                _mm512_storeu_ps(qs + d, x);
+                vm = _mm512_max_ps(vm, _mm512_abs_ps(x));
+                vb = _mm512_fmadd_ps(qv, mn, vb);
+            }
+            base[g] = _mm512_reduce_add_ps(vb);
+            float amax = _mm512_reduce_max_ps(vm);
+            alpha[g] = amax / 127.0f;
+            __m512 inv = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+            for (int d = 0; d < hd; d += 16)
+                _mm_storeu_si128((__m128i *)(qi[g] + d),
+                                 _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(qs + d), inv))));
+        }
+        __m256i acc[4][4];
+        for (int g = 0; g < 4; g++)
+            for (int k = 0; k < 4; k++) acc[g][k] = _mm256_setzero_si256();
+        for (int d = 0; d < hd; d += 4) {
+            __m256i r0 = key_row_bytes(codes + d * cb, kb), r1 = key_row_bytes(codes + (d + 1) * cb, kb);
+            __m256i r2 = key_row_bytes(codes + (d + 2) * cb, kb), r3 = key_row_bytes(codes + (d + 3) * cb, kb);
+            __m256i a = _mm256_unpacklo_epi8(r0, r1), b = _mm256_unpackhi_epi8(r0, r1);
+            __m256i c = _mm256_unpacklo_epi8(r2, r3), e = _mm256_unpackhi_epi8(r2, r3);
+            /* tokens {0-3,16-19}, {4-7,20-23}, {8-11,24-27}, {12-15,28-31} */
+            __m256i x[4] = {_mm256_unpacklo_epi16(a, c), _mm256_unpackhi_epi16(a, c), _mm256_unpacklo_epi16(b, e),
+                            _mm256_unpackhi_epi16(b, e)};
+            for (int g = 0; g < ng; g++) {
+                int32_t w;
+                memcpy(&w, qi[g] + d, 4);
+                __m256i qv = _mm256_set1_epi32(w);
+                for (int k = 0; k < 4; k++) acc[g][k] = _mm256_dpbusd_epi32(acc[g][k], x[k], qv);
+            }
+        }
+        for (int g = 0; g < ng; g++) {
+            __m256 al = _mm256_set1_ps(alpha[g]), bs = _mm256_set1_ps(base[g]);
+            float *o = s + (size_t)(g0 + g) * lds;
+            __m256i n[4] = {_mm256_permute2x128_si256(acc[g][0], acc[g][1], 0x20),
+                            _mm256_permute2x128_si256(acc[g][2], acc[g][3], 0x20),
+                            _mm256_permute2x128_si256(acc[g][0], acc[g][1], 0x31),
+                            _mm256_permute2x128_si256(acc[g][2], acc[g][3], 0x31)};
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(al, _mm256_cvtepi32_ps(n[k]), bs));
+        }
+    }
+}
+
 /* Values: dequantize a chunk of rows to f32 in L1 (one unpack per code,
  * whatever the number of heads), then run the f32 kernel that keeps every
  * head's accumulators in registers. */
@@ -136,7 +220,7 @@ T5 static void av_rows_avx512(const uint8_t *codes, const kvq_f16 *ms, int n, in
     }
 }
 
-static const kvq_kivi_kernels K_AVX512 = {qk_block_avx512, av_rows_avx512};
+static const kvq_kivi_kernels K_AVX512 = {qk_block_vnni, av_rows_avx512};
 
 /* ------------------------------------------------------------------- AVX2 */
 #define T2 __attribute__((target("avx2,fma,f16c")))

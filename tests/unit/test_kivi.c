@@ -108,7 +108,11 @@ static double check(const char *spec, int hd, int n, const float *K, const float
     naive(Q, kr, vr, n, nh, nkv, hd, ref);
     naive(Q, K, V, n, nh, nkv, hd, f32);
     double self = sqrt(tu_nmse(ref, out, (size_t)nh * hd));
-    if (self > 2e-5) fail_msg("%s hd %d n %d: fused attention differs from attention on its own reconstruction (%.3g)", spec, hd, n, self);
+    /* The AVX-512 path scores 2- and 4-bit keys in int8 (VNNI) with a quantized
+     * query: it may add up to 15% of the codec's own error (about 1% in quadrature). */
+    double rec = sqrt(tu_nmse(f32, ref, (size_t)nh * hd));
+    bool int8q = kvq_isa_active() == KVQ_ISA_AVX512 && hd % 16 == 0 && strncmp(spec, "kivi:k8", 7) != 0;
+    if (self > (int8q && 0.15 * rec > 2e-5 ? 0.15 * rec : 2e-5)) fail_msg("%s hd %d n %d: fused attention differs from attention on its own reconstruction (%.3g)", spec, hd, n, self);
     /* exact accounting against the formula: codes + fp16 min/scale + fp16 window */
     double err_f32 = sqrt(tu_nmse(f32, out, (size_t)nh * hd));
     free(kr);
@@ -203,7 +207,9 @@ static void test_kernels_isa(void **st) {
                 for (int i = 0; i < 100; i++) w[i] = fabsf(tu_randn(&s));
                 ref->qk_block(codes, ms, 32, hd, b, q, 5, a, 32);
                 k->qk_block(codes, ms, 32, hd, b, q, 5, bb, 32);
-                if (tu_nmse(a, bb, 5 * 32) > 1e-10) fail_msg("qk_block isa %d b %d hd %d", isa, b, hd);
+                /* AVX-512 scores 2/4-bit keys with an int8 query (VNNI): NMSE ~1e-5, not exact */
+                double tol = isa == KVQ_ISA_AVX512 && b <= 4 ? 1e-4 : 1e-10, e = tu_nmse(a, bb, 5 * 32);
+                if (e > tol) fail_msg("qk_block isa %d b %d hd %d: nmse %.3g", isa, b, hd, e);
                 ref->av_rows(codes, ms, 20, hd, b, 32, w, 20, 5, oa);
                 k->av_rows(codes, ms, 20, hd, b, 32, w, 20, 5, ob);
                 if (tu_nmse(oa, ob, (size_t)5 * hd) > 1e-10) fail_msg("av_rows isa %d b %d hd %d", isa, b, hd);
