@@ -27,7 +27,8 @@ typedef struct kstate {
     int nq;                 /* quantized tokens, a multiple of G */
     size_t kblk, vrow;      /* bytes of codes per key block / per value row */
     size_t nblk;            /* key blocks per head */
-    uint8_t *kc, *vc;       /* [head][block][hd*G*kb/8], [head][cap][hd*vb/8] */
+    uint8_t *kc, *vc;       /* [head][block][hd*G*kb/8], [head][capq][hd*vb/8] in quads (kivi_kernels.h) */
+    size_t capq;            /* value rows per head: cap rounded up to a whole quad */
     kvq_f16 *kms, *vms;     /* [head][block][2][hd] (mins, scales), [head][cap][ng][2] */
     uint16_t *wk, *wv;      /* window, [head][R+G][hd] fp16 */
     int wcap;
@@ -130,7 +131,8 @@ static kvq_status kivi_init(kvq_kv_layer *L) {
     if (s->wcap > L->cap + s->G) s->wcap = L->cap + s->G;
     s->kc = malloc(H * s->nblk * s->kblk + 1);
     s->kms = malloc(H * s->nblk * hd * 2 * sizeof(kvq_f16) + 1);
-    s->vc = malloc(H * (size_t)L->cap * s->vrow + 1);
+    s->capq = ((size_t)L->cap + 3) & ~(size_t)3;
+    s->vc = malloc(H * s->capq * s->vrow + 1);
     s->vms = malloc((s->kb == 16 ? 0 : H * (size_t)L->cap * (size_t)s->ng * 2 * sizeof(kvq_f16)) + 1);
     s->wk = calloc(H * (size_t)s->wcap * hd, 2);
     s->wv = calloc(H * (size_t)s->wcap * hd, 2);
@@ -157,8 +159,8 @@ static inline uint8_t *kblock(const kvq_kv_layer *L, const kstate *s, int h, siz
 static inline kvq_f16 *kmsb(const kvq_kv_layer *L, const kstate *s, int h, size_t b) {
     return s->kms + ((size_t)h * s->nblk + b) * (size_t)L->head_dim * 2;
 }
-static inline uint8_t *vrowp(const kvq_kv_layer *L, const kstate *s, int h, int t) {
-    return s->vc + ((size_t)h * L->cap + (size_t)t) * s->vrow;
+static inline uint8_t *vbase(const kstate *s, int h) {
+    return s->vc + (size_t)h * s->capq * s->vrow;
 }
 static inline kvq_f16 *vmsp(const kvq_kv_layer *L, const kstate *s, int h, int t) {
     return s->vms + ((size_t)h * L->cap + (size_t)t) * (size_t)s->ng * 2;
@@ -183,11 +185,12 @@ static void flush(kvq_kv_layer *L, kstate *s) {
         kvq_f16 *ms = kmsb(L, s, h, b);
         for (int d = 0; d < hd; d++) kvq_quant_group(k + d, hd, G, s->kb, kc + (size_t)d * cb, &ms[d], &ms[hd + d]);
         for (int i = 0; i < G; i++) {
-            uint8_t *vr = vrowp(L, s, h, s->nq + i);
+            uint8_t vr[1024];
             kvq_f16 *vm = vmsp(L, s, h, s->nq + i);
             for (int gr = 0; gr < s->ng; gr++)
                 kvq_quant_group(v + (size_t)i * hd + gr * s->vg, 1, s->vg, s->vb, vr + (size_t)gr * gb, &vm[2 * gr],
                                 &vm[2 * gr + 1]);
+            kvq_vrow_put(vbase(s, h), s->nq + i, (int)s->vrow, vr);
         }
         int rest = L->n - s->nq - G;
         memmove(wrow(L, s, s->wk, h, 0), wrow(L, s, s->wk, h, G), (size_t)rest * hd * 2);
@@ -258,7 +261,7 @@ static void kivi_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const
     const kstate *s = L->state;
     const int hd = L->head_dim, qend = t0 + n < s->nq ? t0 + n : s->nq;
     if (qend > t0)
-        s->kk->av_rows(vrowp(L, s, h, t0), vmsp(L, s, h, t0), qend - t0, hd, s->vb, s->vg, w, n, n_q, out);
+        s->kk->av_rows(vbase(s, h), t0, vmsp(L, s, h, t0), qend - t0, hd, s->vb, s->vg, w, n, n_q, out);
     int w0 = t0 > s->nq ? t0 : s->nq;
     if (w0 < t0 + n)
         s->ak->av_f16(wrow(L, s, s->wv, h, w0 - s->nq), t0 + n - w0, hd, w + (w0 - t0), n, n_q, out);
@@ -276,7 +279,9 @@ static void token_at(const kvq_kv_layer *L, const kstate *s, int h, int t, float
     }
     const size_t b = (size_t)(t / G);
     const int cb = kvq_code_bytes(G, s->kb), gb = kvq_code_bytes(s->vg, s->vb);
-    const uint8_t *kc = kblock(L, s, h, b), *vr = vrowp(L, s, h, t);
+    const uint8_t *kc = kblock(L, s, h, b);
+    uint8_t vr[1024];
+    kvq_vrow_get(vbase(s, h), t, (int)s->vrow, vr);
     const kvq_f16 *ms = kmsb(L, s, h, b), *vm = vmsp(L, s, h, t);
     for (int d = 0; d < hd; d++) {
         if (k) k[d] = kvq_f16_to_f32(ms[d]) + kvq_f16_to_f32(ms[hd + d]) * kvq_code_at(kc + (size_t)d * cb, G, s->kb, t % G);
@@ -323,7 +328,7 @@ static kvq_status kivi_save(const kvq_kv_layer *L, FILE *f) {
     const size_t hd = (size_t)L->head_dim, nb = (size_t)(s->nq / s->G), w = (size_t)(L->n - s->nq);
     for (int h = 0; h < L->n_head_kv; h++)
         if (fwrite(kblock(L, s, h, 0), s->kblk, nb, f) != nb || fwrite(kmsb(L, s, h, 0), hd * 4, nb, f) != nb ||
-            fwrite(vrowp(L, s, h, 0), s->vrow, (size_t)s->nq, f) != (size_t)s->nq ||
+            fwrite(vbase(s, h), s->vrow, (size_t)s->nq, f) != (size_t)s->nq ||
             fwrite(vmsp(L, s, h, 0), (size_t)s->ng * 4, (size_t)s->nq, f) != (size_t)s->nq ||
             fwrite(wrow(L, s, s->wk, h, 0), hd * 2, w, f) != w || fwrite(wrow(L, s, s->wv, h, 0), hd * 2, w, f) != w)
             return KVQ_ERR_IO;
@@ -338,7 +343,7 @@ static kvq_status kivi_load(kvq_kv_layer *L, FILE *f) {
     const size_t hd = (size_t)L->head_dim, nb = (size_t)(nq / s->G), w = (size_t)(L->n - nq);
     for (int h = 0; h < L->n_head_kv; h++)
         if (fread(kblock(L, s, h, 0), s->kblk, nb, f) != nb || fread(kmsb(L, s, h, 0), hd * 4, nb, f) != nb ||
-            fread(vrowp(L, s, h, 0), s->vrow, (size_t)nq, f) != (size_t)nq ||
+            fread(vbase(s, h), s->vrow, (size_t)nq, f) != (size_t)nq ||
             fread(vmsp(L, s, h, 0), (size_t)s->ng * 4, (size_t)nq, f) != (size_t)nq ||
             fread(wrow(L, s, s->wk, h, 0), hd * 2, w, f) != w || fread(wrow(L, s, s->wv, h, 0), hd * 2, w, f) != w) {
             s->nq = 0;

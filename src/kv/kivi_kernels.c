@@ -1,6 +1,7 @@
 #include "kivi_kernels.h"
 
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 #include "../core/cpu.h"
 #include "kv_simd.h"
@@ -20,11 +21,12 @@ static void qk_block_ref(const uint8_t *codes, const kvq_f16 *ms, int G, int hd,
     }
 }
 
-static void av_rows_ref(const uint8_t *codes, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
+static void av_rows_ref(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
                         int ldw, int nq, float *out) {
     const int ng = hd / vg, gb = kvq_code_bytes(vg, vb), rb = ng * gb;
+    uint8_t row[1024];
     for (int i = 0; i < n; i++) {
-        const uint8_t *row = codes + (size_t)i * rb;
+        kvq_vrow_get(codes, t0 + i, rb, row);
         const kvq_f16 *m = ms + (size_t)i * 2 * ng;
         for (int gr = 0; gr < ng; gr++) {
             float mn = kvq_f16_to_f32(m[2 * gr]), sc = kvq_f16_to_f32(m[2 * gr + 1]);
@@ -129,6 +131,45 @@ T5V static inline __m256i key_row_bytes(const uint8_t *p, int b) {
     return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
 }
 
+/* Scores of one key block for NH heads (compile-time, so the accumulators stay in registers). */
+T5V static inline __attribute__((always_inline)) void qk_heads(const uint8_t *codes, int cb, int kb, int hd,
+                                                               int8_t (*qi)[1024], const float *alpha,
+                                                               const float *base, float *s, int lds, const int NH) {
+    __m256i acc[4][4];
+#pragma GCC unroll 4
+    for (int g = 0; g < NH; g++)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) acc[g][k] = _mm256_setzero_si256();
+    for (int d = 0; d < hd; d += 4) {
+        __m256i r0 = key_row_bytes(codes + d * cb, kb), r1 = key_row_bytes(codes + (d + 1) * cb, kb);
+        __m256i r2 = key_row_bytes(codes + (d + 2) * cb, kb), r3 = key_row_bytes(codes + (d + 3) * cb, kb);
+        __m256i a = _mm256_unpacklo_epi8(r0, r1), b = _mm256_unpackhi_epi8(r0, r1);
+        __m256i c = _mm256_unpacklo_epi8(r2, r3), e = _mm256_unpackhi_epi8(r2, r3);
+        /* tokens {0-3,16-19}, {4-7,20-23}, {8-11,24-27}, {12-15,28-31} */
+        __m256i x[4] = {_mm256_unpacklo_epi16(a, c), _mm256_unpackhi_epi16(a, c), _mm256_unpacklo_epi16(b, e),
+                        _mm256_unpackhi_epi16(b, e)};
+#pragma GCC unroll 4
+        for (int g = 0; g < NH; g++) {
+            int32_t w;
+            memcpy(&w, qi[g] + d, 4);
+            __m256i qv = _mm256_set1_epi32(w);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) acc[g][k] = _mm256_dpbusd_epi32(acc[g][k], x[k], qv);
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NH; g++) {
+        __m256 al = _mm256_set1_ps(alpha[g]), bs = _mm256_set1_ps(base[g]);
+        float *o = s + (size_t)g * lds;
+        __m256i n[4] = {_mm256_permute2x128_si256(acc[g][0], acc[g][1], 0x20),
+                        _mm256_permute2x128_si256(acc[g][2], acc[g][3], 0x20),
+                        _mm256_permute2x128_si256(acc[g][0], acc[g][1], 0x31),
+                        _mm256_permute2x128_si256(acc[g][2], acc[g][3], 0x31)};
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(al, _mm256_cvtepi32_ps(n[k]), bs));
+    }
+}
+
 /* Keys with VNNI. In f32 a quantized key costs as many FMAs per value as an
  * f16 one, so it could never be faster than f16 at depth; in int8 it costs a
  * quarter. The scale-folded query (q_d s_d) is quantized to int8 per block and
@@ -163,49 +204,153 @@ T5V static void qk_block_vnni(const uint8_t *codes, const kvq_f16 *ms, int G, in
                 _mm_storeu_si128((__m128i *)(qi[g] + d),
                                  _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(qs + d), inv))));
         }
-        __m256i acc[4][4];
-        for (int g = 0; g < 4; g++)
-            for (int k = 0; k < 4; k++) acc[g][k] = _mm256_setzero_si256();
-        for (int d = 0; d < hd; d += 4) {
-            __m256i r0 = key_row_bytes(codes + d * cb, kb), r1 = key_row_bytes(codes + (d + 1) * cb, kb);
-            __m256i r2 = key_row_bytes(codes + (d + 2) * cb, kb), r3 = key_row_bytes(codes + (d + 3) * cb, kb);
-            __m256i a = _mm256_unpacklo_epi8(r0, r1), b = _mm256_unpackhi_epi8(r0, r1);
-            __m256i c = _mm256_unpacklo_epi8(r2, r3), e = _mm256_unpackhi_epi8(r2, r3);
-            /* tokens {0-3,16-19}, {4-7,20-23}, {8-11,24-27}, {12-15,28-31} */
-            __m256i x[4] = {_mm256_unpacklo_epi16(a, c), _mm256_unpackhi_epi16(a, c), _mm256_unpacklo_epi16(b, e),
-                            _mm256_unpackhi_epi16(b, e)};
-            for (int g = 0; g < ng; g++) {
-                int32_t w;
-                memcpy(&w, qi[g] + d, 4);
-                __m256i qv = _mm256_set1_epi32(w);
-                for (int k = 0; k < 4; k++) acc[g][k] = _mm256_dpbusd_epi32(acc[g][k], x[k], qv);
-            }
-        }
-        for (int g = 0; g < ng; g++) {
-            __m256 al = _mm256_set1_ps(alpha[g]), bs = _mm256_set1_ps(base[g]);
-            float *o = s + (size_t)(g0 + g) * lds;
-            __m256i n[4] = {_mm256_permute2x128_si256(acc[g][0], acc[g][1], 0x20),
-                            _mm256_permute2x128_si256(acc[g][2], acc[g][3], 0x20),
-                            _mm256_permute2x128_si256(acc[g][0], acc[g][1], 0x31),
-                            _mm256_permute2x128_si256(acc[g][2], acc[g][3], 0x31)};
-            for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(al, _mm256_cvtepi32_ps(n[k]), bs));
+        float *o = s + (size_t)g0 * lds;
+        if (ng == 4) qk_heads(codes, cb, kb, hd, qi, alpha, base, o, lds, 4);
+        else {
+            int g = 0;
+            if (ng >= 2) { qk_heads(codes, cb, kb, hd, qi, alpha, base, o, lds, 2); g = 2; }
+            if (ng & 1) qk_heads(codes, cb, kb, hd, qi + g, alpha + g, base + g, o + (size_t)g * lds, lds, 1);
         }
     }
 }
 
-/* Values: dequantize a chunk of rows to f32 in L1 (one unpack per code,
- * whatever the number of heads), then run the f32 kernel that keeps every
- * head's accumulators in registers. */
-T5 static void av_rows_avx512(const uint8_t *codes, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
-                              int ldw, int nq, float *out) {
-    if (vg != 32 || hd > 512) { av_rows_ref(codes, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
+/* One value group of 32 channels for NH heads: a compile-time head count keeps
+ * the 4*NH accumulators in registers (a runtime count spilled them). */
+T5V static inline __attribute__((always_inline)) void av_group(const uint8_t *p0, size_t qstride, int n4, int vb,
+                                                               uint8_t (*wq)[272], const float *beta,
+                                                               const float *mterm, float *o, int hd, const int NH) {
+    __m256i acc[4][4];
+#pragma GCC unroll 16
+    for (int g = 0; g < NH; g++)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) acc[g][k] = _mm256_setzero_si256();
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    for (int t = 0; t < n4; t += 4) {
+        /* x[k]: channels 8k..8k+7 of the group, 4 tokens per lane */
+        const uint8_t *p = p0 + (size_t)(t >> 2) * qstride;
+        __m256i x[4];
+        if (vb == 4) {
+            __m256i y0 = _mm256_loadu_si256((const __m256i *)p), y1 = _mm256_loadu_si256((const __m256i *)(p + 32));
+            x[0] = _mm256_and_si256(y0, m4);
+            x[1] = _mm256_and_si256(y1, m4);
+            x[2] = _mm256_and_si256(_mm256_srli_epi16(y0, 4), m4);
+            x[3] = _mm256_and_si256(_mm256_srli_epi16(y1, 4), m4);
+        } else {
+            __m256i y = _mm256_loadu_si256((const __m256i *)p);
+            x[0] = _mm256_and_si256(y, m2);
+            x[1] = _mm256_and_si256(_mm256_srli_epi16(y, 2), m2);
+            x[2] = _mm256_and_si256(_mm256_srli_epi16(y, 4), m2);
+            x[3] = _mm256_and_si256(_mm256_srli_epi16(y, 6), m2);
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < NH; g++) {
+            int32_t v;
+            memcpy(&v, wq[g] + t, 4);
+            __m256i wv = _mm256_set1_epi32(v);
+            /* weights unsigned (u8 operand), codes < 16 fit the signed one */
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) acc[g][k] = _mm256_dpbusd_epi32(acc[g][k], wv, x[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NH; g++) {
+        __m256 be = _mm256_set1_ps(beta[g]), mt = _mm256_set1_ps(mterm[g]);
+        float *og = o + (size_t)g * hd;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(og + 8 * k, _mm256_add_ps(_mm256_loadu_ps(og + 8 * k),
+                                                       _mm256_fmadd_ps(be, _mm256_cvtepi32_ps(acc[g][k]), mt)));
+    }
+}
+
+/* Values with VNNI, for the same reason as keys: out_d = sum_t (w_t s_t) code_td
+ * + sum_t w_t min_t. The weights w_t s_t (>= 0) are quantized to 8 unsigned bits
+ * per (tile, head, group); their rounding error (<= 1/510 of the tile's largest
+ * weight) stays well below a 2- or 4-bit code's. The quad layout puts one
+ * channel's 4 token codes in one lane, so no transpose is needed. 8-bit values
+ * keep the f32 path, where that rounding would dominate their error. */
+T5V static bool av_rows_vnni(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, const float *w,
+                             int ldw, int nq, float *out) {
+    const int off = t0 & 3, span = off + n;
+    const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb, n4 = (span + 3) & ~3, n16 = (span + 15) & ~15;
+    const uint8_t *quad0 = codes + (size_t)(t0 >> 2) * 4 * rb;
+    /* (min, scale) per group, indexed from the first quad, zero outside [off, span):
+     * converted 16 at a time, then de-interleaved with gathers from L1 */
+    float msf[272 * 2 * 16];
+    const int per = 2 * ng, cnt = n * per;
+    memset(msf, 0, (size_t)off * per * sizeof(float));
+    memset(msf + (size_t)span * per, 0, (size_t)(n16 - span) * per * sizeof(float));
+    float *mf = msf + (size_t)off * per;
+    int k0 = 0;
+    for (; k0 + 16 <= cnt; k0 += 16) _mm512_storeu_ps(mf + k0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ms + k0))));
+    for (; k0 < cnt; k0++) mf[k0] = kvq_f16_to_f32(ms[k0]);
+    float sc[16][272], mn[16][272];
+    const __m512i lane = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(per));
+    __mmask16 neg = 0;
+    for (int gr = 0; gr < ng; gr++)
+        for (int i = 0; i < n16; i += 16) {
+            const float *src = msf + (size_t)i * per + 2 * gr;
+            __m512 vm = _mm512_i32gather_ps(lane, src, 4), vs = _mm512_i32gather_ps(lane, src + 1, 4);
+            neg |= _mm512_cmp_ps_mask(vs, _mm512_setzero_ps(), _CMP_LT_OQ);
+            _mm512_storeu_ps(mn[gr] + i, vm);
+            _mm512_storeu_ps(sc[gr] + i, vs);
+        }
+    if (neg) return false; /* unsigned weights need scales >= 0, as the quantizer makes them */
+    uint8_t wq[4][272];
+    float wf[4][272];
+    for (int g0 = 0; g0 < nq; g0 += 4) {
+        const int nh = nq - g0 < 4 ? nq - g0 : 4;
+        for (int g = 0; g < nh; g++) {
+            memset(wf[g], 0, (size_t)n16 * sizeof(float));
+            memcpy(wf[g] + off, w + (size_t)(g0 + g) * ldw, (size_t)n * sizeof(float));
+        }
+        for (int gr = 0; gr < ng; gr++) {
+            float beta[4], mterm[4];
+            for (int g = 0; g < nh; g++) {
+                __m512 vmx = _mm512_setzero_ps(), vmt = _mm512_setzero_ps();
+                float ws[272];
+                for (int i = 0; i < n16; i += 16) {
+                    __m512 wv = _mm512_loadu_ps(wf[g] + i), x = _mm512_mul_ps(wv, _mm512_loadu_ps(sc[gr] + i));
+                    _mm512_storeu_ps(ws + i, x);
+                    vmx = _mm512_max_ps(vmx, x);
+                    vmt = _mm512_fmadd_ps(wv, _mm512_loadu_ps(mn[gr] + i), vmt);
+                }
+                const float mx = _mm512_reduce_max_ps(vmx);
+                const __m512 inv = _mm512_set1_ps(mx > 0 ? 255.0f / mx : 0.0f);
+                for (int i = 0; i < n16; i += 16)
+                    _mm_storeu_si128((__m128i *)(wq[g] + i),
+                                     _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(_mm512_mul_ps(_mm512_loadu_ps(ws + i), inv))));
+                beta[g] = mx / 255.0f;
+                mterm[g] = _mm512_reduce_add_ps(vmt);
+            }
+            const uint8_t *p0 = quad0 + (size_t)gr * 4 * gb;
+            float *o = out + (size_t)g0 * hd + gr * 32;
+            const size_t qs = (size_t)4 * rb;
+            if (nh == 4) av_group(p0, qs, n4, vb, wq, beta, mterm, o, hd, 4);
+            else {
+                int g = 0;
+                if (nh >= 2) { av_group(p0, qs, n4, vb, wq, beta, mterm, o, hd, 2); g = 2; }
+                if (nh & 1) av_group(p0, qs, n4, vb, wq + g, beta + g, mterm + g, o + (size_t)g * hd, hd, 1);
+            }
+        }
+    }
+    return true;
+}
+
+/* 8-bit values: rows gathered from their quads, dequantized to f32 in L1, then
+ * the f32 kernel that keeps every head's accumulators in registers. */
+T5V static void av_rows_f32(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, int vg,
+                            const float *w, int ldw, int nq, float *out) {
+    if (vg != 32 || hd > 512) { av_rows_ref(codes, t0, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
     const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
     const kvq_attn_kernels *ak = kvq_attn_kernels_isa(KVQ_ISA_AVX512);
     float buf[32 * 512];
+    uint8_t row[512];
     for (int i0 = 0; i0 < n; i0 += 32) {
         const int m = n - i0 < 32 ? n - i0 : 32;
         for (int i = 0; i < m; i++) {
-            const uint8_t *row = codes + (size_t)(i0 + i) * rb;
+            kvq_vrow_get(codes, t0 + i0 + i, rb, row);
             const kvq_f16 *mm = ms + (size_t)(i0 + i) * 2 * ng;
             float *dst = buf + (size_t)i * hd;
             for (int gr = 0; gr < ng; gr++) {
@@ -218,6 +363,14 @@ T5 static void av_rows_avx512(const uint8_t *codes, const kvq_f16 *ms, int n, in
         }
         ak->av_f32(buf, m, hd, w + i0, ldw, nq, out);
     }
+}
+
+T5V static void av_rows_avx512(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, int vg,
+                               const float *w, int ldw, int nq, float *out) {
+    if (vg == 32 && hd <= 512 && vb <= 4 && (t0 & 3) + n <= 256 &&
+        av_rows_vnni(codes, t0, ms, n, hd, vb, w, ldw, nq, out))
+        return;
+    av_rows_f32(codes, t0, ms, n, hd, vb, vg, w, ldw, nq, out);
 }
 
 static const kvq_kivi_kernels K_AVX512 = {qk_block_vnni, av_rows_avx512};
@@ -274,14 +427,15 @@ T2 static void qk_block_avx2(const uint8_t *codes, const kvq_f16 *ms, int G, int
     }
 }
 
-T2 static void av_rows_avx2(const uint8_t *codes, const kvq_f16 *ms, int n, int hd, int vb, int vg, const float *w,
-                            int ldw, int nq, float *out) {
-    if (vg != 32 || nq > 64) { av_rows_ref(codes, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
+T2 static void av_rows_avx2(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, int vg,
+                            const float *w, int ldw, int nq, float *out) {
+    if (vg != 32 || nq > 64 || hd > 1024) { av_rows_ref(codes, t0, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
     const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
     float wm[64][32];
     memset(wm, 0, sizeof wm);
+    uint8_t row[1024];
     for (int i = 0; i < n; i++) {
-        const uint8_t *row = codes + (size_t)i * rb;
+        kvq_vrow_get(codes, t0 + i, rb, row); /* rows sit interleaved in quads of 4 tokens */
         const kvq_f16 *m = ms + (size_t)i * 2 * ng;
         for (int gr = 0; gr < ng; gr++) {
             __m256 v[4];

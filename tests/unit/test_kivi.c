@@ -108,11 +108,12 @@ static double check(const char *spec, int hd, int n, const float *K, const float
     naive(Q, kr, vr, n, nh, nkv, hd, ref);
     naive(Q, K, V, n, nh, nkv, hd, f32);
     double self = sqrt(tu_nmse(ref, out, (size_t)nh * hd));
-    /* The AVX-512 path scores 2- and 4-bit keys in int8 (VNNI) with a quantized
-     * query: it may add up to 15% of the codec's own error (about 1% in quadrature). */
+    /* The AVX-512 path runs 2- and 4-bit keys and values in int8 (VNNI) with an
+     * 8-bit query and 8-bit weights: it may add up to 20% of the codec's own
+     * error (2% more error in quadrature). */
     double rec = sqrt(tu_nmse(f32, ref, (size_t)nh * hd));
     bool int8q = kvq_isa_active() == KVQ_ISA_AVX512 && hd % 16 == 0 && strncmp(spec, "kivi:k8", 7) != 0;
-    if (self > (int8q && 0.15 * rec > 2e-5 ? 0.15 * rec : 2e-5)) fail_msg("%s hd %d n %d: fused attention differs from attention on its own reconstruction (%.3g)", spec, hd, n, self);
+    if (self > (int8q && 0.2 * rec > 2e-5 ? 0.2 * rec : 2e-5)) fail_msg("%s hd %d n %d: fused attention differs from attention on its own reconstruction (%.3g)", spec, hd, n, self);
     /* exact accounting against the formula: codes + fp16 min/scale + fp16 window */
     double err_f32 = sqrt(tu_nmse(f32, out, (size_t)nh * hd));
     free(kr);
@@ -201,18 +202,26 @@ static void test_kernels_isa(void **st) {
                 uint8_t codes[128 * 32];
                 kvq_f16 ms[128 * 2 * 32];
                 for (size_t i = 0; i < sizeof codes; i++) codes[i] = (uint8_t)tu_rng(&s);
-                for (int i = 0; i < 128 * 2 * 32; i++) ms[i] = kvq_f32_to_f16(tu_randn(&s));
+                /* value (min, scale) pairs: scales are >= 0, as the quantizer makes them */
+                for (int i = 0; i < 128 * 2 * 32; i++) ms[i] = kvq_f32_to_f16(i & 1 ? fabsf(tu_randn(&s)) : tu_randn(&s));
                 float q[5 * 128], a[5 * 32], bb[5 * 32], w[5 * 20], oa[5 * 128] = {0}, ob[5 * 128] = {0};
                 for (int i = 0; i < 5 * 128; i++) q[i] = tu_randn(&s);
                 for (int i = 0; i < 100; i++) w[i] = fabsf(tu_randn(&s));
                 ref->qk_block(codes, ms, 32, hd, b, q, 5, a, 32);
                 k->qk_block(codes, ms, 32, hd, b, q, 5, bb, 32);
                 /* AVX-512 scores 2/4-bit keys with an int8 query (VNNI): NMSE ~1e-5, not exact */
-                double tol = isa == KVQ_ISA_AVX512 && b <= 4 ? 1e-4 : 1e-10, e = tu_nmse(a, bb, 5 * 32);
+                double tol = isa == KVQ_ISA_AVX512 && b <= 4 ? 3e-4 : 1e-10, e = tu_nmse(a, bb, 5 * 32);
                 if (e > tol) fail_msg("qk_block isa %d b %d hd %d: nmse %.3g", isa, b, hd, e);
-                ref->av_rows(codes, ms, 20, hd, b, 32, w, 20, 5, oa);
-                k->av_rows(codes, ms, 20, hd, b, 32, w, 20, 5, ob);
-                if (tu_nmse(oa, ob, (size_t)5 * hd) > 1e-10) fail_msg("av_rows isa %d b %d hd %d", isa, b, hd);
+                /* AVX-512 accumulates 2/4-bit values in int8 with 7-bit weights (VNNI) */
+                const double vtol = isa == KVQ_ISA_AVX512 && b <= 4 ? 1e-4 : 1e-10;
+                for (int t0 = 0; t0 < 4; t0 += 3) { /* a start inside a quad of 4 tokens */
+                    memset(oa, 0, sizeof oa);
+                    memset(ob, 0, sizeof ob);
+                    ref->av_rows(codes, t0, ms, 20, hd, b, 32, w, 20, 5, oa);
+                    k->av_rows(codes, t0, ms, 20, hd, b, 32, w, 20, 5, ob);
+                    double e = tu_nmse(oa, ob, (size_t)5 * hd);
+                    if (e > vtol) fail_msg("av_rows isa %d b %d hd %d t0 %d: nmse %.3g", isa, b, hd, t0, e);
+                }
             }
     }
 }
