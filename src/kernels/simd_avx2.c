@@ -41,7 +41,7 @@ T_AVX2 static float f16_dot(const void *w, const void *x, int64_t n) {
         s1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b + i + 8), s1);
     }
     float s = hsum8(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += kvq_f16_to_f32(a[i]) * b[i];
+    for (; i < n; i++) s += _cvtsh_ss(a[i]) * b[i];
     return s;
 }
 
@@ -49,7 +49,7 @@ T_AVX2 static void f16_to_float(const void *src, float *dst, int64_t n) {
     const kvq_f16 *a = src;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))));
-    for (; i < n; i++) dst[i] = kvq_f16_to_f32(a[i]);
+    for (; i < n; i++) dst[i] = _cvtsh_ss(a[i]);
 }
 
 T_AVX2 static void f16_from_float(const float *src, void *dst, int64_t n) {
@@ -92,7 +92,7 @@ T_AVX2 static float q8_0_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q8_0 *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
-        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(a[i].d) * _cvtsh_ss(b[i].d));
         __m256i qa = _mm256_loadu_si256((const __m256i *)a[i].qs);
         __m256i qb = _mm256_loadu_si256((const __m256i *)b[i].qs);
         acc = _mm256_fmadd_ps(d, dot_i8x32(qa, qb), acc);
@@ -126,7 +126,7 @@ T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
         __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8));
-        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(a[i].d) * _cvtsh_ss(b[i].d));
         acc = _mm256_fmadd_ps(d, dot_i8x32(q, _mm256_loadu_si256((const __m256i *)b[i].qs)), acc);
     }
     return hsum8(acc);
@@ -144,9 +144,9 @@ T_AVX2 static float q4_1_dot(const void *w, const void *x, int64_t n) {
     float mins = 0;
     for (int64_t i = 0; i < n / 32; i++) {
         __m256i p = udot_i32(q4_unpack(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
-        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(a[i].d) * _cvtsh_ss(b[i].d));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-        mins += kvq_f16_to_f32(a[i].m) * kvq_f16_to_f32(b[i].s);
+        mins += _cvtsh_ss(a[i].m) * _cvtsh_ss(b[i].s);
     }
     return hsum8(acc) + mins;
 }
@@ -180,7 +180,7 @@ T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(s1)));
             mins += m0 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) + m1 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
         }
-        sum += b[i].d * (kvq_f16_to_f32(a[i].d) * (float)hsum_i32(acc) - kvq_f16_to_f32(a[i].dmin) * (float)mins);
+        sum += b[i].d * (_cvtsh_ss(a[i].d) * (float)hsum_i32(acc) - _cvtsh_ss(a[i].dmin) * (float)mins);
     }
     return sum;
 }
@@ -212,7 +212,7 @@ T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) {
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(s1)));
             mins += m0 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) + m1 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
         }
-        sum += b[i].d * (kvq_f16_to_f32(a[i].d) * (float)hsum_i32(acc) - kvq_f16_to_f32(a[i].dmin) * (float)mins);
+        sum += b[i].d * (_cvtsh_ss(a[i].d) * (float)hsum_i32(acc) - _cvtsh_ss(a[i].dmin) * (float)mins);
     }
     return sum;
 }
@@ -247,7 +247,7 @@ T_AVX2 static float q6_K_dot(const void *w, const void *x, int64_t n) {
         }
         int corr = 0;
         for (int j = 0; j < 16; j++) corr += a[i].scales[j] * b[i].bsums[j];
-        sum += kvq_f16_to_f32(a[i].d) * b[i].d * (float)(hsum_i32(acc) - 32 * corr);
+        sum += _cvtsh_ss(a[i].d) * b[i].d * (float)(hsum_i32(acc) - 32 * corr);
     }
     return sum;
 }

@@ -33,7 +33,7 @@ T_512 static float f16_dot(const void *w, const void *x, int64_t n) {
     for (; i + 16 <= n; i += 16)
         s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))), _mm512_loadu_ps(b + i), s0);
     float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-    for (; i < n; i++) s += kvq_f16_to_f32(a[i]) * b[i];
+    for (; i < n; i++) s += _cvtsh_ss(a[i]) * b[i];
     return s;
 }
 
@@ -58,15 +58,25 @@ T_512 static inline __m256i dp_i8x32(__m256i acc, __m256i x, __m256i y) {
     return _mm256_dpbusd_epi32(acc, ax, sy);
 }
 
+T_512 static inline __m256 q8_0_block(const kvq_block_q8_0 *a, const kvq_block_q8_0 *b, __m256 acc) {
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(a->d) * _cvtsh_ss(b->d));
+    __m256i p = dp_i8x32(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)a->qs),
+                         _mm256_loadu_si256((const __m256i *)b->qs));
+    return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+}
+
+/* Two accumulators: one FMA chain would wait on its own latency every block. */
 T_512 static float q8_0_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q8_0 *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
-        __m256i p = dp_i8x32(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i *)a[i].qs),
-                             _mm256_loadu_si256((const __m256i *)b[i].qs));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    const int64_t nb = n / 32;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        acc0 = q8_0_block(a + i, b + i, acc0);
+        acc1 = q8_0_block(a + i + 1, b + i + 1, acc1);
     }
+    if (i < nb) acc0 = q8_0_block(a + i, b + i, acc0);
+    __m256 acc = _mm256_add_ps(acc0, acc1);
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -75,23 +85,30 @@ T_512 static float q8_0_dot(const void *w, const void *x, int64_t n) {
 
 /* q4_0 with VNNI: unsigned nibbles straight into dpbusd, the -8 offset
  * removed through the activations' sum. */
+T_512 static inline __m256 q4_0_block(const kvq_block_q4_0 *a, const kvq_block_q8_0 *b, __m256 acc) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)a->qs);
+    __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15)),
+                                 _mm_and_si128(raw, _mm_set1_epi8(15)));
+    __m256i y = _mm256_loadu_si256((const __m256i *)b->qs);
+    /* (q - 8) . y = q . y - 8 * sum(y): q is unsigned, as VNNI wants */
+    __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
+    __m256i sy = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), y);
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(a->d) * _cvtsh_ss(b->d));
+    return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(p, sy)), acc);
+}
+
 T_512 static float q4_0_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q4_0 *a = w;
     const kvq_block_q8_0 *b = x;
     const int64_t nb = n / 32;
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i < nb; i++) {
-        __m128i raw = _mm_loadu_si128((const __m128i *)a[i].qs);
-        __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15)),
-                                     _mm_and_si128(raw, _mm_set1_epi8(15)));
-        __m256i y = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        /* (q - 8) . y = q . y - 8 * sum(y): q is unsigned, as VNNI wants */
-        __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
-        __m256i sy = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), y);
-        __m256 d = _mm256_set1_ps(kvq_f16_to_f32(a[i].d) * kvq_f16_to_f32(b[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(p, sy)), acc);
+    for (; i + 2 <= nb; i += 2) {
+        acc0 = q4_0_block(a + i, b + i, acc0);
+        acc1 = q4_0_block(a + i + 1, b + i + 1, acc1);
     }
+    if (i < nb) acc0 = q4_0_block(a + i, b + i, acc0);
+    __m256 acc = _mm256_add_ps(acc0, acc1);
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
