@@ -97,18 +97,41 @@ T_512 static inline __m256 q4_0_block(const kvq_block_q4_0 *a, const kvq_block_q
     return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(p, sy)), acc);
 }
 
+/* Two blocks per 512-bit register: [w0 lo, w1 lo, w0 hi, w1 hi] against the
+ * activations rearranged the same way; fewer instructions per block. */
+T_512 static inline __m512 q4_0_pair(const kvq_block_q4_0 *a, const kvq_block_q8_0 *b, __m512 acc) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i r = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a[0].qs)),
+                                        _mm_loadu_si128((const __m128i *)a[1].qs), 1);
+    __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(r, m4)),
+                                   _mm256_and_si256(_mm256_srli_epi16(r, 4), m4), 1);
+    __m512i y = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+                                   _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+    y = _mm512_shuffle_i64x2(y, y, _MM_SHUFFLE(3, 1, 2, 0));
+    /* (q - 8) . y = q . y - 8 * sum(y): q is unsigned, as VNNI wants */
+    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+    __m512i sy = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), y);
+    __m128 d = _mm_unpacklo_ps(_mm_set_ss(_cvtsh_ss(a[0].d) * _cvtsh_ss(b[0].d)),
+                               _mm_set_ss(_cvtsh_ss(a[1].d) * _cvtsh_ss(b[1].d)));
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512 dv = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d));
+    return _mm512_fmadd_ps(dv, _mm512_cvtepi32_ps(_mm512_sub_epi32(p, sy)), acc);
+}
+
 T_512 static float q4_0_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q4_0 *a = w;
     const kvq_block_q8_0 *b = x;
     const int64_t nb = n / 32;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        acc0 = q4_0_block(a + i, b + i, acc0);
-        acc1 = q4_0_block(a + i + 1, b + i + 1, acc1);
+    for (; i + 4 <= nb; i += 4) {
+        acc0 = q4_0_pair(a + i, b + i, acc0);
+        acc1 = q4_0_pair(a + i + 2, b + i + 2, acc1);
     }
-    if (i < nb) acc0 = q4_0_block(a + i, b + i, acc0);
-    __m256 acc = _mm256_add_ps(acc0, acc1);
+    __m256 t = _mm256_setzero_ps();
+    for (; i < nb; i++) t = q4_0_block(a + i, b + i, t);
+    __m512 z = _mm512_add_ps(acc0, acc1);
+    __m256 acc = _mm256_add_ps(t, _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)));
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));

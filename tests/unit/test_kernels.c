@@ -77,6 +77,13 @@ static void test_isa_matches_scalar(void **st) {
             float a = ref->vec_dot(qw, qx, N), b = simd->vec_dot(qw, qx, N);
             double tol = 1e-5 * (fabs(a) + sqrt((double)N));
             if (fabs(a - b) > tol) fail_msg("%s/%s: dot %g vs scalar %g", simd->name, kvq_isa_str(isa), b, a);
+            /* 1..7 blocks exercise the unrolled block loops' tails */
+            for (int k = 1; k <= 7 && ref->blck > 1 && (int64_t)k * ref->blck <= N; k++) {
+                const int64_t n = (int64_t)k * ref->blck;
+                float a2 = ref->vec_dot(qw, qx, n), b2 = simd->vec_dot(qw, qx, n);
+                if (fabs(a2 - b2) > 1e-5 * (fabs(a2) + sqrt((double)n)))
+                    fail_msg("%s/%s: dot over %d blocks %g vs scalar %g", simd->name, kvq_isa_str(isa), k, b2, a2);
+            }
             /* odd lengths for the float types exercise the SIMD tails */
             if (ref->blck == 1) {
                 for (int n = 1; n < 70; n += 7) {
