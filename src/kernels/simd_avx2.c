@@ -4,15 +4,9 @@
 
 #include "quant_ref.h"
 #include "simd.h"
+#include "simd_x86.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-T_AVX2 static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 T_AVX2 static float f32_dot(const void *w, const void *x, int64_t n) {
     const float *a = w, *b = x;
@@ -25,7 +19,7 @@ T_AVX2 static float f32_dot(const void *w, const void *x, int64_t n) {
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    float s = kvq_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -41,7 +35,7 @@ T_AVX2 static float f16_dot(const void *w, const void *x, int64_t n) {
         s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b + i), s0);
         s1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b + i + 8), s1);
     }
-    float s = hsum8(_mm256_add_ps(s0, s1));
+    float s = kvq_hsum8(_mm256_add_ps(s0, s1));
     for (; i < n; i++) s += _cvtsh_ss(a[i]) * b[i];
     return s;
 }
@@ -75,7 +69,7 @@ T_AVX2 static float bf16_dot(const void *w, const void *x, int64_t n) {
         s0 = _mm256_fmadd_ps(bf16x8(a + i), _mm256_loadu_ps(b + i), s0);
         s1 = _mm256_fmadd_ps(bf16x8(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
     }
-    float s = hsum8(_mm256_add_ps(s0, s1));
+    float s = kvq_hsum8(_mm256_add_ps(s0, s1));
     for (; i < n; i++) s += kvq_bf16_to_f32(a[i]) * b[i];
     return s;
 }
@@ -98,7 +92,7 @@ T_AVX2 static float q8_0_dot(const void *w, const void *x, int64_t n) {
         __m256i qb = _mm256_loadu_si256((const __m256i *)b[i].qs);
         acc = _mm256_fmadd_ps(d, dot_i8x32(qa, qb), acc);
     }
-    return hsum8(acc);
+    return kvq_hsum8(acc);
 }
 
 void kvq_simd_install_avx2_quants(kvq_type_traits *t);
@@ -130,7 +124,7 @@ T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n) {
         __m256 d = _mm256_set1_ps(_cvtsh_ss(a[i].d) * _cvtsh_ss(b[i].d));
         acc = _mm256_fmadd_ps(d, dot_i8x32(q, _mm256_loadu_si256((const __m256i *)b[i].qs)), acc);
     }
-    return hsum8(acc);
+    return kvq_hsum8(acc);
 }
 
 /* unsigned codes x signed activations -> 8 int32 lanes */
@@ -149,7 +143,7 @@ T_AVX2 static float q4_1_dot(const void *w, const void *x, int64_t n) {
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
         mins += _cvtsh_ss(a[i].m) * _cvtsh_ss(b[i].s);
     }
-    return hsum8(acc) + mins;
+    return kvq_hsum8(acc) + mins;
 }
 
 T_AVX2 static inline int hsum_i32(__m256i v) {
@@ -189,13 +183,6 @@ T_AVX2 static inline int k_mins_dot(const uint8_t mn[8], const int16_t *bsums) {
     return _mm_cvtsi128_si32(p);
 }
 
-T_AVX2 static float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q4_K *a = w;
     const kvq_block_q8_K *b = x;
@@ -220,7 +207,7 @@ T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
         accf = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * _cvtsh_ss(a[i].d)), _mm256_cvtepi32_ps(acc), accf);
         summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)k_mins_dot(mn, b[i].bsums);
     }
-    return hsum_ps(accf) - summ;
+    return kvq_hsum8(accf) - summ;
 }
 
 T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) {
@@ -251,7 +238,7 @@ T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) {
         accf = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * _cvtsh_ss(a[i].d)), _mm256_cvtepi32_ps(acc), accf);
         summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)k_mins_dot(mn, b[i].bsums);
     }
-    return hsum_ps(accf) - summ;
+    return kvq_hsum8(accf) - summ;
 }
 
 T_AVX2 static float q6_K_dot(const void *w, const void *x, int64_t n) {

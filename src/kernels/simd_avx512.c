@@ -3,6 +3,7 @@
 
 #include "quant_ref.h"
 #include "simd.h"
+#include "simd_x86.h"
 
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
@@ -77,10 +78,7 @@ T_512 static float q8_0_dot(const void *w, const void *x, int64_t n) {
     }
     if (i < nb) acc0 = q8_0_block(a + i, b + i, acc0);
     __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return kvq_hsum8(acc);
 }
 
 /* q4_0 with VNNI: unsigned nibbles straight into dpbusd, the -8 offset
@@ -132,10 +130,7 @@ T_512 static float q4_0_dot(const void *w, const void *x, int64_t n) {
     for (; i < nb; i++) t = q4_0_block(a + i, b + i, t);
     __m512 z = _mm512_add_ps(acc0, acc1);
     __m256 acc = _mm256_add_ps(t, _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return kvq_hsum8(acc);
 }
 
 void kvq_simd_install_avx512(kvq_type_traits *t) {

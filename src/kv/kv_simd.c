@@ -5,6 +5,7 @@
 #include <string.h>
 #include "../core/cpu.h"
 #include "../core/fp16.h"
+#include "../kernels/simd_x86.h"
 
 /* ------------------------------------------------------------------ scalar */
 static void qk_tile_f16_ref(const uint16_t *kt, int hd, const float *q, int nq, float *s, int lds) {
@@ -90,12 +91,6 @@ T2 static inline float hmax8(__m256 v) {
     a = _mm_max_ss(a, _mm_movehdup_ps(a));
     return _mm_cvtss_f32(a);
 }
-T2 static inline float hsum8(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
 
 T2 static float softmax_step_avx2(float *s, int n, float scale, float *m, float *l) {
     __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(*m);
@@ -117,7 +112,7 @@ T2 static float softmax_step_avx2(float *s, int n, float scale, float *m, float 
         _mm256_storeu_ps(s + i, e);
         acc = _mm256_add_ps(acc, e);
     }
-    sum = hsum8(acc);
+    sum = kvq_hsum8(acc);
     for (; i < n; i++) {
         s[i] = expf(s[i] - mx);
         sum += s[i];
