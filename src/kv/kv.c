@@ -325,7 +325,9 @@ uint64_t kvq_kv_bytes_used(const kvq_kv_cache *c) {
 }
 
 #define KV_MAGIC "KVQC"
-#define KV_VERSION 1u
+/* 2: KIVI value codes stored in quads of 4 tokens; a version-1 file would load
+ * into the wrong byte order, so it is refused instead. */
+#define KV_VERSION 2u
 
 kvq_status kvq_kv_save(const kvq_kv_cache *c, const char *path) {
     if (!c->codec->save) return kvq_err(c->lg, KVQ_ERR_UNSUPPORTED, "codec %s cannot be saved", c->codec->name);

@@ -109,6 +109,36 @@ static void test_spec_parsing(void **st) {
     assert_null(c);
 }
 
+/* KIVI's packed state (key blocks, quad-interleaved value rows, fp16 window)
+ * survives save and load exactly. */
+static void test_kivi_save_load(void **st) {
+    (void)st;
+    kvq_kv_geom g = {1, 4, 2, 64, 256, 0};
+    char err[256];
+    kvq_kv_cache *a, *b;
+    assert_int_equal(kvq_kv_cache_new(&g, "kivi:k4v2", NULL, &a, err, sizeof err), KVQ_OK);
+    assert_int_equal(kvq_kv_cache_new(&g, "kivi:k4v2", NULL, &b, err, sizeof err), KVQ_OK);
+    static float k[150 * 128], v[150 * 128];
+    uint64_t s = 5;
+    for (int i = 0; i < 150 * 128; i++) { k[i] = tu_randn(&s); v[i] = tu_randn(&s); }
+    assert_int_equal(kvq_kv_append(a, 0, k, v, 150), KVQ_OK);
+    kvq_kv_commit(a, 0);
+    char path[] = "/tmp/kvq_kivi_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    assert_int_equal(kvq_kv_save(a, path), KVQ_OK);
+    assert_int_equal(kvq_kv_load(b, path), KVQ_OK);
+    unlink(path);
+    static float ka[150 * 128], kb[150 * 128], va[150 * 128], vb[150 * 128];
+    a->codec->read(&a->layers[0], KVQ_VIEW_FULL, 0, 150, ka, va);
+    b->codec->read(&b->layers[0], KVQ_VIEW_FULL, 0, 150, kb, vb);
+    assert_memory_equal(ka, kb, sizeof ka);
+    assert_memory_equal(va, vb, sizeof va);
+    assert_true(tu_nmse(v, va, 150 * 128) > 1e-4); /* the values were really quantized */
+    kvq_kv_cache_free(a);
+    kvq_kv_cache_free(b);
+}
+
 static void test_truncate_save_load(void **st) {
     (void)st;
     kvq_kv_geom g = {2, 4, 2, 16, 64, 0};
@@ -139,6 +169,16 @@ static void test_truncate_save_load(void **st) {
     kvq_kv_cache *d;
     assert_int_equal(kvq_kv_cache_new(&g, "f32", NULL, &d, err, sizeof err), KVQ_OK);
     assert_int_equal(kvq_kv_load(d, path), KVQ_ERR_ARG);
+    /* a file of an older format version is refused, not misread */
+    kvq_kv_save(a, path);
+    FILE *vf = fopen(path, "r+b");
+    uint32_t old_ver = 1;
+    assert_non_null(vf);
+    fseek(vf, 4, SEEK_SET);
+    fwrite(&old_ver, 4, 1, vf);
+    fclose(vf);
+    assert_int_equal(kvq_kv_load(b, path), KVQ_ERR_FORMAT);
+    kvq_kv_save(a, path);
     /* a truncated file is an error and leaves the cache empty */
     truncate(path, 100);
     assert_int_equal(kvq_kv_load(b, path), KVQ_ERR_FORMAT);
@@ -252,7 +292,7 @@ static void test_window_policy(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_matches_naive), cmocka_unit_test(test_spec_parsing),
-        cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_bytes_for),
+        cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_kivi_save_load),      cmocka_unit_test(test_bytes_for),
         cmocka_unit_test(test_attn_kernels_isa),        cmocka_unit_test(test_window_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
