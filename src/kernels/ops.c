@@ -1,5 +1,8 @@
 #include "ops.h"
 
+#include "../core/cpu.h"
+#include "gemm_i8.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -51,7 +54,12 @@ void kvq_rope_apply(float *x, int n_heads, int head_dim, int n_rot, bool neox, c
 size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
     const kvq_type_traits *t = kvq_traits(wtype);
     if (!t || t->dot_type == KVQ_TYPE_F32) return 0;
-    return kvq_row_size((int)t->dot_type, cols) * (size_t)n;
+    size_t s = kvq_row_size((int)t->dot_type, cols) * (size_t)n;
+    if (kvq_gemm_i8_ok(wtype, cols)) {
+        size_t a = kvq_gemm_i8_act_size(cols, n);
+        if (a > s) s = a;
+    }
+    return s;
 }
 
 #define ROW_BLOCK 16
@@ -99,7 +107,30 @@ static void matmul_gemm(const kvq_matw *W, const float *X, int n, float *Y, int 
     }
 }
 
+#define I8_ROWS 64
+
+/* Batched product on int8 (see gemm_i8.h): the activations are quantized
+ * once, split by token groups, then the threads share out tiles of rows. */
+static void matmul_i8(const kvq_matw *W, const float *X, int n, float *Y, void *act, int n_threads) {
+    const int isa = kvq_isa_active();
+    const int64_t ng = (n + 15) / 16, n_tiles = (W->rows + I8_ROWS - 1) / I8_ROWS;
+#pragma omp parallel num_threads(n_threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t g = 0; g < ng; g++) kvq_gemm_i8_quant(W->type, X, W->cols, n, g, g + 1, act, isa);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ti = 0; ti < n_tiles; ti++) {
+            const int64_t r0 = ti * I8_ROWS, r1 = r0 + I8_ROWS < W->rows ? r0 + I8_ROWS : W->rows;
+            kvq_gemm_i8_rows(W, r0, r1, act, n, Y, W->rows, isa);
+        }
+    }
+}
+
 void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads) {
+    if (n >= GEMM_MIN_TOKENS && kvq_isa_active() == KVQ_ISA_AVX512 && kvq_gemm_i8_ok(W->type, W->cols)) {
+        matmul_i8(W, X, n, Y, qbuf, n_threads);
+        return;
+    }
     if (n >= GEMM_MIN_TOKENS) {
         matmul_gemm(W, X, n, Y, n_threads);
         return;
