@@ -25,6 +25,11 @@ static bool x86_has(int isa) {
     bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31), vnni = c & (1u << 11);
     return avx2 && fma && f16c && zmm && f && dq && bw && vl && vnni;
 }
+
+static bool x86_vbmi(void) {
+    unsigned a, b, c, d;
+    return x86_has(KVQ_ISA_AVX512) && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 1));
+}
 #endif
 
 bool kvq_isa_supported(int isa) {
@@ -46,6 +51,7 @@ const char *kvq_isa_str(int isa) {
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 static int isa_chosen = KVQ_ISA_SCALAR;
+static bool vbmi_usable = false;
 
 static void choose_isa(void) {
     int best = KVQ_ISA_SCALAR;
@@ -57,6 +63,14 @@ static void choose_isa(void) {
             if (strcmp(env, kvq_isa_str(i)) == 0 && kvq_isa_supported(i)) { best = i; break; }
     }
     isa_chosen = best;
+#if defined(__x86_64__) || defined(__i386__)
+    vbmi_usable = best == KVQ_ISA_AVX512 && x86_vbmi();
+#endif
+}
+
+bool kvq_isa_vbmi(void) {
+    pthread_once(&isa_once, choose_isa);
+    return vbmi_usable;
 }
 
 int kvq_isa_active(void) {

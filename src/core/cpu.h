@@ -11,5 +11,8 @@ int         kvq_isa_active(void);
 bool        kvq_isa_supported(int isa);
 const char *kvq_isa_str(int isa);
 int         kvq_n_cores(void);
+/* AVX-512 VBMI (byte permutes) on top of the active AVX-512 path; false when
+ * a narrower ISA is active or forced. */
+bool        kvq_isa_vbmi(void);
 
 #endif

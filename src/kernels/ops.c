@@ -2,6 +2,7 @@
 
 #include "../core/cpu.h"
 #include "gemm_i8.h"
+#include "gemv_q4_0.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -57,6 +58,10 @@ size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
     size_t s = kvq_row_size((int)t->dot_type, cols) * (size_t)n;
     if (kvq_gemm_i8_ok(wtype, cols)) {
         size_t a = kvq_gemm_i8_act_size(cols, n);
+        if (a > s) s = a;
+    }
+    if (wtype == KVQ_TYPE_Q4_0 && cols % 32 == 0) {
+        size_t a = kvq_q4_0x4_act_size(cols) * (size_t)n;
         if (a > s) s = a;
     }
     return s;
@@ -139,13 +144,19 @@ void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, 
     const int64_t cols = W->cols, rows = W->rows;
     const void *xq = X;
     size_t xrow = (size_t)cols * sizeof(float);
-    if (t->dot_type != KVQ_TYPE_F32) {
+    kvq_vec_dot_fn dot = t->vec_dot;
+    if (W->type == KVQ_TYPE_Q4_0 && kvq_isa_vbmi()) {
+        /* activations laid out once for the VBMI kernel (gemv_q4_0.h) */
+        xrow = kvq_q4_0x4_act_size(cols);
+        for (int i = 0; i < n; i++) kvq_q4_0x4_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
+        xq = qbuf;
+        dot = kvq_q4_0x4_dot_vbmi;
+    } else if (t->dot_type != KVQ_TYPE_F32) {
         const kvq_type_traits *dt = kvq_traits(t->dot_type);
         xrow = kvq_row_size((int)t->dot_type, cols);
         for (int i = 0; i < n; i++) dt->from_float(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
     }
-    const kvq_vec_dot_fn dot = t->vec_dot;
     const int64_t n_rb = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
     /* Row blocks of W stay in cache while a block of tokens streams past;
      * decode (n = 1) is then one pass over the weights. */
