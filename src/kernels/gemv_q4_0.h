@@ -14,8 +14,10 @@
 
 /* bytes of one activation row of cols elements (cols a multiple of 32) */
 size_t kvq_q4_0x4_act_size(int64_t cols);
-/* x (cols floats) -> the chunked int8 layout */
+/* x (cols floats) -> the chunked int8 layout (SIMD when VBMI is active; the
+ * reference gives the same bytes) */
 void kvq_q4_0x4_quant(const float *x, void *act, int64_t cols);
+void kvq_q4_0x4_quant_ref(const float *x, void *act, int64_t cols);
 /* dot of one Q4_0 row with a chunked activation row: VBMI kernel, and its
  * scalar reference (same arithmetic, for tests) */
 float kvq_q4_0x4_dot_vbmi(const void *w, const void *act, int64_t cols);

@@ -79,10 +79,36 @@ static void test_q4_0x4_ref_vs_q8_0_partner(void **st) {
     free(act);
 }
 
+/* the SIMD activation layout is byte-identical to the reference */
+static void test_q4_0x4_quant_simd(void **st) {
+    (void)st;
+    if (!kvq_isa_vbmi()) {
+        fprintf(stderr, "SKIP: no AVX-512 VBMI here\n");
+        skip();
+    }
+    uint64_t seed = 13;
+    for (size_t bi = 0; bi < sizeof NBLK / sizeof NBLK[0]; bi++) {
+        const int cols = 32 * NBLK[bi];
+        float *x = malloc(sizeof(float) * cols);
+        for (int i = 0; i < cols; i++) x[i] = tu_randn(&seed) * (i % 37 == 0 ? 50.0f : 1.0f);
+        x[0] = 0.5f * (x[1] = 127.0f / 3); /* a value that rounds at a tie */
+        if (cols >= 64) memset(x + 32, 0, 32 * sizeof(float)); /* an all-zero block */
+        const size_t n = kvq_q4_0x4_act_size(cols);
+        uint8_t *a = malloc(n), *b = malloc(n);
+        kvq_q4_0x4_quant(x, a, cols);
+        kvq_q4_0x4_quant_ref(x, b, cols);
+        assert_memory_equal(a, b, n);
+        free(x);
+        free(a);
+        free(b);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q4_0x4_matches),
         cmocka_unit_test(test_q4_0x4_ref_vs_q8_0_partner),
+        cmocka_unit_test(test_q4_0x4_quant_simd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

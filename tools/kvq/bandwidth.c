@@ -5,6 +5,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "cli.h"
 
 __attribute__((target("avx2"))) static uint64_t sum_avx2(const uint8_t *p, size_t n) {
@@ -38,15 +42,12 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-double cli_read_bandwidth(size_t bytes, int threads, int reps) {
-    uint8_t *buf = aligned_alloc(64, bytes);
-    if (!buf) return 0;
-    memset(buf, 1, bytes);
+/* Median GB/s of reading buf (bytes) with `threads` threads, `inner` times per rep. */
+static double time_reads(const uint8_t *buf, size_t bytes, int threads, int reps, int inner) {
     int avx2 = __builtin_cpu_supports("avx2");
     double *gbs = malloc((size_t)reps * sizeof *gbs);
+    if (!gbs) return 0;
     volatile uint64_t sink = 0;
-    /* small buffers are read several times per rep so timing is not dominated by overhead */
-    int inner = bytes >= (256u << 20) ? 1 : (int)((256u << 20) / bytes);
     for (int r = 0; r < reps; r++) {
         double t0 = cli_now();
         uint64_t acc = 0;
@@ -64,7 +65,35 @@ double cli_read_bandwidth(size_t bytes, int threads, int reps) {
     qsort(gbs, (size_t)reps, sizeof *gbs, cmp_d);
     double med = gbs[reps / 2];
     free(gbs);
-    free(buf);
     (void)sink;
+    return med;
+}
+
+double cli_read_bandwidth(size_t bytes, int threads, int reps) {
+    uint8_t *buf = aligned_alloc(64, bytes);
+    if (!buf) return 0;
+    memset(buf, 1, bytes);
+    /* small buffers are read several times per rep so timing is not dominated by overhead */
+    int inner = bytes >= (256u << 20) ? 1 : (int)((256u << 20) / bytes);
+    double med = time_reads(buf, bytes, threads, reps, inner);
+    free(buf);
+    return med;
+}
+
+double cli_read_bandwidth_file(const char *path, int threads, int reps) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return 0;
+    struct stat st;
+    double med = 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= (64 << 20)) {
+        size_t bytes = (size_t)st.st_size;
+        void *p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            time_reads(p, bytes, threads, 1, 1); /* pages in what decode has not touched yet */
+            med = time_reads(p, bytes, threads, reps, 1);
+            munmap(p, bytes);
+        }
+    }
+    close(fd);
     return med;
 }

@@ -42,6 +42,10 @@ int cmd_niah(int argc, char **argv);
 
 /* Median streaming read bandwidth in GB/s over a buffer of `bytes`. */
 double cli_read_bandwidth(size_t bytes, int threads, int reps);
+/* The same over a mapping of the file at path (the model): the page-cache
+ * pages decode itself reads, so it is the roofline for decode. 0 when path is
+ * not a regular file of at least 64 MiB. */
+double cli_read_bandwidth_file(const char *path, int threads, int reps);
 int sysconf_cores(void);
 
 #endif
