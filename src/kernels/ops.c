@@ -3,6 +3,7 @@
 #include "../core/cpu.h"
 #include "gemm_i8.h"
 #include "gemv_q4_0.h"
+#include "gemv_q4_K.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -62,6 +63,10 @@ size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
     }
     if (wtype == KVQ_TYPE_Q4_0 && cols % 32 == 0) {
         size_t a = kvq_q4_0x4_act_size(cols) * (size_t)n;
+        if (a > s) s = a;
+    }
+    if (wtype == KVQ_TYPE_Q4_K && cols % KVQ_QK_K == 0) {
+        size_t a = kvq_q4_Kx_act_size(cols) * (size_t)n;
         if (a > s) s = a;
     }
     return s;
@@ -151,6 +156,12 @@ void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, 
         for (int i = 0; i < n; i++) kvq_q4_0x4_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
         dot = kvq_q4_0x4_dot_vbmi;
+    } else if (W->type == KVQ_TYPE_Q4_K && kvq_isa_active() == KVQ_ISA_AVX512) {
+        /* the same for Q4_K (gemv_q4_K.h) */
+        xrow = kvq_q4_Kx_act_size(cols);
+        for (int i = 0; i < n; i++) kvq_q4_Kx_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
+        xq = qbuf;
+        dot = kvq_q4_Kx_dot_512;
     } else if (t->dot_type != KVQ_TYPE_F32) {
         const kvq_type_traits *dt = kvq_traits(t->dot_type);
         xrow = kvq_row_size((int)t->dot_type, cols);
