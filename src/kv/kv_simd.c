@@ -355,9 +355,38 @@ T5 static void qk_tile_f32_avx512(const float *kt, int hd, const float *q, int n
         }                                                                                                       \
     }
 
+/* Four heads (a GQA group) at once, 64 dims per pass: each value row is
+ * converted once for all four, with 16 accumulators in registers. With two
+ * heads per pass the rows were read and converted twice per group, and the
+ * f16 cache's decode at depth was limited by that, not by memory. */
+#define AV512_BODY4(LOAD)                                                                                      \
+    for (int g = 0; g + 4 <= nq; g += 4) {                                                                      \
+        for (int d0 = 0; d0 < hd; d0 += 64) {                                                                   \
+            __m512 a[4][4];                                                                                     \
+            _Pragma("GCC unroll 4") for (int h = 0; h < 4; h++)                                                                         \
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) a[h][j] = _mm512_loadu_ps(out + (g + h) * hd + d0 + 16 * j);        \
+            const float *w0 = w + (size_t)g * ldw;                                                              \
+            for (int i = 0; i < n; i++) {                                                                       \
+                const size_t r = (size_t)i * hd + d0;                                                           \
+                __m512 v0 = LOAD(r), v1 = LOAD(r + 16), v2 = LOAD(r + 32), v3 = LOAD(r + 48);                   \
+                _Pragma("GCC unroll 4") for (int h = 0; h < 4; h++) {                                                                   \
+                    __m512 x = _mm512_set1_ps(w0[(size_t)h * ldw + i]);                                         \
+                    a[h][0] = _mm512_fmadd_ps(x, v0, a[h][0]); a[h][1] = _mm512_fmadd_ps(x, v1, a[h][1]);       \
+                    a[h][2] = _mm512_fmadd_ps(x, v2, a[h][2]); a[h][3] = _mm512_fmadd_ps(x, v3, a[h][3]);       \
+                }                                                                                               \
+            }                                                                                                   \
+            _Pragma("GCC unroll 4") for (int h = 0; h < 4; h++)                                                                         \
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + (g + h) * hd + d0 + 16 * j, a[h][j]);        \
+        }                                                                                                       \
+    }
+
 T5 static void av_f16_avx512(const uint16_t *v, int n, int hd, const float *w, int ldw, int nq, float *out) {
     if (hd % 64) { av_f16_avx2(v, n, hd, w, ldw, nq, out); return; }
 #define LOAD16(off) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + (off))))
+    if (nq % 4 == 0) {
+        AV512_BODY4(LOAD16)
+        return;
+    }
     AV512_BODY(LOAD16)
 #undef LOAD16
 }
@@ -365,6 +394,10 @@ T5 static void av_f16_avx512(const uint16_t *v, int n, int hd, const float *w, i
 T5 static void av_f32_avx512(const float *v, int n, int hd, const float *w, int ldw, int nq, float *out) {
     if (hd % 64) { av_f32_avx2(v, n, hd, w, ldw, nq, out); return; }
 #define LOAD32(off) _mm512_loadu_ps(v + (off))
+    if (nq % 4 == 0) {
+        AV512_BODY4(LOAD32)
+        return;
+    }
     AV512_BODY(LOAD32)
 #undef LOAD32
 }
