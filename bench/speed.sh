@@ -20,8 +20,8 @@ done
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os
 out = sys.argv[1]
-print("| model | weights | prefill 512 tok/s | decode @0 tok/s (GB/s, % of bw) | decode @4096 | decode @32768 (KV GB/s) |")
-print("|---|---|---|---|---|---|")
+print("| model | weights | prefill 512 tok/s | decode @0 tok/s (GB/s, % of ref) | ref GB/s @0 | decode @4096 | decode @32768 (KV GB/s) |")
+print("|---|---|---|---|---|---|---|")
 for preset in ["stories110m", "llama3.2-1b"]:
     for t in ["f16", "q8_0", "q4_0", "q4_K"]:
         p = f"{out}/speed-{preset}-{t}.json"
@@ -35,7 +35,8 @@ for preset in ["stories110m", "llama3.2-1b"]:
             return f"{x['tok_s']:.1f} ({x['gbs']:.1f} GB/s, {100*x['bw_fraction']:.0f}%)"
         x32 = next((v for v in d["results"] if v.get("depth") == 32768), None)
         last = dec(32768) + (f"; KV {x32['kv_gbs']:.1f} GB/s" if x32 else "")
-        print(f"| {preset} | {t} ({d['weight_bytes']/2**20:.0f} MiB) | {pp:.0f} | {dec(0)} | {dec(4096)} | {last} |")
+        x0 = next((v for v in d["results"] if v.get("depth") == 0), {})
+        print(f"| {preset} | {t} ({d['weight_bytes']/2**20:.0f} MiB) | {pp:.0f} | {dec(0)} | {x0.get('ref_gbs', 0):.1f} | {dec(4096)} | {last} |")
     d0 = json.load(open(glob.glob(f"{out}/speed-{preset}-*.json")[0]))
-print(f"\nmachine bandwidth measured in these runs: {d0['dram_gbs']:.1f} GB/s (1 GiB), {d0['l3_gbs']:.1f} GB/s (16 MiB)")
+print(f"\nfresh-buffer probe in the last run: {d0['dram_gbs']:.1f} GB/s (1 GiB), {d0['l3_gbs']:.1f} GB/s (16 MiB)")
 PY

@@ -136,27 +136,22 @@ static void matmul_i8(const kvq_matw *W, const float *X, int n, float *Y, void *
     }
 }
 
-void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads) {
-    if (n >= GEMM_MIN_TOKENS && kvq_isa_active() == KVQ_ISA_AVX512 && kvq_gemm_i8_ok(W->type, W->cols)) {
-        matmul_i8(W, X, n, Y, qbuf, n_threads);
-        return;
-    }
-    if (n >= GEMM_MIN_TOKENS) {
-        matmul_gemm(W, X, n, Y, n_threads);
-        return;
-    }
-    const kvq_type_traits *t = kvq_traits(W->type);
-    const int64_t cols = W->cols, rows = W->rows;
+/* Decode: the activations are quantized once for all nw matrices (same type
+ * and width), then one parallel loop covers the row blocks of all of them,
+ * so a token pays one fork/join for Q, K and V together. */
+static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *const *Y, void *qbuf, int n_threads) {
+    const kvq_type_traits *t = kvq_traits(W[0].type);
+    const int64_t cols = W[0].cols;
     const void *xq = X;
     size_t xrow = (size_t)cols * sizeof(float);
     kvq_vec_dot_fn dot = t->vec_dot;
-    if (W->type == KVQ_TYPE_Q4_0 && kvq_isa_vbmi()) {
+    if (W[0].type == KVQ_TYPE_Q4_0 && kvq_isa_vbmi()) {
         /* activations laid out once for the VBMI kernel (gemv_q4_0.h) */
         xrow = kvq_q4_0x4_act_size(cols);
         for (int i = 0; i < n; i++) kvq_q4_0x4_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
         dot = kvq_q4_0x4_dot_vbmi;
-    } else if (W->type == KVQ_TYPE_Q4_K && kvq_isa_active() == KVQ_ISA_AVX512) {
+    } else if (W[0].type == KVQ_TYPE_Q4_K && kvq_isa_active() == KVQ_ISA_AVX512) {
         /* the same for Q4_K (gemv_q4_K.h) */
         xrow = kvq_q4_Kx_act_size(cols);
         for (int i = 0; i < n; i++) kvq_q4_Kx_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
@@ -168,19 +163,51 @@ void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, 
         for (int i = 0; i < n; i++) dt->from_float(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
     }
-    const int64_t n_rb = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
+    int64_t first_rb[KVQ_MATMUL_MAX + 1] = {0}, work = 0;
+    for (int m = 0; m < nw; m++) {
+        first_rb[m + 1] = first_rb[m] + (W[m].rows + ROW_BLOCK - 1) / ROW_BLOCK;
+        work += W[m].rows * cols;
+    }
+    const int64_t n_rb = first_rb[nw];
     /* Row blocks of W stay in cache while a block of tokens streams past;
-     * decode (n = 1) is then one pass over the weights. */
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (rows * cols > 32768)
+     * decode (n = 1) is then one pass over the weights, each thread reading
+     * one contiguous range (the hardware prefetcher follows one stream per
+     * thread best). */
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (work > 32768)
     for (int64_t rb = 0; rb < n_rb; rb++) {
-        const int64_t r0 = rb * ROW_BLOCK, r1 = r0 + ROW_BLOCK < rows ? r0 + ROW_BLOCK : rows;
+        int m = 0;
+        while (rb >= first_rb[m + 1]) m++;
+        const kvq_matw *w = &W[m];
+        const int64_t r0 = (rb - first_rb[m]) * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
         for (int t0 = 0; t0 < n; t0 += TOK_BLOCK) {
             const int t1 = t0 + TOK_BLOCK < n ? t0 + TOK_BLOCK : n;
             for (int64_t r = r0; r < r1; r++) {
-                const uint8_t *w = (const uint8_t *)W->data + (size_t)r * W->row_bytes;
+                const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
                 for (int tk = t0; tk < t1; tk++)
-                    Y[(size_t)tk * rows + r] = dot(w, (const uint8_t *)xq + (size_t)tk * xrow, cols);
+                    Y[m][(size_t)tk * w->rows + r] = dot(wr, (const uint8_t *)xq + (size_t)tk * xrow, cols);
             }
         }
     }
+}
+
+void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads) {
+    if (n >= GEMM_MIN_TOKENS && kvq_isa_active() == KVQ_ISA_AVX512 && kvq_gemm_i8_ok(W->type, W->cols)) {
+        matmul_i8(W, X, n, Y, qbuf, n_threads);
+        return;
+    }
+    if (n >= GEMM_MIN_TOKENS) {
+        matmul_gemm(W, X, n, Y, n_threads);
+        return;
+    }
+    matvec(W, 1, X, n, &Y, qbuf, n_threads);
+}
+
+void kvq_matmul_multi(const kvq_matw *W, int nw, const float *X, int n, float *const *Y, void *qbuf, int n_threads) {
+    bool shared = n < GEMM_MIN_TOKENS && nw >= 1 && nw <= KVQ_MATMUL_MAX;
+    for (int m = 1; m < nw && shared; m++) shared = W[m].type == W[0].type && W[m].cols == W[0].cols;
+    if (shared) {
+        matvec(W, nw, X, n, Y, qbuf, n_threads);
+        return;
+    }
+    for (int m = 0; m < nw; m++) kvq_matmul(&W[m], X, n, Y[m], qbuf, n_threads);
 }

@@ -22,5 +22,10 @@ void kvq_rope_cache(float *cs, int32_t pos, int n_rot, float theta, float freq_s
 typedef struct kvq_matw { kvq_type type; int64_t cols, rows; const void *data; size_t row_bytes; } kvq_matw;
 size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n);
 void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads);
+/* Y[m] = W[m] X for nw <= KVQ_MATMUL_MAX matrices sharing the input (Q, K, V;
+ * gate, up). In decode, when all have the same type and width, X is quantized
+ * once and one parallel loop covers them all. */
+#define KVQ_MATMUL_MAX 4
+void kvq_matmul_multi(const kvq_matw *W, int nw, const float *X, int n, float *const *Y, void *qbuf, int n_threads);
 
 #endif

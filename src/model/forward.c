@@ -9,11 +9,24 @@
 
 static kvq_matw matw(const kvq_tensor *t) { return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes}; }
 
+static void add_bias(const kvq_tensor *b, int n, int rows, float *y) {
+    if (b && b->data)
+        for (int t = 0; t < n; t++) kvq_add(y + (size_t)t * rows, b->data, rows);
+}
+
 static void linear(struct kvq_ctx *c, const kvq_tensor *W, const kvq_tensor *b, const float *x, int n, float *y) {
     kvq_matw w = matw(W);
     kvq_matmul(&w, x, n, y, c->qbuf, c->n_threads);
-    if (b && b->data)
-        for (int t = 0; t < n; t++) kvq_add(y + (size_t)t * W->ne[1], b->data, (int)W->ne[1]);
+    add_bias(b, n, (int)W->ne[1], y);
+}
+
+/* Products that share their input: one pass in decode (kvq_matmul_multi). */
+static void linear_multi(struct kvq_ctx *c, const kvq_tensor *const *W, const kvq_tensor *const *b, int nw,
+                         const float *x, int n, float *const *y) {
+    kvq_matw w[KVQ_MATMUL_MAX];
+    for (int i = 0; i < nw; i++) w[i] = matw(W[i]);
+    kvq_matmul_multi(w, nw, x, n, y, c->qbuf, c->n_threads);
+    for (int i = 0; i < nw; i++) add_bias(b ? b[i] : NULL, n, (int)W[i]->ne[1], y[i]);
 }
 
 /* Rotates rows of keys (or queries) at the given positions. */
@@ -149,9 +162,11 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
         PAR_TOKENS
         for (int t = 0; t < n; t++)
             kvq_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, w->attn_norm.data, E, h->norm_eps);
-        linear(c, &w->wq, &w->bq, c->xb, n, c->q);
-        linear(c, &w->wk, &w->bk, c->xb, n, c->k);
-        linear(c, &w->wv, &w->bv, c->xb, n, c->v);
+        {
+            const kvq_tensor *W3[] = {&w->wq, &w->wk, &w->wv}, *B3[] = {&w->bq, &w->bk, &w->bv};
+            float *Y3[] = {c->q, c->k, c->v};
+            linear_multi(c, W3, B3, 3, c->xb, n, Y3);
+        }
         rope_batch(c, n, !c->kv->codec->prerope);
         if ((st = kvq_kv_append(c->kv, l, c->k, c->v, n))) return st;
         kvq_kv_observe(c->kv, l, c->q, n);
@@ -164,8 +179,11 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
             kvq_add(c->x + (size_t)t * E, c->xb + (size_t)t * E, E);
             kvq_rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, w->ffn_norm.data, E, h->norm_eps);
         }
-        linear(c, &w->w_gate, NULL, c->xb, n, c->hb);
-        linear(c, &w->w_up, NULL, c->xb, n, c->hb2);
+        {
+            const kvq_tensor *W2[] = {&w->w_gate, &w->w_up};
+            float *Y2[] = {c->hb, c->hb2};
+            linear_multi(c, W2, NULL, 2, c->xb, n, Y2);
+        }
         PAR_TOKENS
         for (int t = 0; t < n; t++) kvq_swiglu(c->hb + (size_t)t * F, c->hb2 + (size_t)t * F, F);
         linear(c, &w->w_down, NULL, c->hb, n, c->xb);

@@ -80,20 +80,34 @@ double cli_read_bandwidth(size_t bytes, int threads, int reps) {
     return med;
 }
 
-double cli_read_bandwidth_file(const char *path, int threads, int reps) {
+struct cli_file_bw {
+    void *p;
+    size_t bytes;
+};
+
+cli_file_bw *cli_file_bw_open(const char *path, size_t min_bytes) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return 0;
+    if (fd < 0) return NULL;
     struct stat st;
-    double med = 0;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= (64 << 20)) {
-        size_t bytes = (size_t)st.st_size;
-        void *p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
-        if (p != MAP_FAILED) {
-            time_reads(p, bytes, threads, 1, 1); /* pages in what decode has not touched yet */
-            med = time_reads(p, bytes, threads, reps, 1);
-            munmap(p, bytes);
+    cli_file_bw *f = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size >= min_bytes && st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED && (f = malloc(sizeof *f))) {
+            f->p = p;
+            f->bytes = (size_t)st.st_size;
+            time_reads(p, f->bytes, 1, 1, 1); /* pages in what decode has not touched yet */
+        } else if (p != MAP_FAILED) {
+            munmap(p, (size_t)st.st_size);
         }
     }
     close(fd);
-    return med;
+    return f;
+}
+
+double cli_file_bw_read(cli_file_bw *f, int threads, int reps) { return f ? time_reads(f->p, f->bytes, threads, reps, 1) : 0; }
+
+void cli_file_bw_close(cli_file_bw *f) {
+    if (!f) return;
+    munmap(f->p, f->bytes);
+    free(f);
 }

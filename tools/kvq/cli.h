@@ -42,10 +42,14 @@ int cmd_niah(int argc, char **argv);
 
 /* Median streaming read bandwidth in GB/s over a buffer of `bytes`. */
 double cli_read_bandwidth(size_t bytes, int threads, int reps);
-/* The same over a mapping of the file at path (the model): the page-cache
- * pages decode itself reads, so it is the roofline for decode. 0 when path is
- * not a regular file of at least 64 MiB. */
-double cli_read_bandwidth_file(const char *path, int threads, int reps);
+/* The same over a mapping of the model file: the page-cache pages decode
+ * itself reads, so it is the roofline for decode. On a VM whose bandwidth
+ * drifts from minute to minute, bench reads it beside every decode run.
+ * open returns NULL unless path is a regular file of at least min_bytes. */
+typedef struct cli_file_bw cli_file_bw;
+cli_file_bw *cli_file_bw_open(const char *path, size_t min_bytes);
+double cli_file_bw_read(cli_file_bw *f, int threads, int reps);
+void cli_file_bw_close(cli_file_bw *f);
 int sysconf_cores(void);
 
 #endif

@@ -63,10 +63,12 @@ int cmd_bench(int argc, char **argv) {
     int bw_threads = nth ? nth : (int)sysconf_cores();
     double dram = no_bw ? 0 : cli_read_bandwidth((size_t)1 << 30, bw_threads, 5);
     double l3 = no_bw ? 0 : cli_read_bandwidth((size_t)16 << 20, bw_threads, 5);
-    /* On a VM the rate of a fresh buffer depends on where its pages land
-     * (45-85 GB/s between runs here); reading the model file's own pages
-     * measures the memory decode actually streams from. */
-    double wread = no_bw ? 0 : cli_read_bandwidth_file(model, bw_threads, 5);
+    /* On a VM the rate of a fresh buffer depends on where its pages land,
+     * and the host's bandwidth drifts (45-85 GB/s between minutes here). The
+     * reference for decode is therefore the model file's own pages, read
+     * right after every decode run: per-run ratios, then their median. */
+    cli_file_bw *fbw = no_bw ? NULL : cli_file_bw_open(model, 24u << 20);
+    double wread = cli_file_bw_read(fbw, bw_threads, 3);
     uint64_t wbytes = kvq_model_weight_bytes(m);
     char wb[32];
     cli_human_bytes((double)wbytes, wb, sizeof wb);
@@ -75,7 +77,9 @@ int cmd_bench(int argc, char **argv) {
                info.n_embd, wb);
         printf("machine  read bandwidth %.1f GB/s (1 GiB buffer), %.1f GB/s (16 MiB, cache-resident); %d threads; isa %s\n",
                dram, l3, bw_threads, kvq_isa_name());
-        if (wread > 0) printf("machine  reading the model file's pages: %.1f GB/s (the %% bw column's reference)\n", wread);
+        if (fbw)
+            printf("machine  reading the model file's pages: %.1f GB/s now; read again after every decode run, and "
+                   "%% bw is the median of the per-run ratios\n", wread);
         printf("%-22s %-10s %10s %18s %8s %8s %12s\n", "kv", "test", "tok/s", "[min - max]", "GB/s", "% bw", "KV B/token");
     } else {
         printf("{\"model\": \"%s\", \"weight_bytes\": %llu, \"threads\": %d, \"isa\": \"%s\", \"dram_gbs\": %.2f, "
@@ -86,7 +90,8 @@ int cmd_bench(int argc, char **argv) {
     long max_depth = 0;
     for (int d = 0; d < n_depth; d++) max_depth = depths[d] > max_depth ? depths[d] : max_depth;
     kvq_token *toks = malloc((size_t)(n_prefill > 0 ? n_prefill : 1) * sizeof *toks);
-    double *v = malloc((size_t)reps * sizeof *v);
+    double *v = malloc((size_t)reps * sizeof *v), *refs = malloc((size_t)reps * sizeof *refs),
+           *ratio = malloc((size_t)reps * sizeof *ratio);
     uint64_t s = 88172645463325252ull;
     for (long i = 0; i < n_prefill; i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
@@ -136,6 +141,7 @@ int cmd_bench(int argc, char **argv) {
                 double t0 = cli_now();
                 for (long j = 0; j < n_gen && !rc; j++) rc = kvq_eval(c, &t, 1, false, NULL) != KVQ_OK;
                 v[i] = n_gen / (cli_now() - t0);
+                refs[i] = fbw ? cli_file_bw_read(fbw, bw_threads, 1) : 0;
                 kvq_kv_report rr;
                 kvq_ctx_kv_report(c, &rr);
                 kv_at = rr.bytes_used;
@@ -145,19 +151,26 @@ int cmd_bench(int argc, char **argv) {
             /* bytes read per decode step: every weight once plus the whole cache (average over the run) */
             double kv_read = (double)kv_at - r.bytes_per_token * n_gen / 2.0;
             double bytes = (double)wbytes + (kv_read > 0 ? kv_read : 0);
-            double gbs = bytes * st.med / 1e9;
-            double ref = bytes < 24e6 ? l3 : wread > 0 ? wread : dram;
+            double gbs = bytes * st.med / 1e9, ref = bytes < 24e6 ? l3 : dram, frac = 0;
+            if (fbw && bytes >= 24e6) {
+                for (int i = 0; i < reps; i++) ratio[i] = refs[i] > 0 ? bytes * v[i] / 1e9 / refs[i] : 0;
+                frac = summarize(ratio, (int)reps).med;
+                ref = summarize(refs, (int)reps).med;
+            } else if (ref > 0) {
+                frac = gbs / ref;
+            }
             double kv_gbs = (kv_read > 0 ? kv_read : 0) * st.med / 1e9;
             char test[32];
             snprintf(test, sizeof test, "tg%ld@%ld", n_gen, depths[d]);
             if (json)
                 printf("%s{\"kv\": \"%s\", \"test\": \"%s\", \"depth\": %ld, \"tok_s\": %.2f, \"min\": %.2f, \"max\": %.2f, "
-                       "\"gbs\": %.2f, \"kv_gbs\": %.2f, \"bw_fraction\": %.3f, \"kv_bytes_per_token\": %.2f}",
-                       first ? "" : ", ", r.spec, test, depths[d], st.med, st.lo, st.hi, gbs, kv_gbs, ref > 0 ? gbs / ref : 0,
+                       "\"gbs\": %.2f, \"kv_gbs\": %.2f, \"ref_gbs\": %.2f, \"bw_fraction\": %.3f, "
+                       "\"kv_bytes_per_token\": %.2f}",
+                       first ? "" : ", ", r.spec, test, depths[d], st.med, st.lo, st.hi, gbs, kv_gbs, ref, frac,
                        r.bytes_per_token);
             else
                 printf("%-22s %-10s %10.1f %8.1f - %-7.1f %8.2f %7.0f%% %12.1f   (KV traffic %.2f GB/s)\n", r.spec, test,
-                       st.med, st.lo, st.hi, gbs, ref > 0 ? 100 * gbs / ref : 0, r.bytes_per_token, kv_gbs);
+                       st.med, st.lo, st.hi, gbs, 100 * frac, r.bytes_per_token, kv_gbs);
             first = 0;
         }
         fflush(stdout);
@@ -169,6 +182,9 @@ int cmd_bench(int argc, char **argv) {
     else printf("peak RSS %s\n", rss);
     free(toks);
     free(v);
+    free(refs);
+    free(ratio);
+    cli_file_bw_close(fbw);
     kvq_model_free(m);
     return rc;
 }
