@@ -1,6 +1,7 @@
-/* The int8 prefill GEMM (kernels/gemm_i8.c): the VNNI kernel against its
- * scalar reference, both against the f32 product with the dequantized
- * weights, and kvq_matmul's batched path against its one-token path. Row and
+/* Matrix products (kernels/ops.c, kernels/gemm_i8.c): the int8 prefill
+ * GEMM's VNNI kernel against its scalar reference, both against the f32
+ * product with the dequantized weights; kvq_matmul's batched path against
+ * its one-token path; kvq_matmul_multi against separate products. Row and
  * token counts are chosen to hit every tail (rows not a multiple of 4, token
  * groups not a multiple of 3, groups not full). */
 #include <math.h>
@@ -132,6 +133,42 @@ static void test_matmul_batch_vs_decode(void **st) {
     }
 }
 
+/* Shared-input products give exactly what separate ones give: the same
+ * quantized activations and the same dot kernels, in decode and prefill, and
+ * with mixed types (which fall back to separate products). */
+static void test_matmul_multi(void **st) {
+    (void)st;
+    problem p[3];
+    make_problem(&p[0], KVQ_TYPE_Q4_K, 31);
+    make_problem(&p[1], KVQ_TYPE_Q4_K, 32);
+    make_problem(&p[2], KVQ_TYPE_Q8_0, 33);
+    const int ns[] = {1, 3, 20};
+    for (int mixed = 0; mixed < 2; mixed++)
+        for (int k = 0; k < 3; k++) {
+            const int n = ns[k];
+            kvq_matw W[3] = {p[0].W, p[1].W, mixed ? p[2].W : p[0].W};
+            float *sep[3], *mul[3];
+            size_t qb = 0;
+            for (int m = 0; m < 3; m++) {
+                sep[m] = malloc(sizeof(float) * n * ROWS);
+                mul[m] = malloc(sizeof(float) * n * ROWS);
+                size_t s = kvq_matmul_qbuf_size(W[m].type, COLS, n);
+                if (s > qb) qb = s;
+            }
+            void *qbuf = malloc(qb);
+            for (int m = 0; m < 3; m++) kvq_matmul(&W[m], p[0].x, n, sep[m], qbuf, 2);
+            kvq_matmul_multi(W, 3, p[0].x, n, mul, qbuf, 2);
+            for (int m = 0; m < 3; m++) {
+                if (memcmp(sep[m], mul[m], sizeof(float) * n * ROWS))
+                    fail_msg("matrix %d, n %d, mixed %d: kvq_matmul_multi differs from kvq_matmul", m, n, mixed);
+                free(sep[m]);
+                free(mul[m]);
+            }
+            free(qbuf);
+        }
+    for (int m = 0; m < 3; m++) free_problem(&p[m]);
+}
+
 static void test_unsupported(void **st) {
     (void)st;
     assert_false(kvq_gemm_i8_ok(KVQ_TYPE_Q6_K, 256));
@@ -144,6 +181,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_i8_gemm_matches),
         cmocka_unit_test(test_matmul_batch_vs_decode),
+        cmocka_unit_test(test_matmul_multi),
         cmocka_unit_test(test_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
