@@ -24,5 +24,5 @@ for r in rows:
     print(f"| {r['kv']} | {r['depth']} | {r['kv_bytes_per_token']:.0f} | {r['kv_bytes_per_token']*r['depth']/2**20:.0f} | "
           f"{r['tok_s']:.1f} ({r['min']:.1f}-{r['max']:.1f}) | {r['tok_s']/f16[r['depth']]:.2f}x | "
           f"{r['gbs']:.1f} | {r['kv_gbs']:.1f} |")
-print(f"\nweights {d['weight_bytes']/2**20:.0f} MiB; machine read bandwidth in this run: {d['dram_gbs']:.1f} GB/s (1 GiB buffer)")
+print(f"\nweights {d['weight_bytes']/2**20:.0f} MiB; reading the model file at the start of this run: {d.get('file_read_gbs', 0):.1f} GB/s")
 PY

@@ -132,6 +132,9 @@ $KVQ synth --preset stories110m --type q4_0 --layers 1 -o $TMP/s.gguf >/dev/null
     && j=$($KVQ bench -m $TMP/s.gguf --kv f16 --kv kivi:k2v2 -p 16 -n 4 --depth 0,64 -r 1 --no-bw --json 2>/dev/null) \
     && echo "$j" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["results"]) == 6 and all(r["tok_s"] > 0 for r in d["results"])' \
     && ok "synth + bench produce results for every kv and depth" || bad "synth + bench smoke test"
+# decode only (-p 0): bench must still decode a valid token (it once read an unset one)
+$KVQ bench -m $TMP/s.gguf -p 0 -n 2 --depth 16 -r 2 --no-bw --json >/dev/null 2>&1 \
+    && ok "bench -p 0 decodes" || bad "bench -p 0 fails"
 
 # 8. Long context: the committed kvq-recall model retrieves; a small window does not.
 R=models/kvq-recall

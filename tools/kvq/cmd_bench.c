@@ -93,6 +93,7 @@ int cmd_bench(int argc, char **argv) {
     double *v = malloc((size_t)reps * sizeof *v), *refs = malloc((size_t)reps * sizeof *refs),
            *ratio = malloc((size_t)reps * sizeof *ratio);
     uint64_t s = 88172645463325252ull;
+    toks[0] = (kvq_token)(info.n_vocab > 3 ? 3 : 0); /* the decode token when there is no prefill (-p 0) */
     for (long i = 0; i < n_prefill; i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         toks[i] = (kvq_token)(3 + s % (uint64_t)(info.n_vocab - 3));
