@@ -18,6 +18,8 @@ typedef struct {
     int8_t q[8][GT][4]; /* elements 4j..4j+3 of token i at q[j][i] */
     float d[GT];        /* scale */
     int32_t c[GT];      /* -o * sum(q) */
+    int32_t c1[GT];     /* the same over elements 0..15 and 16..31, for Q6_K, */
+    int32_t c2[GT];     /* whose weight scale changes halfway through a block */
     float s[GT];        /* d * sum(q): multiplies the weights' min */
 } act_cell;
 
@@ -27,7 +29,8 @@ bool kvq_gemm_i8_ok(kvq_type t, int64_t cols) {
     case KVQ_TYPE_Q4_0:
     case KVQ_TYPE_Q4_1: return cols > 0 && cols % 32 == 0;
     case KVQ_TYPE_Q4_K:
-    case KVQ_TYPE_Q5_K: return cols > 0 && cols % KVQ_QK_K == 0;
+    case KVQ_TYPE_Q5_K:
+    case KVQ_TYPE_Q6_K: return cols > 0 && cols % KVQ_QK_K == 0;
     default: return false;
     }
 }
@@ -36,7 +39,9 @@ size_t kvq_gemm_i8_act_size(int64_t cols, int n) {
     return (size_t)((n + GT - 1) / GT) * (size_t)(cols / 32) * sizeof(act_cell);
 }
 
-static int weight_offset(kvq_type t) { return t == KVQ_TYPE_Q8_0 ? 128 : t == KVQ_TYPE_Q4_0 ? 8 : 0; }
+static int weight_offset(kvq_type t) {
+    return t == KVQ_TYPE_Q8_0 ? 128 : t == KVQ_TYPE_Q4_0 ? 8 : t == KVQ_TYPE_Q6_K ? 32 : 0;
+}
 
 static inline uint32_t ld32(const uint8_t *p) {
     uint32_t v;
@@ -69,8 +74,23 @@ static inline uint32_t w_quad(kvq_type t, const uint8_t *row, int64_t b, int j) 
         uint32_t v = ld32(x->qs + 32 * (sb / 2) + 4 * j), h = ld32(x->qh + 4 * j);
         return ((sb & 1 ? v >> 4 : v) & 0x0F0F0F0Fu) | (((h >> sb) & 0x01010101u) << 4);
     }
+    case KVQ_TYPE_Q6_K: {
+        /* element e = 32 (b % 8) + 4j of the super-block: half e / 128, then
+         * group k (of 32) picks the low/high nibble of ql[l] or ql[l + 32]
+         * and bits 2k..2k+1 of qh[l] */
+        const kvq_block_q6_K *x = (const kvq_block_q6_K *)row + b / 8;
+        const int e = 32 * (int)(b % 8) + 4 * j, h = e / 128, k = (e % 128) / 32, l = e % 32;
+        uint32_t lo = ld32(x->ql + 64 * h + l + 32 * (k & 1)), hi = ld32(x->qh + 32 * h + l);
+        return ((k & 2 ? lo >> 4 : lo) & 0x0F0F0F0Fu) | (((hi >> (2 * k)) & 0x03030303u) << 4);
+    }
     default: return 0;
     }
+}
+
+/* Q6_K: the scale of half hf (elements 16 hf .. 16 hf + 15) of block b. */
+static inline float w_scale_q6(const uint8_t *row, int64_t b, int hf) {
+    const kvq_block_q6_K *x = (const kvq_block_q6_K *)row + b / 8;
+    return kvq_f16_to_f32(x->d) * x->scales[2 * (b % 8) + hf];
 }
 
 /* Block b of a row is scale * q - min. */
@@ -137,11 +157,14 @@ void kvq_gemm_i8_quant(kvq_type t, const float *X, int64_t cols, int n, int64_t 
                 } else {
                     memset(q, 0, sizeof q);
                 }
-                int sum = 0;
+                int sum = 0, sum1 = 0;
                 for (int k = 0; k < 32; k++) sum += q[k];
+                for (int k = 0; k < 16; k++) sum1 += q[k];
                 for (int j = 0; j < 8; j++) memcpy(c->q[j][i], q + 4 * j, 4);
                 c->d[i] = d;
                 c->c[i] = -o * sum;
+                c->c1[i] = -o * sum1;
+                c->c2[i] = -o * (sum - sum1);
                 c->s[i] = d * (float)sum;
             }
         }
@@ -158,14 +181,18 @@ static void rows_ref(const kvq_matw *W, int64_t r0, int64_t r1, const act_cell *
             float acc = 0;
             for (int64_t b = 0; b < nb; b++) {
                 const act_cell *c = cells + g * nb + b;
-                int32_t dot = c->c[i];
+                int32_t dot[2] = {c->c1[i], c->c2[i]};
                 for (int j = 0; j < 8; j++) {
                     uint32_t wq = w_quad(W->type, row, b, j);
-                    for (int k = 0; k < 4; k++) dot += (int32_t)((wq >> (8 * k)) & 0xFF) * c->q[j][i][k];
+                    for (int k = 0; k < 4; k++) dot[j / 4] += (int32_t)((wq >> (8 * k)) & 0xFF) * c->q[j][i][k];
                 }
-                float s, m;
-                w_scale(W->type, row, b, &s, &m);
-                acc += (float)dot * s * c->d[i] - m * c->s[i];
+                if (W->type == KVQ_TYPE_Q6_K) {
+                    acc += ((float)dot[0] * w_scale_q6(row, b, 0) + (float)dot[1] * w_scale_q6(row, b, 1)) * c->d[i];
+                } else {
+                    float s, m;
+                    w_scale(W->type, row, b, &s, &m);
+                    acc += (float)(dot[0] + dot[1]) * s * c->d[i] - m * c->s[i];
+                }
             }
             Y[(size_t)tok * ldy + r] = acc;
         }
@@ -192,6 +219,15 @@ T_512 static inline __attribute__((always_inline)) __m512i w_quad_512(kvq_type t
         __m512i v = _mm512_set1_epi32((int)ld32(x->qs + 32 * (sb / 2) + 4 * j));
         return _mm512_and_si512(sb & 1 ? _mm512_srli_epi32(v, 4) : v, lo4);
     }
+    case KVQ_TYPE_Q6_K: {
+        const kvq_block_q6_K *x = (const kvq_block_q6_K *)row + b / 8;
+        const int e = 32 * (int)(b % 8) + 4 * j, h = e / 128, k = (e % 128) / 32, l = e % 32;
+        __m512i lo = _mm512_set1_epi32((int)ld32(x->ql + 64 * h + l + 32 * (k & 1)));
+        __m512i hi = _mm512_set1_epi32((int)ld32(x->qh + 32 * h + l));
+        lo = _mm512_and_si512(k & 2 ? _mm512_srli_epi32(lo, 4) : lo, lo4);
+        hi = _mm512_and_si512(_mm512_slli_epi32(_mm512_srli_epi32(hi, 2 * k), 4), _mm512_set1_epi8(0x30));
+        return _mm512_or_si512(lo, hi);
+    }
     default: return _mm512_set1_epi32((int)w_quad(t, row, b, j));
     }
 }
@@ -209,6 +245,7 @@ T_512 static inline __attribute__((always_inline)) void tile_512(kvq_type t, int
     const uint8_t *rows[MAX_R];
     UNROLL for (int i = 0; i < R; i++) rows[i] = (const uint8_t *)W->data + (size_t)(r + i) * W->row_bytes;
     const bool has_min = t == KVQ_TYPE_Q4_1 || t == KVQ_TYPE_Q4_K || t == KVQ_TYPE_Q5_K;
+    const bool halves = t == KVQ_TYPE_Q6_K; /* a weight scale per 16 elements */
     __m512 f[MAX_R][MAX_TG];
     UNROLL for (int i = 0; i < R; i++)
         UNROLL for (int k = 0; k < TG; k++) f[i][k] = _mm512_setzero_ps();
@@ -217,10 +254,21 @@ T_512 static inline __attribute__((always_inline)) void tile_512(kvq_type t, int
         __m512i acc[MAX_R][MAX_TG];
         UNROLL for (int k = 0; k < TG; k++) {
             c[k] = cells + (g + k) * nb + b;
-            __m512i c0 = _mm512_loadu_si512(c[k]->c);
+            __m512i c0 = _mm512_loadu_si512(halves ? c[k]->c1 : c[k]->c);
             UNROLL for (int i = 0; i < R; i++) acc[i][k] = c0;
         }
         UNROLL for (int j = 0; j < 8; j++) {
+            if (halves && j == 4) {
+                /* the first half's scale, then a fresh accumulator */
+                UNROLL for (int i = 0; i < R; i++) {
+                    const __m512 sv = _mm512_set1_ps(w_scale_q6(rows[i], b, 0));
+                    UNROLL for (int k = 0; k < TG; k++) {
+                        __m512 ds = _mm512_mul_ps(sv, _mm512_loadu_ps(c[k]->d));
+                        f[i][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][k]), ds, f[i][k]);
+                        acc[i][k] = _mm512_loadu_si512(c[k]->c2);
+                    }
+                }
+            }
             __m512i a[MAX_TG];
             UNROLL for (int k = 0; k < TG; k++) a[k] = _mm512_loadu_si512(c[k]->q[j]);
             UNROLL for (int i = 0; i < R; i++) {
@@ -230,7 +278,10 @@ T_512 static inline __attribute__((always_inline)) void tile_512(kvq_type t, int
         }
         UNROLL for (int i = 0; i < R; i++) {
             float s, m;
-            w_scale(t, rows[i], b, &s, &m);
+            if (halves)
+                s = w_scale_q6(rows[i], b, 1), m = 0;
+            else
+                w_scale(t, rows[i], b, &s, &m);
             const __m512 sv = _mm512_set1_ps(s), mv = _mm512_set1_ps(m);
             UNROLL for (int k = 0; k < TG; k++) {
                 __m512 ds = _mm512_mul_ps(sv, _mm512_loadu_ps(c[k]->d));
@@ -261,6 +312,7 @@ T_512 static void tile_dispatch(const kvq_matw *W, int R, int TG, int64_t r, con
         TILE_CASES(KVQ_TYPE_Q4_1)
         TILE_CASES(KVQ_TYPE_Q4_K)
         TILE_CASES(KVQ_TYPE_Q5_K)
+        TILE_CASES(KVQ_TYPE_Q6_K)
     default: break;
     }
 }

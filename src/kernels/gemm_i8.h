@@ -8,8 +8,8 @@
  * laid out 16 tokens side by side ("act cells").
  *
  * Supported: types whose 32-element blocks are scale * q - min with small
- * integer q: Q8_0, Q4_0, Q4_1, Q4_K, Q5_K. Others (Q6_K's 16-element scales,
- * float types) use the sgemm path. */
+ * integer q: Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, and Q6_K (a scale per 16
+ * elements: two accumulators per block). Float types use the sgemm path. */
 #ifndef KVQ_KERNELS_GEMM_I8_H
 #define KVQ_KERNELS_GEMM_I8_H
 #include <stdbool.h>

@@ -14,7 +14,7 @@
 #include "kernels/types.h"
 #include "testutil.h"
 
-static const kvq_type TYPES[] = {KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_0, KVQ_TYPE_Q4_1, KVQ_TYPE_Q4_K, KVQ_TYPE_Q5_K};
+static const kvq_type TYPES[] = {KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_0, KVQ_TYPE_Q4_1, KVQ_TYPE_Q4_K, KVQ_TYPE_Q5_K, KVQ_TYPE_Q6_K};
 static const int NTOK[] = {1, 5, 16, 37, 50, 96};
 enum { ROWS = 37, COLS = 512, MAXTOK = 96 };
 /* The error is the activations' int8 rounding, which the outlier channels
@@ -171,7 +171,7 @@ static void test_matmul_multi(void **st) {
 
 static void test_unsupported(void **st) {
     (void)st;
-    assert_false(kvq_gemm_i8_ok(KVQ_TYPE_Q6_K, 256));
+    assert_false(kvq_gemm_i8_ok(KVQ_TYPE_Q2_K, 256));
     assert_false(kvq_gemm_i8_ok(KVQ_TYPE_F16, 256));
     assert_false(kvq_gemm_i8_ok(KVQ_TYPE_Q4_K, 32)); /* K-quants need whole 256-blocks */
     assert_false(kvq_gemm_i8_ok(KVQ_TYPE_Q8_0, 48));
