@@ -103,19 +103,6 @@ void kvq_q4_Kx_quant(const float *x, void *act, int64_t cols) {
         kvq_q4_Kx_quant_ref(x, act, cols);
 }
 
-/* The 8 six-bit scales (sc) and mins (mn) of a block, word-wide: bytes 0-3
- * and 4-7 hold scales/mins 0-3 in their low 6 bits and the top 2 bits of
- * 4-7; bytes 8-11 hold the low 4 bits of scales 4-7 (low nibble) and mins
- * 4-7 (high nibble). */
-static inline void scales_mins(const uint8_t *q, uint64_t *sc, uint64_t *mn) {
-    uint32_t w0, w1, w2;
-    memcpy(&w0, q, 4);
-    memcpy(&w1, q + 4, 4);
-    memcpy(&w2, q + 8, 4);
-    *sc = (uint64_t)(w0 & 0x3f3f3f3fu) | (uint64_t)((w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4)) << 32;
-    *mn = (uint64_t)(w1 & 0x3f3f3f3fu) | (uint64_t)(((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4)) << 32;
-}
-
 /* One block whose 144 bytes start at byte s (0, 16, 32 or 48) of the three
  * aligned lines l0 l1 l2. Accumulates d_w*d_x*sum(sc*p) into f and
  * dmin*d_x*sum(mn*bsum) into fm. */
@@ -129,8 +116,11 @@ T_512 static inline void block(__m512i l0, __m512i l1, __m512i l2, int s, const 
     __m512i p1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4), _mm512_loadu_si512(a->x + 64));
     __m512i p2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(q1, m4), _mm512_loadu_si512(a->x + 128));
     __m512i p3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4), _mm512_loadu_si512(a->x + 192));
+    uint8_t sc8[8], mn8[8];
     uint64_t sc, mn;
-    scales_mins(hdr + 4, &sc, &mn);
+    kvq_k4_scales_mins(hdr + 4, sc8, mn8);
+    memcpy(&sc, sc8, 8);
+    memcpy(&mn, mn8, 8);
     /* lanes 0-7 of p0 are sub-block 0, 8-15 sub-block 2; p1: 1, 3; p2: 4, 6; p3: 5, 7 */
     const __m512i s16 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc));
     const __m512i i0 = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);

@@ -153,36 +153,6 @@ T_AVX2 static inline int hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* The 8 six-bit scales and 8 minimums of a Q4_K/Q5_K block, all at once:
- * bytes 0-3 and 4-7 hold scales/mins 0-3 in their low 6 bits and the top 2
- * bits of scales/mins 4-7; bytes 8-11 hold the low 4 bits of scales 4-7
- * (low nibble) and mins 4-7 (high nibble). Word-wide, instead of 16 scalar
- * extractions per block. */
-static inline void k4_scales_mins(const uint8_t *q, uint8_t sc[8], uint8_t mn[8]) {
-    uint32_t w0, w1, w2, o[4];
-    memcpy(&w0, q, 4);
-    memcpy(&w1, q + 4, 4);
-    memcpy(&w2, q + 8, 4);
-    o[0] = w0 & 0x3f3f3f3fu;
-    o[1] = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
-    o[2] = w1 & 0x3f3f3f3fu;
-    o[3] = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
-    memcpy(sc, o, 8);
-    memcpy(mn, o + 2, 8);
-}
-
-/* sum_j mins[j] * (bsums[2j] + bsums[2j+1]) for the 8 sub-blocks of 32 */
-T_AVX2 static inline int k_mins_dot(const uint8_t mn[8], const int16_t *bsums) {
-    __m128i pairs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)bsums), _mm_loadu_si128((const __m128i *)(bsums + 8)));
-    uint64_t m8;
-    memcpy(&m8, mn, 8);
-    __m128i m = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)m8));
-    __m128i p = _mm_madd_epi16(m, pairs);
-    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4e));
-    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xb1));
-    return _mm_cvtsi128_si32(p);
-}
-
 T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q4_K *a = w;
     const kvq_block_q8_K *b = x;
@@ -191,7 +161,7 @@ T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
     for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
         __m256i acc = _mm256_setzero_si256();
         uint8_t sc[8], mn[8];
-        k4_scales_mins(a[i].scales, sc, mn);
+        kvq_k4_scales_mins(a[i].scales, sc, mn);
         const uint8_t *q = a[i].qs;
         const int8_t *y = b[i].qs;
         for (int c = 0; c < 4; c++, q += 32, y += 64) {
@@ -205,7 +175,7 @@ T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
         }
         /* one vector accumulator across blocks: no horizontal sum per block */
         accf = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * _cvtsh_ss(a[i].d)), _mm256_cvtepi32_ps(acc), accf);
-        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)k_mins_dot(mn, b[i].bsums);
+        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)kvq_k_mins_dot(mn, b[i].bsums);
     }
     return kvq_hsum8(accf) - summ;
 }
@@ -218,7 +188,7 @@ T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) {
     for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
         __m256i acc = _mm256_setzero_si256();
         uint8_t sc[8], mn[8];
-        k4_scales_mins(a[i].scales, sc, mn);
+        kvq_k4_scales_mins(a[i].scales, sc, mn);
         const uint8_t *q = a[i].qs;
         const int8_t *y = b[i].qs;
         __m256i hb = _mm256_loadu_si256((const __m256i *)a[i].qh);
@@ -236,7 +206,7 @@ T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) {
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1])));
         }
         accf = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * _cvtsh_ss(a[i].d)), _mm256_cvtepi32_ps(acc), accf);
-        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)k_mins_dot(mn, b[i].bsums);
+        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)kvq_k_mins_dot(mn, b[i].bsums);
     }
     return kvq_hsum8(accf) - summ;
 }

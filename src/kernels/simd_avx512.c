@@ -1,5 +1,6 @@
 /* AVX-512 (F, BW, VL, DQ, VNNI) kernels. */
 #include <immintrin.h>
+#include <string.h>
 
 #include "quant_ref.h"
 #include "simd.h"
@@ -133,7 +134,99 @@ T_512 static float q4_0_dot(const void *w, const void *x, int64_t n) {
     return kvq_hsum8(acc);
 }
 
+/* q6_K x q8_K. Per half (128 values): ql's 64 bytes give the low nibbles
+ * of values 0..63 and the high nibbles of 64..127, in the natural order of
+ * the activations; qh's 32 bytes, broadcast to both 256-bit halves and
+ * shifted per 64-bit lane, give bits 4-5. Each 32-bit lane of a VNNI result
+ * is 4 values of one 16-value sub-block, so the scales apply per lane. The
+ * -32 offset of the 6-bit values is removed once per block through Q8_K's
+ * 16-value sums. */
+T_512 static float q6_K_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q6_K *a = w;
+    const kvq_block_q8_K *b = x;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xFFFF);
+    const __m512i sh_lo = _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4), sh_hi = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+    __m512 acc = _mm512_setzero_ps();
+    float corr = 0;
+    for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
+        /* scales as int16 in the low half of each 32-bit lane, zero above:
+         * madd_epi16 with a lane sum |p| <= 4 * 63 * 127 is then exact */
+        const __m512i sc = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)a[i].scales)), lo16);
+        __m512i t = _mm512_setzero_si512();
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512(a[i].ql + 64 * h);
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h)));
+            /* values 0..31 take qh bits 0-1, 32..63 bits 2-3, 64..95 bits 4-5, 96..127 bits 6-7 */
+            const __m512i q0 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi64(qh, sh_lo), m30));
+            const __m512i q1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                               _mm512_and_si512(_mm512_srlv_epi64(qh, sh_hi), m30));
+            const int8_t *y = b[i].qs + 128 * h;
+            const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, _mm512_loadu_si512(y));
+            const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, _mm512_loadu_si512(y + 64));
+            /* lane j of p0 is sub-block 8h + j/4, of p1 8h + 4 + j/4 */
+            const __m512i i0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+            const __m512i s0 = _mm512_permutexvar_epi32(_mm512_add_epi32(i0, _mm512_set1_epi32(8 * h)), sc);
+            const __m512i s1 = _mm512_permutexvar_epi32(_mm512_add_epi32(i0, _mm512_set1_epi32(8 * h + 4)), sc);
+            t = _mm512_add_epi32(t, _mm512_madd_epi16(p0, s0));
+            t = _mm512_add_epi32(t, _mm512_madd_epi16(p1, s1));
+        }
+        const float dd = _cvtsh_ss(a[i].d) * b[i].d;
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(dd), acc);
+        /* 32 * sum_j scale_j * (sum of sub-block j's activations) */
+        const __m256i ms = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales)),
+                                             _mm256_loadu_si256((const __m256i *)b[i].bsums));
+        corr += dd * 32.0f * (float)_mm512_reduce_add_epi32(_mm512_zextsi256_si512(ms));
+    }
+    return _mm512_reduce_add_ps(acc) - corr;
+}
+
+/* q5_K x q8_K. The low nibbles of qs bytes 0..63 are sub-blocks 0 and 2,
+ * the high ones 1 and 3; one 128-bit-lane shuffle puts them in the natural
+ * order of the activations. Bit j of qh[l] is the fifth bit of value l of
+ * sub-block j: a per-64-bit-lane rotate brings it to bit 4 of the same byte. */
+T_512 static float q5_K_dot(const void *w, const void *x, int64_t n) {
+    const kvq_block_q5_K *a = w;
+    const kvq_block_q8_K *b = x;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m10 = _mm512_set1_epi8(0x10);
+    /* rotate left by 4 - j for the qwords of sub-block j (right by j - 4 past 4) */
+    const __m512i rot[4] = {_mm512_set_epi64(3, 3, 3, 3, 4, 4, 4, 4), _mm512_set_epi64(1, 1, 1, 1, 2, 2, 2, 2),
+                            _mm512_set_epi64(63, 63, 63, 63, 0, 0, 0, 0),
+                            _mm512_set_epi64(61, 61, 61, 61, 62, 62, 62, 62)};
+    const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 acc = _mm512_setzero_ps();
+    float summ = 0;
+    for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
+        uint8_t sc[8], mn[8];
+        kvq_k4_scales_mins(a[i].scales, sc, mn);
+        uint64_t sc64;
+        memcpy(&sc64, sc, 8);
+        const __m512i scv = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc64));
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)a[i].qh));
+        __m512i t = _mm512_setzero_si512();
+        /* unrolled, or q[] and rot[] live on the stack */
+        _Pragma("GCC unroll 2") for (int c = 0; c < 2; c++) {
+            const __m512i raw = _mm512_loadu_si512(a[i].qs + 64 * c);
+            const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            /* [sub 4c | sub 4c+1] and [sub 4c+2 | sub 4c+3] */
+            __m512i q[2] = {_mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_shuffle_i64x2(lo, hi, 0xEE)};
+            _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
+                const int j = 4 * c + 2 * k; /* first sub-block of q[k] */
+                q[k] = _mm512_or_si512(q[k], _mm512_and_si512(_mm512_rolv_epi64(qh, rot[j / 2]), m10));
+                const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[k], _mm512_loadu_si512(b[i].qs + 32 * j));
+                /* |p| <= 4 * 31 * 127 and scales < 64: madd_epi16 is exact */
+                const __m512i s = _mm512_permutexvar_epi32(_mm512_add_epi32(half, _mm512_set1_epi32(j)), scv);
+                t = _mm512_add_epi32(t, _mm512_madd_epi16(p, s));
+            }
+        }
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(a[i].d) * b[i].d), acc);
+        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)kvq_k_mins_dot(mn, b[i].bsums);
+    }
+    return _mm512_reduce_add_ps(acc) - summ;
+}
+
 void kvq_simd_install_avx512(kvq_type_traits *t) {
+    t[KVQ_TYPE_Q5_K].vec_dot = q5_K_dot;
+    t[KVQ_TYPE_Q6_K].vec_dot = q6_K_dot;
     t[KVQ_TYPE_Q4_0].vec_dot = q4_0_dot;
     t[KVQ_TYPE_F32].vec_dot = f32_dot;
     t[KVQ_TYPE_F16].vec_dot = f16_dot;
