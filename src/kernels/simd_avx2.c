@@ -55,6 +55,32 @@ T_AVX2 static void f16_from_float(const float *src, void *dst, int64_t n) {
     for (; i < n; i++) a[i] = kvq_f32_to_f16(src[i]);
 }
 
+/* Dequantizing Q8_0 / Q4_0 (the KV cache types of those names read rows back
+ * this way): d * q in float, as the scalar reference, so results are equal. */
+T_AVX2 static void q8_0_to_float(const void *src, float *dst, int64_t n) {
+    const kvq_block_q8_0 *x = src;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(x[b].d));
+        for (int k = 0; k < 32; k += 8) {
+            __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(x[b].qs + k)));
+            _mm256_storeu_ps(dst + 32 * b + k, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+        }
+    }
+}
+
+T_AVX2 static void q4_0_to_float(const void *src, float *dst, int64_t n) {
+    const kvq_block_q4_0 *x = src;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(x[b].d));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)x[b].qs), m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), e8);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), e8);
+        const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(dst + 32 * b + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part[k])), d));
+    }
+}
+
 T_AVX2 static inline __m256 bf16x8(const kvq_bf16 *p) {
     __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
@@ -105,6 +131,8 @@ void kvq_simd_install_avx2(kvq_type_traits *t) {
     t[KVQ_TYPE_F16].from_float = f16_from_float;
     t[KVQ_TYPE_BF16].vec_dot = bf16_dot;
     t[KVQ_TYPE_Q8_0].vec_dot = q8_0_dot;
+    t[KVQ_TYPE_Q8_0].to_float = q8_0_to_float;
+    t[KVQ_TYPE_Q4_0].to_float = q4_0_to_float;
 }
 
 /* ------------------------------------------------------ 4/5/6-bit weights */

@@ -16,6 +16,7 @@
 #include "../kernels/types.h"
 #include "kv.h"
 #include "kv_layers.h"
+#include "kv_simd.h"
 #include "kvquant.h"
 
 enum { PT_ASYM, PT_Q8_0, PT_Q4_0 };
@@ -29,6 +30,13 @@ typedef struct pt_state {
     size_t kgrp, vgrp;
     uint8_t *k, *v;  /* [head][cap][ng][group bytes] */
     kvq_vec_dot_fn dot;
+    /* q8_0 / q4_0 in blocks of 32: a row is a ggml block row, dequantized
+     * with the SIMD block decoder of the weight kernels (keys row by row
+     * against the f32 query; values a few rows at a time into the f32
+     * attention kernel). A Q8_0 query, as llama.cpp uses, would double the
+     * q8_0 cache's attention error. */
+    const kvq_type_traits *blk;
+    const kvq_attn_kernels *kern;
 } pt_state;
 
 static size_t group_bytes(int kind, int g, int b) {
@@ -116,6 +124,8 @@ static kvq_status pt_init(kvq_kv_layer *L) {
     s->k = malloc((size_t)L->n_head_kv * (size_t)L->cap * s->ng * s->kgrp + 1);
     s->v = malloc((size_t)L->n_head_kv * (size_t)L->cap * s->ng * s->vgrp + 1);
     s->dot = kvq_traits(KVQ_TYPE_F32)->vec_dot;
+    if (s->c.g == 32 && s->c.kind != PT_ASYM) s->blk = kvq_traits(s->c.kind == PT_Q8_0 ? KVQ_TYPE_Q8_0 : KVQ_TYPE_Q4_0);
+    s->kern = kvq_attn_kernels_active();
     L->n = 0;
     return s->k && s->v ? KVQ_OK : KVQ_ERR_NOMEM;
 }
@@ -244,7 +254,11 @@ static void pt_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const f
         qq = qr;
     }
     for (int i = 0; i < n; i++) {
-        row_dequant(L, s, slot(L, s, s->k, s->kgrp, h, t0 + i), s->c.kb, s->kgrp, kr);
+        const uint8_t *kp = slot(L, s, s->k, s->kgrp, h, t0 + i);
+        if (s->blk)
+            s->blk->to_float(kp, kr, hd);
+        else
+            row_dequant(L, s, kp, s->c.kb, s->kgrp, kr);
         for (int g = 0; g < n_q; g++) scores[(size_t)g * n + i] = s->dot(kr, qq + (size_t)g * hd, hd);
     }
     if (qr && qr != stack) free(qr);
@@ -260,7 +274,18 @@ static void pt_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const f
     if (rot && !acc) return;
     float *o = rot ? acc : out;
     if (rot) memset(acc, 0, (size_t)n_q * hd * sizeof(float));
-    for (int i = 0; i < n; i++) {
+    if (s->blk) {
+        /* rows dequantized with the SIMD block decoder, summed by the
+         * attention kernel (all heads of a group per pass) */
+        float rows[4096];
+        const int chunk = 4096 / hd;
+        for (int i0 = 0; i0 < n; i0 += chunk) {
+            const int m = n - i0 < chunk ? n - i0 : chunk;
+            for (int j = 0; j < m; j++) s->blk->to_float(slot(L, s, s->v, s->vgrp, h, t0 + i0 + j), rows + (size_t)j * hd, hd);
+            s->kern->av_f32(rows, m, hd, w + i0, n, n_q, o);
+        }
+    }
+    for (int i = 0; i < n && !s->blk; i++) {
         row_dequant(L, s, slot(L, s, s->v, s->vgrp, h, t0 + i), s->c.vb, s->vgrp, vr);
         for (int g = 0; g < n_q; g++) {
             float wi = w[(size_t)g * n + i];
