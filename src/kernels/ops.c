@@ -4,6 +4,7 @@
 #include "gemm_i8.h"
 #include "gemv_q4_0.h"
 #include "gemv_q4_K.h"
+#include "simd_x86.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -19,11 +20,33 @@ void kvq_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
 }
 
-void kvq_swiglu(float *gate, const float *up, int n) {
+void kvq_swiglu_ref(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) {
         float g = gate[i];
         gate[i] = g * (1.0f / (1.0f + expf(-g))) * up[i];
     }
+}
+
+/* In decode this runs on one thread between two parallel products; with
+ * scalar expf it was about a tenth of a small model's time per token. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))) static void swiglu_512(float *gate,
+                                                                                                const float *up, int n) {
+    int i = 0;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        __m512 g = _mm512_loadu_ps(gate + i);
+        /* exp(-g) overflows for g < -88: then silu(g) = g / inf = -0, as in expf */
+        __m512 e = kvq_exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_loadu_ps(up + i)));
+    }
+    if (i < n) kvq_swiglu_ref(gate + i, up + i, n - i);
+}
+
+void kvq_swiglu(float *gate, const float *up, int n) {
+    if (kvq_isa_active() == KVQ_ISA_AVX512)
+        swiglu_512(gate, up, n);
+    else
+        kvq_swiglu_ref(gate, up, n);
 }
 
 void kvq_add(float *y, const float *x, int n) {

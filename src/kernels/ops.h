@@ -7,6 +7,7 @@
 
 void kvq_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 void kvq_swiglu(float *gate, const float *up, int n); /* gate = silu(gate) * up */
+void kvq_swiglu_ref(float *gate, const float *up, int n); /* scalar reference */
 void kvq_add(float *y, const float *x, int n);
 
 /* Rotary embedding on n_heads heads of head_dim, rotating the first n_rot

@@ -1,6 +1,6 @@
-/* Small x86 helpers shared by the SIMD kernel files. Their target (AVX2, FMA,
- * F16C) is a subset of every SIMD file's, so they inline into AVX2 and AVX-512
- * functions alike. */
+/* Small x86 helpers shared by the SIMD kernel files. Most have the target
+ * AVX2 + FMA + F16C, a subset of every SIMD file's, so they inline into AVX2
+ * and AVX-512 functions alike; kvq_exp512 is for AVX-512 functions only. */
 #ifndef KVQ_KERNELS_SIMD_X86_H
 #define KVQ_KERNELS_SIMD_X86_H
 #include <immintrin.h>
@@ -13,6 +13,24 @@ __attribute__((target("avx2,fma,f16c"))) static inline float kvq_hsum8(__m256 v)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* e^x for x <= 0 or moderate x (clamped below at -87): 2^(x log2 e) split
+ * into integer and fraction, a degree-6 polynomial for 2^f, scalef for the
+ * integer part. Relative error about 1e-7. For AVX-512 functions only. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))) static inline __m512 kvq_exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(t, fi);
+    __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, fi);
 }
 
 /* sum_j mins[j] * (bsums[2j] + bsums[2j+1]) for the 8 sub-blocks of 32 */

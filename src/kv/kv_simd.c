@@ -214,21 +214,6 @@ T2 static void av_f32_avx2(const float *v, int n, int hd, const float *w, int ld
 /* ---------------------------------------------------------------- AVX-512 */
 #define T5 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
-T5 static inline __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-    __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(t, fi);
-    __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, fi);
-}
-
 T5 static float softmax_step_avx512(float *s, int n, float scale, float *m, float *l) {
     __m512 vs = _mm512_set1_ps(scale), vm = _mm512_set1_ps(*m);
     int i = 0;
@@ -246,13 +231,13 @@ T5 static float softmax_step_avx512(float *s, int n, float scale, float *m, floa
     float mx = _mm512_reduce_max_ps(vm);
     __m512 bm = _mm512_set1_ps(mx), acc = _mm512_setzero_ps();
     for (i = 0; i + 16 <= n; i += 16) {
-        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + i), bm));
+        __m512 e = kvq_exp512(_mm512_sub_ps(_mm512_loadu_ps(s + i), bm));
         _mm512_storeu_ps(s + i, e);
         acc = _mm512_add_ps(acc, e);
     }
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), bm));
+        __m512 e = kvq_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), bm));
         _mm512_mask_storeu_ps(s + i, k, e);
         acc = _mm512_mask_add_ps(acc, k, acc, e);
     }
