@@ -39,22 +39,18 @@ static void rope_rows(const struct kvq_ctx *c, float *x, int n, const int32_t *p
     }
 }
 
-/* RoPE on the chunk's queries (and keys) at positions n_past.., one
- * cos/sin table per token, split over tokens. */
+/* RoPE on the chunk's queries (and keys) at positions n_past.., with the
+ * cos/sin tables kvq_forward computed once for all layers. */
 static void rope_batch(struct kvq_ctx *c, int n, bool keys) {
     const kvq_hparams *h = &c->m->hp;
     const int nth = c->n_threads;
-#pragma omp parallel num_threads(nth) if (n >= 8)
-    {
-        float cs[1024];
-#pragma omp for schedule(static)
-        for (int t = 0; t < n; t++) {
-            kvq_rope_cache(cs, c->n_past + t, h->n_rot, h->rope_theta, h->rope_freq_scale, h->rope_freq_factors);
-            kvq_rope_apply(c->q + (size_t)t * h->n_head * h->head_dim, h->n_head, h->head_dim, h->n_rot, h->rope_neox, cs);
-            if (keys)
-                kvq_rope_apply(c->k + (size_t)t * h->n_head_kv * h->head_dim, h->n_head_kv, h->head_dim, h->n_rot,
-                               h->rope_neox, cs);
-        }
+#pragma omp parallel for schedule(static) num_threads(nth) if (n >= 8)
+    for (int t = 0; t < n; t++) {
+        const float *cs = c->cs + (size_t)t * h->n_rot;
+        kvq_rope_apply(c->q + (size_t)t * h->n_head * h->head_dim, h->n_head, h->head_dim, h->n_rot, h->rope_neox, cs);
+        if (keys)
+            kvq_rope_apply(c->k + (size_t)t * h->n_head_kv * h->head_dim, h->n_head_kv, h->head_dim, h->n_rot,
+                           h->rope_neox, cs);
     }
 }
 
@@ -119,7 +115,7 @@ kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **ou
     c->att = malloc(B * Q * sizeof(float));
     c->hb = malloc(B * F * sizeof(float));
     c->hb2 = malloc(B * F * sizeof(float));
-    c->cs = malloc((size_t)h->n_rot * sizeof(float));
+    c->cs = malloc(B * (size_t)h->n_rot * sizeof(float)); /* cos/sin per token of a batch */
     size_t qb = 0;
     const kvq_tensor *ws[] = {&m->output, &m->layers[0].wq, &m->layers[0].wo, &m->layers[0].w_down};
     for (int l = 0; l < h->n_layer; l++) {
@@ -154,6 +150,10 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, bool all_
     PAR_TOKENS
     for (int t = 0; t < n; t++)
         et->to_float((const uint8_t *)m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, c->x + (size_t)t * E, E);
+    PAR_TOKENS
+    for (int t = 0; t < n; t++) /* the same for every layer: once per pass */
+        kvq_rope_cache(c->cs + (size_t)t * h->n_rot, c->n_past + t, h->n_rot, h->rope_theta, h->rope_freq_scale,
+                       h->rope_freq_factors);
     const int slots0 = kvq_kv_n(c->kv);
     const float scale = 1.0f / sqrtf((float)h->head_dim);
     kvq_status st;
