@@ -144,6 +144,13 @@ T_512 static inline void block(__m512i l0, __m512i l1, __m512i l2, int s, const 
     *fm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mp), _mm256_set1_ps(_cvtsh_ss(mh) * a->d), *fm);
 }
 
+/* sum(f) - sum(fm) with one horizontal sum: on rows of a few blocks the
+ * reductions are a large share of the time */
+T_512 static inline float finish(__m512 f, __m256 fm) {
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(f), _mm512_extractf32x8_ps(f, 1));
+    return kvq_hsum8(_mm256_sub_ps(h, fm));
+}
+
 /* Blocks read from the aligned 64-byte lines that hold them (see
  * gemv_q4_0.c: line-straddling loads that miss halve the streaming rate on
  * this machine). Needs p 16-aligned so a block spans exactly three lines. A
@@ -166,7 +173,7 @@ T_512 __attribute__((no_sanitize_address)) static float dot_lines(const uint8_t 
         block(_mm512_load_si512((const void *)L0), _mm512_load_si512((const void *)(L0 + 64)),
               _mm512_load_si512((const void *)(L0 + 128)), (int)(A0 - L0), (const uint8_t *)A0, a + k, &f0, &fm);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(f0, f1)) - kvq_hsum8(fm);
+    return finish(_mm512_add_ps(f0, f1), fm);
 }
 
 /* Rows that are not 16-aligned: exact unaligned loads of each block. */
@@ -178,7 +185,7 @@ T_512 static float dot_exact(const uint8_t *p, const q4Kx_act *a, int64_t nb) {
         block(_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64), _mm512_maskz_loadu_epi8(0xFFFF, q + 128), 0, q,
               a + k, &f, &fm);
     }
-    return _mm512_reduce_add_ps(f) - kvq_hsum8(fm);
+    return finish(f, fm);
 }
 
 T_512 float kvq_q4_Kx_dot_512(const void *w, const void *act, int64_t cols) {
