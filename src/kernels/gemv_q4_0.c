@@ -160,3 +160,8 @@ T_VBMI float kvq_q4_0x4_dot_vbmi(const void *w, const void *act, int64_t cols) {
     if (4 * nc < nb) f = _mm512_add_ps(f, dot_exact(p, a, nc, nb));
     return _mm512_reduce_add_ps(f);
 }
+
+T_VBMI void kvq_q4_0x4_rows_vbmi(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y) {
+    const uint8_t *p = w;
+    for (int r = 0; r < n_rows; r++, p += row_bytes) y[r] = kvq_q4_0x4_dot_vbmi(p, act, cols);
+}

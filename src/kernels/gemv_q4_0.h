@@ -22,5 +22,7 @@ void kvq_q4_0x4_quant_ref(const float *x, void *act, int64_t cols);
  * scalar reference (same arithmetic, for tests) */
 float kvq_q4_0x4_dot_vbmi(const void *w, const void *act, int64_t cols);
 float kvq_q4_0x4_dot_ref(const void *w, const void *act, int64_t cols);
+/* y[r] for n_rows consecutive rows (row_bytes apart), the dot inlined */
+void kvq_q4_0x4_rows_vbmi(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y);
 
 #endif

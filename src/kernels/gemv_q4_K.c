@@ -156,7 +156,7 @@ T_512 static inline float finish(__m512 f, __m256 fm) {
  * this machine). Needs p 16-aligned so a block spans exactly three lines. A
  * line may extend before p or past the row, never past a page, hence
  * no_sanitize_address. */
-T_512 __attribute__((no_sanitize_address)) static float dot_lines(const uint8_t *p, const q4Kx_act *a, int64_t nb) {
+T_512 __attribute__((no_sanitize_address)) static inline float dot_lines(const uint8_t *p, const q4Kx_act *a, int64_t nb) {
     __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
     __m256 fm = _mm256_setzero_ps();
     int64_t k = 0;
@@ -191,4 +191,10 @@ T_512 static float dot_exact(const uint8_t *p, const q4Kx_act *a, int64_t nb) {
 T_512 float kvq_q4_Kx_dot_512(const void *w, const void *act, int64_t cols) {
     const int64_t nb = cols / KVQ_QK_K;
     return ((uintptr_t)w & 15) ? dot_exact(w, act, nb) : dot_lines(w, act, nb);
+}
+
+T_512 void kvq_q4_Kx_rows_512(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y) {
+    const int64_t nb = cols / KVQ_QK_K;
+    const uint8_t *p = w;
+    for (int r = 0; r < n_rows; r++, p += row_bytes) y[r] = ((uintptr_t)p & 15) ? dot_exact(p, act, nb) : dot_lines(p, act, nb);
 }

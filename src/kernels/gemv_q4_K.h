@@ -20,5 +20,8 @@ void kvq_q4_Kx_quant_ref(const float *x, void *act, int64_t cols);
 /* dot of one Q4_K row with a laid-out activation row */
 float kvq_q4_Kx_dot_512(const void *w, const void *act, int64_t cols);
 float kvq_q4_Kx_dot_ref(const void *w, const void *act, int64_t cols);
+/* y[r] for n_rows consecutive rows (row_bytes apart): the dot inlined into
+ * the row loop, which matters for short rows */
+void kvq_q4_Kx_rows_512(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y);
 
 #endif

@@ -168,18 +168,22 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
     const void *xq = X;
     size_t xrow = (size_t)cols * sizeof(float);
     kvq_vec_dot_fn dot = t->vec_dot;
+    /* row-range kernels: the dot inlined into the row loop (short rows) */
+    void (*rows_fn)(const void *, size_t, int, const void *, int64_t, float *) = NULL;
     if (W[0].type == KVQ_TYPE_Q4_0 && kvq_isa_vbmi()) {
         /* activations laid out once for the VBMI kernel (gemv_q4_0.h) */
         xrow = kvq_q4_0x4_act_size(cols);
         for (int i = 0; i < n; i++) kvq_q4_0x4_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
         dot = kvq_q4_0x4_dot_vbmi;
+        rows_fn = kvq_q4_0x4_rows_vbmi;
     } else if (W[0].type == KVQ_TYPE_Q4_K && kvq_isa_active() == KVQ_ISA_AVX512) {
         /* the same for Q4_K (gemv_q4_K.h) */
         xrow = kvq_q4_Kx_act_size(cols);
         for (int i = 0; i < n; i++) kvq_q4_Kx_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
         dot = kvq_q4_Kx_dot_512;
+        rows_fn = kvq_q4_Kx_rows_512;
     } else if (t->dot_type != KVQ_TYPE_F32) {
         const kvq_type_traits *dt = kvq_traits(t->dot_type);
         xrow = kvq_row_size((int)t->dot_type, cols);
@@ -202,6 +206,10 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
         while (rb >= first_rb[m + 1]) m++;
         const kvq_matw *w = &W[m];
         const int64_t r0 = (rb - first_rb[m]) * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
+        if (rows_fn && n == 1) {
+            rows_fn((const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, (int)(r1 - r0), xq, cols, Y[m] + r0);
+            continue;
+        }
         for (int t0 = 0; t0 < n; t0 += TOK_BLOCK) {
             const int t1 = t0 + TOK_BLOCK < n ? t0 + TOK_BLOCK : n;
             for (int64_t r = r0; r < r1; r++) {

@@ -104,11 +104,34 @@ static void test_q4_0x4_quant_simd(void **st) {
     }
 }
 
+/* the row-range entry point gives each row's dot */
+static void test_q4_0x4_rows(void **st) {
+    (void)st;
+    if (!kvq_isa_vbmi()) skip();
+    enum { COLS = 768, ROWS = 5 };
+    uint64_t seed = 8;
+    float w[COLS], x[COLS], y[ROWS];
+    const size_t rb = kvq_row_size(KVQ_TYPE_Q4_0, COLS);
+    uint8_t *buf = malloc(rb * ROWS);
+    for (int i = 0; i < COLS; i++) x[i] = tu_randn(&seed);
+    for (int r = 0; r < ROWS; r++) {
+        for (int i = 0; i < COLS; i++) w[i] = tu_randn(&seed);
+        kvq_q4_0_from_float_ref(w, buf + r * rb, COLS);
+    }
+    void *act = malloc(kvq_q4_0x4_act_size(COLS));
+    kvq_q4_0x4_quant(x, act, COLS);
+    kvq_q4_0x4_rows_vbmi(buf, rb, ROWS, act, COLS, y);
+    for (int r = 0; r < ROWS; r++) assert_true(y[r] == kvq_q4_0x4_dot_vbmi(buf + r * rb, act, COLS));
+    free(buf);
+    free(act);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q4_0x4_matches),
         cmocka_unit_test(test_q4_0x4_ref_vs_q8_0_partner),
         cmocka_unit_test(test_q4_0x4_quant_simd),
+        cmocka_unit_test(test_q4_0x4_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,10 +73,33 @@ static void test_q4_Kx_quant_simd(void **st) {
     }
 }
 
+/* the row-range entry point gives each row's dot */
+static void test_q4_Kx_rows(void **st) {
+    (void)st;
+    if (kvq_isa_active() != KVQ_ISA_AVX512) skip();
+    enum { COLS = 768, ROWS = 5 };
+    uint64_t seed = 8;
+    float w[COLS], x[COLS], y[ROWS];
+    const size_t rb = kvq_row_size(KVQ_TYPE_Q4_K, COLS);
+    uint8_t *buf = malloc(rb * ROWS);
+    fill(x, COLS, &seed, 4.0f);
+    for (int r = 0; r < ROWS; r++) {
+        fill(w, COLS, &seed, 1.0f);
+        kvq_q4_K_from_float_ref(w, buf + r * rb, COLS);
+    }
+    void *act = malloc(kvq_q4_Kx_act_size(COLS));
+    kvq_q4_Kx_quant(x, act, COLS);
+    kvq_q4_Kx_rows_512(buf, rb, ROWS, act, COLS, y);
+    for (int r = 0; r < ROWS; r++) assert_true(y[r] == kvq_q4_Kx_dot_512(buf + r * rb, act, COLS));
+    free(buf);
+    free(act);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q4_Kx_matches),
         cmocka_unit_test(test_q4_Kx_quant_simd),
+        cmocka_unit_test(test_q4_Kx_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
