@@ -33,8 +33,8 @@ typedef struct pt_state {
     /* q8_0 / q4_0 in blocks of 32: a row is a ggml block row, dequantized
      * with the SIMD block decoder of the weight kernels (keys row by row
      * against the f32 query; values a few rows at a time into the f32
-     * attention kernel). A Q8_0 query, as llama.cpp uses, would double the
-     * q8_0 cache's attention error. */
+     * attention kernel). A Q8_0 query and int8 dots, as llama.cpp uses, add
+     * more error than the q8_0 cache's own (docs/kv-quantization.md). */
     const kvq_type_traits *blk;
     const kvq_attn_kernels *kern;
 } pt_state;

@@ -148,13 +148,14 @@ int cmd_bench(int argc, char **argv) {
                 kv_at = rr.bytes_used;
             }
             if (rc) break;
-            stats st = summarize(v, (int)reps);
             /* bytes read per decode step: every weight once plus the whole cache (average over the run) */
             double kv_read = (double)kv_at - r.bytes_per_token * n_gen / 2.0;
             double bytes = (double)wbytes + (kv_read > 0 ? kv_read : 0);
+            /* per-run ratios first: summarize sorts v in place */
+            for (int i = 0; i < reps; i++) ratio[i] = refs[i] > 0 ? bytes * v[i] / 1e9 / refs[i] : 0;
+            stats st = summarize(v, (int)reps);
             double gbs = bytes * st.med / 1e9, ref = bytes < 24e6 ? l3 : dram, frac = 0;
             if (fbw && bytes >= 24e6) {
-                for (int i = 0; i < reps; i++) ratio[i] = refs[i] > 0 ? bytes * v[i] / 1e9 / refs[i] : 0;
                 frac = summarize(ratio, (int)reps).med;
                 ref = summarize(refs, (int)reps).med;
             } else if (ref > 0) {
