@@ -1,5 +1,6 @@
 /* AVX2 + FMA + F16C kernels. */
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "quant_ref.h"
@@ -181,63 +182,50 @@ T_AVX2 static inline int hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) {
-    const kvq_block_q4_K *a = w;
+/* Q4_K and Q5_K x Q8_K in one kernel: five (a constant after inlining) adds
+ * the fifth bit from qh. The two block layouts share d, dmin and the scales. */
+T_AVX2 static inline __attribute__((always_inline)) float k45_dot(const void *w, const void *x, int64_t n,
+                                                                  const bool five) {
+    const kvq_block_q4_K *a4 = w;
+    const kvq_block_q5_K *a5 = w;
+#define K45(i, field) (five ? a5[i].field : a4[i].field)
     const kvq_block_q8_K *b = x;
     __m256 accf = _mm256_setzero_ps();
     float summ = 0;
     for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
         __m256i acc = _mm256_setzero_si256();
         uint8_t sc[8], mn[8];
-        kvq_k4_scales_mins(a[i].scales, sc, mn);
-        const uint8_t *q = a[i].qs;
+        kvq_k4_scales_mins(K45(i, scales), sc, mn);
+        const uint8_t *q = K45(i, qs);
         const int8_t *y = b[i].qs;
+        const __m256i hb = five ? _mm256_loadu_si256((const __m256i *)a5[i].qh) : _mm256_setzero_si256();
         for (int c = 0; c < 4; c++, q += 32, y += 64) {
             __m256i raw = _mm256_loadu_si256((const __m256i *)q);
             __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi8(15));
             __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(15));
+            if (five) {
+                __m256i m1b = _mm256_set1_epi8((char)(1 << (2 * c))), m2b = _mm256_set1_epi8((char)(2 << (2 * c)));
+                /* high bit: 16 where qh has this sub-block's bit */
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m1b), m1b),
+                                                          _mm256_set1_epi8(16)));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m2b), m2b),
+                                                          _mm256_set1_epi8(16)));
+            }
             __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
             __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c])));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1])));
         }
         /* one vector accumulator across blocks: no horizontal sum per block */
-        accf = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * _cvtsh_ss(a[i].d)), _mm256_cvtepi32_ps(acc), accf);
-        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)kvq_k_mins_dot(mn, b[i].bsums);
+        accf = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * _cvtsh_ss(K45(i, d))), _mm256_cvtepi32_ps(acc), accf);
+        summ += b[i].d * _cvtsh_ss(K45(i, dmin)) * (float)kvq_k_mins_dot(mn, b[i].bsums);
     }
+#undef K45
     return kvq_hsum8(accf) - summ;
 }
 
-T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) {
-    const kvq_block_q5_K *a = w;
-    const kvq_block_q8_K *b = x;
-    __m256 accf = _mm256_setzero_ps();
-    float summ = 0;
-    for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
-        __m256i acc = _mm256_setzero_si256();
-        uint8_t sc[8], mn[8];
-        kvq_k4_scales_mins(a[i].scales, sc, mn);
-        const uint8_t *q = a[i].qs;
-        const int8_t *y = b[i].qs;
-        __m256i hb = _mm256_loadu_si256((const __m256i *)a[i].qh);
-        for (int c = 0; c < 4; c++, q += 32, y += 64) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)q);
-            __m256i m1b = _mm256_set1_epi8((char)(1 << (2 * c))), m2b = _mm256_set1_epi8((char)(2 << (2 * c)));
-            /* high bit: 16 where qh has this sub-block's bit */
-            __m256i h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m1b), m1b), _mm256_set1_epi8(16));
-            __m256i h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m2b), m2b), _mm256_set1_epi8(16));
-            __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, _mm256_set1_epi8(15)), h0);
-            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(15)), h1);
-            __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
-            __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c])));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1])));
-        }
-        accf = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * _cvtsh_ss(a[i].d)), _mm256_cvtepi32_ps(acc), accf);
-        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)kvq_k_mins_dot(mn, b[i].bsums);
-    }
-    return kvq_hsum8(accf) - summ;
-}
+T_AVX2 static float q4_K_dot(const void *w, const void *x, int64_t n) { return k45_dot(w, x, n, false); }
+T_AVX2 static float q5_K_dot(const void *w, const void *x, int64_t n) { return k45_dot(w, x, n, true); }
 
 T_AVX2 static float q6_K_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q6_K *a = w;

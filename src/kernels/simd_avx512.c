@@ -1,5 +1,6 @@
 /* AVX-512 (F, BW, VL, DQ, VNNI) kernels. */
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "quant_ref.h"
@@ -180,12 +181,18 @@ T_512 static float q6_K_dot(const void *w, const void *x, int64_t n) {
     return _mm512_reduce_add_ps(acc) - corr;
 }
 
-/* q5_K x q8_K. The low nibbles of qs bytes 0..63 are sub-blocks 0 and 2,
+/* Q4_K and Q5_K x Q8_K in one kernel; five (a constant after inlining) adds
+ * the fifth bit. The low nibbles of qs bytes 0..63 are sub-blocks 0 and 2,
  * the high ones 1 and 3; one 128-bit-lane shuffle puts them in the natural
  * order of the activations. Bit j of qh[l] is the fifth bit of value l of
- * sub-block j: a per-64-bit-lane rotate brings it to bit 4 of the same byte. */
-T_512 static float q5_K_dot(const void *w, const void *x, int64_t n) {
-    const kvq_block_q5_K *a = w;
+ * sub-block j: a per-64-bit-lane rotate brings it to bit 4 of the same byte.
+ * (Q4_K decode in kvq_matmul uses gemv_q4_K.c, which reads aligned lines;
+ * this is the trait-table kernel for other callers.) */
+T_512 static inline __attribute__((always_inline)) float k45_dot(const void *w, const void *x, int64_t n,
+                                                                 const bool five) {
+    const kvq_block_q4_K *a4 = w;
+    const kvq_block_q5_K *a5 = w;
+#define K45(i, field) (five ? a5[i].field : a4[i].field)
     const kvq_block_q8_K *b = x;
     const __m512i m4 = _mm512_set1_epi8(0x0F), m10 = _mm512_set1_epi8(0x10);
     /* rotate left by 4 - j for the qwords of sub-block j (right by j - 4 past 4) */
@@ -197,66 +204,37 @@ T_512 static float q5_K_dot(const void *w, const void *x, int64_t n) {
     float summ = 0;
     for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
         uint8_t sc[8], mn[8];
-        kvq_k4_scales_mins(a[i].scales, sc, mn);
+        kvq_k4_scales_mins(K45(i, scales), sc, mn);
         uint64_t sc64;
         memcpy(&sc64, sc, 8);
         const __m512i scv = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc64));
-        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)a[i].qh));
+        const __m512i qh =
+            five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)a5[i].qh)) : _mm512_setzero_si512();
         __m512i t = _mm512_setzero_si512();
         /* unrolled, or q[] and rot[] live on the stack */
         _Pragma("GCC unroll 2") for (int c = 0; c < 2; c++) {
-            const __m512i raw = _mm512_loadu_si512(a[i].qs + 64 * c);
+            const __m512i raw = _mm512_loadu_si512(K45(i, qs) + 64 * c);
             const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
             /* [sub 4c | sub 4c+1] and [sub 4c+2 | sub 4c+3] */
             __m512i q[2] = {_mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_shuffle_i64x2(lo, hi, 0xEE)};
             _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
                 const int j = 4 * c + 2 * k; /* first sub-block of q[k] */
-                q[k] = _mm512_or_si512(q[k], _mm512_and_si512(_mm512_rolv_epi64(qh, rot[j / 2]), m10));
+                if (five) q[k] = _mm512_or_si512(q[k], _mm512_and_si512(_mm512_rolv_epi64(qh, rot[j / 2]), m10));
                 const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[k], _mm512_loadu_si512(b[i].qs + 32 * j));
                 /* |p| <= 4 * 31 * 127 and scales < 64: madd_epi16 is exact */
                 const __m512i s = _mm512_permutexvar_epi32(_mm512_add_epi32(half, _mm512_set1_epi32(j)), scv);
                 t = _mm512_add_epi32(t, _mm512_madd_epi16(p, s));
             }
         }
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(a[i].d) * b[i].d), acc);
-        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)kvq_k_mins_dot(mn, b[i].bsums);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(K45(i, d)) * b[i].d), acc);
+        summ += b[i].d * _cvtsh_ss(K45(i, dmin)) * (float)kvq_k_mins_dot(mn, b[i].bsums);
     }
+#undef K45
     return _mm512_reduce_add_ps(acc) - summ;
 }
 
-/* q4_K x q8_K: q5_K's kernel without the fifth bit. (Decode in kvq_matmul
- * uses gemv_q4_K.c, which also reads aligned lines; this is the trait-table
- * kernel for other callers.) */
-T_512 static float q4_K_dot(const void *w, const void *x, int64_t n) {
-    const kvq_block_q4_K *a = w;
-    const kvq_block_q8_K *b = x;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512 acc = _mm512_setzero_ps();
-    float summ = 0;
-    for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
-        uint8_t sc[8], mn[8];
-        kvq_k4_scales_mins(a[i].scales, sc, mn);
-        uint64_t sc64;
-        memcpy(&sc64, sc, 8);
-        const __m512i scv = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc64));
-        __m512i t = _mm512_setzero_si512();
-        _Pragma("GCC unroll 2") for (int c = 0; c < 2; c++) {
-            const __m512i raw = _mm512_loadu_si512(a[i].qs + 64 * c);
-            const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
-            const __m512i q[2] = {_mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_shuffle_i64x2(lo, hi, 0xEE)};
-            _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
-                const int j = 4 * c + 2 * k;
-                const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[k], _mm512_loadu_si512(b[i].qs + 32 * j));
-                const __m512i s = _mm512_permutexvar_epi32(_mm512_add_epi32(half, _mm512_set1_epi32(j)), scv);
-                t = _mm512_add_epi32(t, _mm512_madd_epi16(p, s)); /* exact: |p| <= 4 * 15 * 127, scales < 64 */
-            }
-        }
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(_cvtsh_ss(a[i].d) * b[i].d), acc);
-        summ += b[i].d * _cvtsh_ss(a[i].dmin) * (float)kvq_k_mins_dot(mn, b[i].bsums);
-    }
-    return _mm512_reduce_add_ps(acc) - summ;
-}
+T_512 static float q4_K_dot(const void *w, const void *x, int64_t n) { return k45_dot(w, x, n, false); }
+T_512 static float q5_K_dot(const void *w, const void *x, int64_t n) { return k45_dot(w, x, n, true); }
 
 void kvq_simd_install_avx512(kvq_type_traits *t) {
     t[KVQ_TYPE_Q4_K].vec_dot = q4_K_dot;
