@@ -1,11 +1,11 @@
 #include "gemm_i8.h"
 
 #include <immintrin.h>
-#include <math.h>
 #include <string.h>
 
 #include "../core/cpu.h"
 #include "quant_ref.h"
+#include "simd_x86.h"
 
 #define GT 16 /* tokens per group: one int32 lane each */
 #define MAX_R 4
@@ -118,25 +118,7 @@ static inline void w_scale(kvq_type t, const uint8_t *row, int64_t b, float *s, 
 }
 
 /* ------------------------------------------------------------ activations */
-static void quant_block_ref(const float *x, int8_t *q, float *d) {
-    float amax = 0;
-    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
-    *d = amax / 127.0f;
-    float id = *d ? 1.0f / *d : 0.0f;
-    for (int i = 0; i < 32; i++) q[i] = (int8_t)lrintf(x[i] * id);
-}
-
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-
-T_512 static void quant_block_512(const float *x, int8_t *q, float *d) {
-    __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
-    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
-    *d = amax / 127.0f;
-    __m512 id = _mm512_set1_ps(*d ? 1.0f / *d : 0.0f);
-    /* cvtps rounds to nearest even under the default MXCSR, as lrintf does */
-    _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, id))));
-    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, id))));
-}
 
 void kvq_gemm_i8_quant(kvq_type t, const float *X, int64_t cols, int n, int64_t g0, int64_t g1, void *act, int isa) {
     const int64_t nb = cols / 32;
@@ -151,9 +133,9 @@ void kvq_gemm_i8_quant(kvq_type t, const float *X, int64_t cols, int n, int64_t 
                 float d = 0;
                 if (tok < n) {
                     if (isa == KVQ_ISA_AVX512)
-                        quant_block_512(X + tok * cols + b * 32, q, &d);
+                        kvq_quant32_512(X + tok * cols + b * 32, q, &d);
                     else
-                        quant_block_ref(X + tok * cols + b * 32, q, &d);
+                        kvq_quant32_ref(X + tok * cols + b * 32, q, &d);
                 } else {
                     memset(q, 0, sizeof q);
                 }

@@ -1,10 +1,11 @@
 #include "gemv_q4_0.h"
 
 #include <immintrin.h>
-#include <math.h>
 #include <string.h>
 
 #include "../core/cpu.h"
+#include "quant_ref.h"
+#include "simd_x86.h"
 #include "types.h"
 
 /* Four blocks: elements 0..15 of block l at lo[16l..], 16..31 at hi[16l..];
@@ -20,19 +21,17 @@ static int64_t n_chunks(int64_t cols) { return (cols / 32 + 3) / 4; }
 
 size_t kvq_q4_0x4_act_size(int64_t cols) { return (size_t)n_chunks(cols) * sizeof(q4x4_act); }
 
-void kvq_q4_0x4_quant_ref(const float *x, void *act, int64_t cols) {
+/* quant32: kvq_quant32_ref or its AVX-512 twin (the same bytes) */
+static void quant_with(void (*quant32)(const float *, int8_t *, float *), const float *x, void *act, int64_t cols) {
     const int64_t nb = cols / 32;
     q4x4_act *a = act;
     memset(a, 0, kvq_q4_0x4_act_size(cols)); /* padding blocks of the last chunk stay zero */
     for (int64_t b = 0; b < nb; b++) {
-        const float *v = x + b * 32;
-        float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
-        const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
         q4x4_act *ch = a + b / 4;
         const int l = (int)(b % 4);
         int8_t q[32];
-        for (int i = 0; i < 32; i++) q[i] = (int8_t)lrintf(v[i] * id);
+        float d;
+        quant32(x + b * 32, q, &d);
         memcpy(ch->lo + 16 * l, q, 16);
         memcpy(ch->hi + 16 * l, q + 16, 16);
         for (int m = 0; m < 4; m++) {
@@ -42,6 +41,12 @@ void kvq_q4_0x4_quant_ref(const float *x, void *act, int64_t cols) {
             ch->c[4 * l + m] = -8 * s;
         }
     }
+}
+
+void kvq_q4_0x4_quant_ref(const float *x, void *act, int64_t cols) { quant_with(kvq_quant32_ref, x, act, cols); }
+
+void kvq_q4_0x4_quant(const float *x, void *act, int64_t cols) {
+    quant_with(kvq_isa_vbmi() ? kvq_quant32_512 : kvq_quant32_ref, x, act, cols);
 }
 
 float kvq_q4_0x4_dot_ref(const void *w, const void *act, int64_t cols) {
@@ -61,37 +66,6 @@ float kvq_q4_0x4_dot_ref(const void *w, const void *act, int64_t cols) {
 }
 
 #define T_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")))
-
-/* The same quantization as kvq_q4_0x4_quant_ref: cvtps rounds to nearest
- * even under the default MXCSR, as lrintf does. */
-T_VBMI static void quant_vbmi(const float *x, void *act, int64_t cols) {
-    const int64_t nb = cols / 32;
-    q4x4_act *a = act;
-    memset(a, 0, kvq_q4_0x4_act_size(cols));
-    for (int64_t b = 0; b < nb; b++) {
-        q4x4_act *ch = a + b / 4;
-        const int l = (int)(b % 4);
-        __m512 u = _mm512_loadu_ps(x + 32 * b), v = _mm512_loadu_ps(x + 32 * b + 16);
-        const float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(u), _mm512_abs_ps(v))) / 127.0f;
-        const __m512 id = _mm512_set1_ps(d ? 1.0f / d : 0.0f);
-        __m512i qu = _mm512_cvtps_epi32(_mm512_mul_ps(u, id)), qv = _mm512_cvtps_epi32(_mm512_mul_ps(v, id));
-        _mm_storeu_si128((__m128i *)(ch->lo + 16 * l), _mm512_cvtsepi32_epi8(qu));
-        _mm_storeu_si128((__m128i *)(ch->hi + 16 * l), _mm512_cvtsepi32_epi8(qv));
-        int32_t s[16];
-        _mm512_storeu_si512(s, _mm512_add_epi32(qu, qv));
-        for (int m = 0; m < 4; m++) {
-            ch->dx[4 * l + m] = d;
-            ch->c[4 * l + m] = -8 * (s[4 * m] + s[4 * m + 1] + s[4 * m + 2] + s[4 * m + 3]);
-        }
-    }
-}
-
-void kvq_q4_0x4_quant(const float *x, void *act, int64_t cols) {
-    if (kvq_isa_vbmi())
-        quant_vbmi(x, act, cols);
-    else
-        kvq_q4_0x4_quant_ref(x, act, cols);
-}
 
 /* One chunk (four blocks, 72 bytes) found at byte offset s of the 128 bytes
  * l0:l1. Byte 16l+i of the gathered nibbles is qs[i] of block l, at offset

@@ -1,10 +1,8 @@
 #include "gemv_q4_K.h"
 
 #include <immintrin.h>
-#include <math.h>
 #include <string.h>
 
-#include "../core/cpu.h"
 #include "quant_ref.h"
 #include "simd_x86.h"
 #include "types.h"
@@ -23,32 +21,28 @@ static const int ORDER[8] = {0, 2, 1, 3, 4, 6, 5, 7};
 
 size_t kvq_q4_Kx_act_size(int64_t cols) { return (size_t)(cols / KVQ_QK_K) * sizeof(q4Kx_act); }
 
-static void put_block(q4Kx_act *a, const int8_t q[256], float d) {
-    for (int k = 0; k < 8; k++) memcpy(a->x + 32 * k, q + 32 * ORDER[k], 32);
-    for (int j = 0; j < 8; j++) {
-        int s = 0;
-        for (int i = 0; i < 32; i++) s += q[32 * j + i];
-        a->bsum[j] = s;
-    }
-    a->d = d;
+/* A Q8_K block laid out for the kernel: the Q8_K sums of 16 values, paired. */
+static void put_block(q4Kx_act *a, const kvq_block_q8_K *y) {
+    for (int k = 0; k < 8; k++) memcpy(a->x + 32 * k, y->qs + 32 * ORDER[k], 32);
+    for (int j = 0; j < 8; j++) a->bsum[j] = y->bsums[2 * j] + y->bsums[2 * j + 1];
+    a->d = y->d;
     memset(a->pad, 0, sizeof a->pad);
 }
 
-/* Q8_K's quantization: one scale per 256 values, values clamped to +-127. */
-void kvq_q4_Kx_quant_ref(const float *x, void *act, int64_t cols) {
+static void quant_with(kvq_from_float_fn q8_K, const float *x, void *act, int64_t cols) {
     q4Kx_act *a = act;
     for (int64_t b = 0; b < cols / KVQ_QK_K; b++) {
-        const float *v = x + b * KVQ_QK_K;
-        float amax = 0;
-        for (int i = 0; i < KVQ_QK_K; i++) amax = fmaxf(amax, fabsf(v[i]));
-        const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-        int8_t q[256];
-        for (int i = 0; i < KVQ_QK_K; i++) {
-            long r = lrintf(v[i] * id);
-            q[i] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
-        }
-        put_block(a + b, q, d);
+        kvq_block_q8_K y;
+        q8_K(x + b * KVQ_QK_K, &y, KVQ_QK_K);
+        put_block(a + b, &y);
     }
+}
+
+void kvq_q4_Kx_quant_ref(const float *x, void *act, int64_t cols) { quant_with(kvq_q8_K_from_float_ref, x, act, cols); }
+
+/* the active ISA's Q8_K quantizer (SIMD on AVX-512) */
+void kvq_q4_Kx_quant(const float *x, void *act, int64_t cols) {
+    quant_with(kvq_traits(KVQ_TYPE_Q8_K)->from_float, x, act, cols);
 }
 
 float kvq_q4_Kx_dot_ref(const void *w, const void *act, int64_t cols) {
@@ -77,31 +71,6 @@ float kvq_q4_Kx_dot_ref(const void *w, const void *act, int64_t cols) {
 
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
-T_512 static void quant_512(const float *x, void *act, int64_t cols) {
-    q4Kx_act *a = act;
-    for (int64_t b = 0; b < cols / KVQ_QK_K; b++) {
-        const float *v = x + b * KVQ_QK_K;
-        __m512 m = _mm512_setzero_ps();
-        for (int i = 0; i < KVQ_QK_K; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(v + i)));
-        const float d = _mm512_reduce_max_ps(m) / 127.0f;
-        const __m512 id = _mm512_set1_ps(d ? 1.0f / d : 0.0f);
-        const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
-        int8_t q[256];
-        for (int i = 0; i < KVQ_QK_K; i += 16) {
-            __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), id));
-            r = _mm512_max_epi32(_mm512_min_epi32(r, lim), nlim);
-            _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtepi32_epi8(r));
-        }
-        put_block(a + b, q, d);
-    }
-}
-
-void kvq_q4_Kx_quant(const float *x, void *act, int64_t cols) {
-    if (kvq_isa_active() == KVQ_ISA_AVX512)
-        quant_512(x, act, cols);
-    else
-        kvq_q4_Kx_quant_ref(x, act, cols);
-}
 
 /* One block whose 144 bytes start at byte s (0, 16, 32 or 48) of the three
  * aligned lines l0 l1 l2. Accumulates d_w*d_x*sum(sc*p) into f and

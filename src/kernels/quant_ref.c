@@ -64,6 +64,13 @@ void kvq_q8_0_from_float_ref(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < KVQ_QK8_0; j++) y[b].qs[j] = (int8_t)nearest_int(x[j] * id);
     }
 }
+void kvq_quant32_ref(const float *x, int8_t q[32], float *d) {
+    float amax = 0;
+    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+    *d = amax / 127.0f;
+    float id = *d ? 1.0f / *d : 0.0f;
+    for (int i = 0; i < 32; i++) q[i] = (int8_t)nearest_int(x[i] * id);
+}
 void kvq_q8_0_to_float_ref(const void *src, float *dst, int64_t n) {
     const kvq_block_q8_0 *x = src;
     for (int64_t b = 0; b < n / KVQ_QK8_0; b++) {

@@ -21,6 +21,11 @@ KVQ_DECL_REF(q5_K)
 KVQ_DECL_REF(q6_K)
 KVQ_DECL_REF(q8_K)
 
+/* 32 values to int8 with a float scale d = amax / 127 (the activations of
+ * kvq's int8 prefill GEMM and Q4_0 decode kernel: Q8_0's arithmetic without
+ * rounding d to fp16). */
+void kvq_quant32_ref(const float *x, int8_t q[32], float *d);
+
 /* Six-bit scale/min pair j of a q4_K/q5_K block. */
 static inline void kvq_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {

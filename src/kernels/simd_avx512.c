@@ -236,7 +236,30 @@ T_512 static inline __attribute__((always_inline)) float k45_dot(const void *w, 
 T_512 static float q4_K_dot(const void *w, const void *x, int64_t n) { return k45_dot(w, x, n, false); }
 T_512 static float q5_K_dot(const void *w, const void *x, int64_t n) { return k45_dot(w, x, n, true); }
 
+/* Q8_K activations (the partner of the K-quants): the scalar reference's
+ * arithmetic; cvtps rounds to nearest even under the default MXCSR, as
+ * lrintf does. */
+T_512 static void q8_K_from_float(const float *src, void *dst, int64_t n) {
+    kvq_block_q8_K *y = dst;
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    for (int64_t b = 0; b < n / KVQ_QK_K; b++) {
+        const float *v = src + b * KVQ_QK_K;
+        __m512 m = _mm512_setzero_ps();
+        for (int i = 0; i < KVQ_QK_K; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(v + i)));
+        const float d = _mm512_reduce_max_ps(m) / 127.0f;
+        const __m512 id = _mm512_set1_ps(d ? 1.0f / d : 0.0f);
+        y[b].d = d;
+        for (int i = 0; i < KVQ_QK_K; i += 16) {
+            __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), id));
+            r = _mm512_max_epi32(_mm512_min_epi32(r, lim), nlim);
+            _mm_storeu_si128((__m128i *)(y[b].qs + i), _mm512_cvtepi32_epi8(r));
+            y[b].bsums[i / 16] = (int16_t)_mm512_reduce_add_epi32(r);
+        }
+    }
+}
+
 void kvq_simd_install_avx512(kvq_type_traits *t) {
+    t[KVQ_TYPE_Q8_K].from_float = q8_K_from_float;
     t[KVQ_TYPE_Q4_K].vec_dot = q4_K_dot;
     t[KVQ_TYPE_Q5_K].vec_dot = q5_K_dot;
     t[KVQ_TYPE_Q6_K].vec_dot = q6_K_dot;

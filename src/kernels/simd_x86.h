@@ -1,6 +1,7 @@
 /* Small x86 helpers shared by the SIMD kernel files. Most have the target
  * AVX2 + FMA + F16C, a subset of every SIMD file's, so they inline into AVX2
- * and AVX-512 functions alike; kvq_exp512 is for AVX-512 functions only. */
+ * and AVX-512 functions alike; kvq_exp512 and kvq_quant32_512 are for AVX-512
+ * functions only. */
 #ifndef KVQ_KERNELS_SIMD_X86_H
 #define KVQ_KERNELS_SIMD_X86_H
 #include <immintrin.h>
@@ -31,6 +32,18 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))) stat
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, fi);
+}
+
+/* kvq_quant32_ref with AVX-512, the same bytes: cvtps rounds to nearest even
+ * under the default MXCSR, as lrintf does. For AVX-512 functions only. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))) static inline void
+kvq_quant32_512(const float *x, int8_t *q, float *d) {
+    __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    *d = amax / 127.0f;
+    __m512 id = _mm512_set1_ps(*d ? 1.0f / *d : 0.0f);
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, id))));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, id))));
 }
 
 /* sum_j mins[j] * (bsums[2j] + bsums[2j+1]) for the 8 sub-blocks of 32 */
