@@ -76,6 +76,25 @@ void kvq_rope_apply(float *x, int n_heads, int head_dim, int n_rot, bool neox, c
     }
 }
 
+/* Decode kernels with their own activation layout (gemv_q4_0.h, gemv_q4_K.h):
+ * the activations are laid out once per product in the order the weight
+ * nibbles come out of a block. NULL when the type uses its trait-table dot. */
+typedef void (*kvq_rows_fn)(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y);
+typedef struct own_layout {
+    size_t (*act_size)(int64_t cols);
+    void (*quant)(const float *x, void *act, int64_t cols);
+    kvq_vec_dot_fn dot;
+    kvq_rows_fn rows; /* the dot inlined into a row loop: matters for short rows */
+} own_layout;
+
+static const own_layout *own_layout_for(kvq_type t) {
+    static const own_layout Q4_0 = {kvq_q4_0x4_act_size, kvq_q4_0x4_quant, kvq_q4_0x4_dot_vbmi, kvq_q4_0x4_rows_vbmi};
+    static const own_layout Q4_K = {kvq_q4_Kx_act_size, kvq_q4_Kx_quant, kvq_q4_Kx_dot_512, kvq_q4_Kx_rows_512};
+    if (t == KVQ_TYPE_Q4_0 && kvq_isa_vbmi()) return &Q4_0;
+    if (t == KVQ_TYPE_Q4_K && kvq_isa_active() == KVQ_ISA_AVX512) return &Q4_K;
+    return NULL;
+}
+
 size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
     const kvq_type_traits *t = kvq_traits(wtype);
     if (!t || t->dot_type == KVQ_TYPE_F32) return 0;
@@ -84,12 +103,9 @@ size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
         size_t a = kvq_gemm_i8_act_size(cols, n);
         if (a > s) s = a;
     }
-    if (wtype == KVQ_TYPE_Q4_0 && cols % 32 == 0) {
-        size_t a = kvq_q4_0x4_act_size(cols) * (size_t)n;
-        if (a > s) s = a;
-    }
-    if (wtype == KVQ_TYPE_Q4_K && cols % KVQ_QK_K == 0) {
-        size_t a = kvq_q4_Kx_act_size(cols) * (size_t)n;
+    const own_layout *own = own_layout_for(wtype);
+    if (own) {
+        size_t a = own->act_size(cols) * (size_t)n;
         if (a > s) s = a;
     }
     return s;
@@ -168,22 +184,14 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
     const void *xq = X;
     size_t xrow = (size_t)cols * sizeof(float);
     kvq_vec_dot_fn dot = t->vec_dot;
-    /* row-range kernels: the dot inlined into the row loop (short rows) */
-    void (*rows_fn)(const void *, size_t, int, const void *, int64_t, float *) = NULL;
-    if (W[0].type == KVQ_TYPE_Q4_0 && kvq_isa_vbmi()) {
-        /* activations laid out once for the VBMI kernel (gemv_q4_0.h) */
-        xrow = kvq_q4_0x4_act_size(cols);
-        for (int i = 0; i < n; i++) kvq_q4_0x4_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
+    kvq_rows_fn rows_fn = NULL;
+    const own_layout *own = own_layout_for(W[0].type);
+    if (own) {
+        xrow = own->act_size(cols);
+        for (int i = 0; i < n; i++) own->quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
-        dot = kvq_q4_0x4_dot_vbmi;
-        rows_fn = kvq_q4_0x4_rows_vbmi;
-    } else if (W[0].type == KVQ_TYPE_Q4_K && kvq_isa_active() == KVQ_ISA_AVX512) {
-        /* the same for Q4_K (gemv_q4_K.h) */
-        xrow = kvq_q4_Kx_act_size(cols);
-        for (int i = 0; i < n; i++) kvq_q4_Kx_quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
-        xq = qbuf;
-        dot = kvq_q4_Kx_dot_512;
-        rows_fn = kvq_q4_Kx_rows_512;
+        dot = own->dot;
+        rows_fn = own->rows;
     } else if (t->dot_type != KVQ_TYPE_F32) {
         const kvq_type_traits *dt = kvq_traits(t->dot_type);
         xrow = kvq_row_size((int)t->dot_type, cols);
