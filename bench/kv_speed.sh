@@ -3,14 +3,8 @@
 # Synthetic llama3.2-1b (random weights: speed and memory only), Q4_0 weights so that the KV cache
 # is a large share of the bytes read per token.
 #   bench/kv_speed.sh [MODEL_DIR]      (default /tmp/kvq-synth)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-KVQ=build/kvq
-DIR=${1:-/tmp/kvq-synth}
-OUT=bench/results
-mkdir -p "$DIR" "$OUT"
-f=$DIR/llama3.2-1b-q4_0.gguf
-[ -f "$f" ] || $KVQ synth --preset llama3.2-1b --type q4_0 -o "$f" >/dev/null
+source "$(dirname "$0")/synth_env.sh" "$@"
+f=$(synth_model llama3.2-1b q4_0)
 $KVQ bench -m "$f" --kv f16 --kv kivi:k4v2 --kv kivi:k2v2 --kv q8_0 --kv q4_0 -p 0 -n 16 --depth 4096,32768 \
     -r ${REPS:-5} --json > $OUT/kv-speed-llama3.2-1b-q4_0.json
 python3 - $OUT/kv-speed-llama3.2-1b-q4_0.json <<'PY'

@@ -2,17 +2,11 @@
 # Speed of kvq on synthetic models (random weights: speed and memory only).
 # Writes bench/results/speed-*.json and prints a markdown table.
 #   bench/speed.sh [MODEL_DIR]      (default /tmp/kvq-synth; files are 0.1-2.5 GB each)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-KVQ=build/kvq
-DIR=${1:-/tmp/kvq-synth}
-OUT=bench/results
-mkdir -p "$DIR" "$OUT"
+source "$(dirname "$0")/synth_env.sh" "$@"
 REPS=${REPS:-3}
 for preset in stories110m llama3.2-1b; do
   for type in f16 q8_0 q4_0 q4_K; do
-    f=$DIR/$preset-$type.gguf
-    [ -f "$f" ] || $KVQ synth --preset $preset --type $type -o "$f" >/dev/null 2>&1
+    f=$(synth_model $preset $type)
     depths=0,4096,32768
     $KVQ bench -m "$f" --kv f16 -p 512 -n 16 --depth $depths -r $REPS --json > "$OUT/speed-$preset-$type.json"
   done
