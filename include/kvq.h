@@ -67,6 +67,19 @@ typedef struct kvq_model_info {
 
 kvq_status kvq_model_get_info(const kvq_model *m, kvq_model_info *info);
 
+/* A second (third, ...) set of weights for the same model, which a pass can
+ * select with kvq_eval_opts.weight_set (QuantSpec's draft). `source` is a
+ * tensor type name ("q4_0", "q4_K", "q8_0"): the large matrices are
+ * requantized from the model's own weights; or the path of another file of
+ * the same model (same architecture and shapes), whose matrices are used.
+ * Norms, embeddings and other small tensors are shared, not copied. Call it
+ * before creating contexts: it changes the model. *index receives the set's
+ * number (1, 2, ...). */
+kvq_status kvq_model_add_weight_set(kvq_model *m, const char *source, int32_t n_threads, int32_t *index);
+int32_t    kvq_model_n_weight_sets(const kvq_model *m);
+/* Bytes the matrices of a weight set read per decode step. */
+uint64_t   kvq_model_weight_set_bytes(const kvq_model *m, int32_t set);
+
 /* One line per tensor: name, type and shape. i in [0, count). */
 int        kvq_model_tensor_count(const kvq_model *m);
 kvq_status kvq_model_tensor_desc(const kvq_model *m, int i, char *buf, size_t cap);
@@ -101,13 +114,26 @@ typedef struct kvq_kv_report {
     char   spec[256];           /* normalized spec */
     double bytes_per_token;     /* all layers, K+V, steady state (amortized over a long context) */
     double bits_per_value;      /* bytes_per_token*8 / (2 * n_layer * n_head_kv * head_dim) */
-    uint64_t bytes_reserved;    /* what the context allocates for n_ctx tokens */
-    uint64_t bytes_used;        /* held right now (contexts only) */
-    int32_t n_tokens;           /* tokens cached right now (contexts only) */
+    uint64_t bytes_reserved;    /* exact bytes of a full context (n_ctx tokens) */
+    uint64_t bytes_used;        /* exact bytes of the tokens held right now (contexts only) */
+    uint64_t bytes_allocated;   /* memory held right now: pages (a partly filled last page counts
+                                   whole) and fixed buffers (contexts only); what a memory cap bounds */
+    uint64_t bytes_alloc_max;   /* bytes_allocated at a full context */
+    int32_t n_tokens;           /* tokens (slots) cached right now (contexts only) */
 } kvq_kv_report;
 
 kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_kv_report *r,
                            char *err, size_t err_cap);
+
+/* A byte budget for KV memory shared by several contexts (a server's
+ * sessions). Contexts draw pages from it as tokens arrive and return them on
+ * truncation and eviction; a step that would pass the cap fails with
+ * KVQ_ERR_CONTEXT_FULL before it changes anything. Thread-safe. */
+typedef struct kvq_kv_pool kvq_kv_pool;
+kvq_status kvq_kv_pool_new(uint64_t cap_bytes, kvq_kv_pool **out);
+void       kvq_kv_pool_free(kvq_kv_pool *p); /* after every context using it */
+uint64_t   kvq_kv_pool_used(const kvq_kv_pool *p);
+uint64_t   kvq_kv_pool_cap(const kvq_kv_pool *p);
 
 typedef struct kvq_ctx kvq_ctx;
 
@@ -116,6 +142,8 @@ typedef struct kvq_ctx_params {
     int32_t     n_batch;     /* max tokens per forward pass chunk (prefill) */
     int32_t     n_threads;   /* 0: all cores */
     const char *kv_spec;     /* "f32", "f16", ... (NULL: "f16") */
+    uint64_t    kv_mem_cap;  /* bytes of KV memory this context may hold (0: no cap) */
+    kvq_kv_pool *kv_pool;    /* shared KV budget (NULL: none) */
     kvq_log_fn  log;
     void       *log_user;
 } kvq_ctx_params;
@@ -129,6 +157,27 @@ void       kvq_ctx_free(kvq_ctx *c);
  * all_logits=false gives only the last token's row; true gives n rows. */
 kvq_status kvq_eval(kvq_ctx *c, const kvq_token *tokens, int n, bool all_logits, float *logits);
 
+/* KV read views: the full cache, or QuantSpec's cheaper draft view (the
+ * upper 4-bit plane of the `hier` codec). */
+enum { KVQ_VIEW_FULL = 0, KVQ_VIEW_DRAFT = 1 };
+
+typedef struct kvq_eval_opts {
+    int32_t view;       /* KVQ_VIEW_FULL or KVQ_VIEW_DRAFT */
+    int32_t weight_set; /* 0: the model's weights; 1..: sets added with kvq_model_add_weight_set */
+    bool prompt_end;    /* these tokens end a prompt: eviction policies (SnapKV) run after them */
+    bool speculative;   /* the tokens stay pending until kvq_ctx_accept (draft / verify passes) */
+    bool all_logits;    /* n rows of logits instead of the last one */
+} kvq_eval_opts;
+
+kvq_eval_opts kvq_eval_default_opts(void);
+/* kvq_eval with the step spelled out. logits: NULL, or room for the rows
+ * all_logits asks for. */
+kvq_status kvq_eval_ex(kvq_ctx *c, const kvq_token *tokens, int n, const kvq_eval_opts *o, float *logits);
+/* Of the pending speculative tokens, the first n are verified (a codec with a
+ * full-precision buffer may now compress them) and the rest are dropped. */
+kvq_status kvq_ctx_accept(kvq_ctx *c, int32_t n);
+int32_t    kvq_ctx_n_pending(const kvq_ctx *c);
+
 /* Research hook: called after each layer's attention with its output rows
  * ([n_rows][row_len], n_head*head_dim each) for the chunk being evaluated.
  * kvq tune uses it to measure attention-output error per layer. */
@@ -140,6 +189,19 @@ int32_t    kvq_ctx_n_ctx(const kvq_ctx *c);
 /* Forgets every token at position >= n (speculative rollback, new prompt). */
 kvq_status kvq_ctx_truncate(kvq_ctx *c, int32_t n);
 kvq_status kvq_ctx_kv_report(const kvq_ctx *c, kvq_kv_report *r);
+/* The tokens at positions [0, n_past): *out points into the context. */
+int32_t    kvq_ctx_tokens(const kvq_ctx *c, const kvq_token **out);
+
+/* Sessions: the KV cache in its compressed form, the position and token
+ * history, the spec and a fingerprint of the model. Loading into a context
+ * with another spec converts the cache through the codecs (a session saved
+ * in f16 can be restored as kivi). A session file is untrusted input: a
+ * wrong model, version, truncation or absurd count is a clear error, and the
+ * context is left empty. */
+kvq_status kvq_ctx_save(const kvq_ctx *c, const char *path);
+kvq_status kvq_ctx_load(kvq_ctx *c, const char *path);
+/* A 64-bit fingerprint of the model: hyperparameters and tensor table. */
+uint64_t   kvq_model_fingerprint(const kvq_model *m);
 
 /* ---------------------------------------------------------------- sampler */
 

@@ -25,6 +25,14 @@ kvq_status kvq_err(const kvq_logger *lg, kvq_status st, const char *fmt, ...) {
     return st;
 }
 
+void kvq_seterr(char *err, size_t cap, const char *fmt, ...) {
+    if (!err || !cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
 const char *kvq_status_str(kvq_status s) {
     switch (s) {
     case KVQ_OK: return "ok";

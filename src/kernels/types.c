@@ -3,6 +3,8 @@
  * override what they accelerate, so an ISA never lacks a kernel. */
 #include "types.h"
 
+#include <strings.h>
+
 #include "../core/cpu.h"
 #include "quant_ref.h"
 #include "simd.h"
@@ -36,6 +38,12 @@ const char *kvq_type_name(int type) {
     if (type < 0 || type >= KVQ_TYPE_COUNT) return NULL;
     return DESC[type].name;
 }
+int kvq_type_parse(const char *name) {
+    for (int t = 0; name && t < KVQ_TYPE_COUNT; t++)
+        if (DESC[t].name && !strcasecmp(DESC[t].name, name)) return t;
+    return -1;
+}
+
 int32_t kvq_type_blck(int type) { return kvq_type_name(type) ? DESC[type].blck : 0; }
 int32_t kvq_type_size(int type) { return kvq_type_name(type) ? DESC[type].size : 0; }
 

@@ -95,6 +95,8 @@ typedef struct kvq_type_traits {
 /* Static description (names and sizes) of any type GGUF can hold; NULL for ids
  * that do not exist. Usable without kernels (parsers). */
 const char *kvq_type_name(int type);
+/* The type id of a name ("q4_0", "Q4_K"; case-insensitive), or -1. */
+int kvq_type_parse(const char *name);
 /* 0 when the type id is unknown or has no fixed block layout. */
 int32_t kvq_type_blck(int type);
 int32_t kvq_type_size(int type);

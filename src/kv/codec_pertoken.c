@@ -21,6 +21,8 @@
 
 enum { PT_ASYM, PT_Q8_0, PT_Q4_0 };
 
+#define PAGE 256
+
 typedef struct pt_cfg { int8_t kind, kb, vb, rot; int16_t g; } pt_cfg;
 
 typedef struct pt_state {
@@ -28,7 +30,10 @@ typedef struct pt_state {
     int ng;          /* groups per head */
     size_t grp;      /* bytes per group (codes + fp16 metadata) for K / V */
     size_t kgrp, vgrp;
-    uint8_t *k, *v;  /* [head][cap][ng][group bytes] */
+    /* a page of PAGE slots holds, per head, PAGE key rows then PAGE value rows
+     * (ng groups each) */
+    kvq_pages pages;
+    size_t krow, vrow, head_bytes;
     kvq_vec_dot_fn dot;
     /* q8_0 / q4_0 in blocks of 32: a row is a ggml block row, dequantized
      * with the SIMD block decoder of the weight kernels (keys row by row
@@ -121,21 +126,26 @@ static kvq_status pt_init(kvq_kv_layer *L) {
     s->ng = L->head_dim / s->c.g;
     s->kgrp = group_bytes(s->c.kind, s->c.g, s->c.kb);
     s->vgrp = group_bytes(s->c.kind, s->c.g, s->c.vb);
-    s->k = malloc((size_t)L->n_head_kv * (size_t)L->cap * s->ng * s->kgrp + 1);
-    s->v = malloc((size_t)L->n_head_kv * (size_t)L->cap * s->ng * s->vgrp + 1);
+    s->krow = (size_t)s->ng * s->kgrp;
+    s->vrow = (size_t)s->ng * s->vgrp;
+    s->head_bytes = (size_t)PAGE * (s->krow + s->vrow);
+    L->page = PAGE;
+    L->page_bytes = s->head_bytes * (size_t)L->n_head_kv;
     s->dot = kvq_traits(KVQ_TYPE_F32)->vec_dot;
     if (s->c.g == 32 && s->c.kind != PT_ASYM) s->blk = kvq_traits(s->c.kind == PT_Q8_0 ? KVQ_TYPE_Q8_0 : KVQ_TYPE_Q4_0);
     s->kern = kvq_attn_kernels_active();
     L->n = 0;
-    return s->k && s->v ? KVQ_OK : KVQ_ERR_NOMEM;
+    return kvq_pages_init(&s->pages, PAGE, L->page_bytes, L->cap, &L->cache->mem);
 }
 
 static void pt_destroy(kvq_kv_layer *L) {
     pt_state *s = L->state;
-    if (s) { free(s->k); free(s->v); }
+    if (s) kvq_pages_free(&s->pages);
     free(s);
     L->state = NULL;
 }
+
+static kvq_status pt_reserve(kvq_kv_layer *L, int n) { return kvq_pages_reserve(&((pt_state *)L->state)->pages, n); }
 
 /* In-place normalized fast Walsh-Hadamard transform (its own inverse). */
 static void hadamard(float *x, int n) {
@@ -210,8 +220,11 @@ static void dequant_group(int kind, const uint8_t *p, int g, int b, float *y) {
         for (int i = 0; i < g; i++) y[i] = d * (float)(((p[2 + i % (g / 2)] >> (4 * (i / (g / 2)))) & 15) - 8);
 }
 
-static inline uint8_t *slot(const kvq_kv_layer *L, const pt_state *s, uint8_t *base, size_t grp, int h, int t) {
-    return base + ((size_t)h * L->cap + (size_t)t) * (size_t)s->ng * grp;
+static inline uint8_t *kslot(const pt_state *s, int h, int t) {
+    return kvq_page(&s->pages, t) + (size_t)h * s->head_bytes + (size_t)(t % PAGE) * s->krow;
+}
+static inline uint8_t *vslot(const pt_state *s, int h, int t) {
+    return kvq_page(&s->pages, t) + (size_t)h * s->head_bytes + (size_t)PAGE * s->krow + (size_t)(t % PAGE) * s->vrow;
 }
 
 static void row_quant(const kvq_kv_layer *L, const pt_state *s, const float *x, int b, uint8_t *dst, size_t grp) {
@@ -227,13 +240,14 @@ static void row_dequant(const kvq_kv_layer *L, const pt_state *s, const uint8_t 
     (void)L;
 }
 
-static kvq_status pt_append(kvq_kv_layer *L, const float *k, const float *v, int n) {
+static kvq_status pt_append(kvq_kv_layer *L, const float *k, const float *v, int n, const int32_t *pos) {
+    (void)pos;
     pt_state *s = L->state;
     const int hd = L->head_dim, nkv = L->n_head_kv;
     for (int t = 0; t < n; t++)
         for (int h = 0; h < nkv; h++) {
-            row_quant(L, s, k + ((size_t)t * nkv + h) * hd, s->c.kb, slot(L, s, s->k, s->kgrp, h, L->n + t), s->kgrp);
-            row_quant(L, s, v + ((size_t)t * nkv + h) * hd, s->c.vb, slot(L, s, s->v, s->vgrp, h, L->n + t), s->vgrp);
+            row_quant(L, s, k + ((size_t)t * nkv + h) * hd, s->c.kb, kslot(s, h, L->n + t), s->kgrp);
+            row_quant(L, s, v + ((size_t)t * nkv + h) * hd, s->c.vb, vslot(s, h, L->n + t), s->vgrp);
         }
     L->n += n;
     return KVQ_OK;
@@ -254,7 +268,7 @@ static void pt_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const f
         qq = qr;
     }
     for (int i = 0; i < n; i++) {
-        const uint8_t *kp = slot(L, s, s->k, s->kgrp, h, t0 + i);
+        const uint8_t *kp = kslot(s, h, t0 + i);
         if (s->blk)
             s->blk->to_float(kp, kr, hd);
         else
@@ -281,12 +295,12 @@ static void pt_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const f
         const int chunk = 4096 / hd;
         for (int i0 = 0; i0 < n; i0 += chunk) {
             const int m = n - i0 < chunk ? n - i0 : chunk;
-            for (int j = 0; j < m; j++) s->blk->to_float(slot(L, s, s->v, s->vgrp, h, t0 + i0 + j), rows + (size_t)j * hd, hd);
+            for (int j = 0; j < m; j++) s->blk->to_float(vslot(s, h, t0 + i0 + j), rows + (size_t)j * hd, hd);
             s->kern->av_f32(rows, m, hd, w + i0, n, n_q, o);
         }
     }
     for (int i = 0; i < n && !s->blk; i++) {
-        row_dequant(L, s, slot(L, s, s->v, s->vgrp, h, t0 + i), s->c.vb, s->vgrp, vr);
+        row_dequant(L, s, vslot(s, h, t0 + i), s->c.vb, s->vgrp, vr);
         for (int g = 0; g < n_q; g++) {
             float wi = w[(size_t)g * n + i];
             for (int d = 0; d < hd; d++) o[g * hd + d] += wi * vr[d];
@@ -308,52 +322,57 @@ static void pt_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, fl
         for (int h = 0; h < nkv; h++) {
             float *kd = k ? k + ((size_t)t * nkv + h) * hd : NULL, *vd = v ? v + ((size_t)t * nkv + h) * hd : NULL;
             if (kd) {
-                row_dequant(L, s, slot(L, s, s->k, s->kgrp, h, t0 + t), s->c.kb, s->kgrp, kd);
+                row_dequant(L, s, kslot(s, h, t0 + t), s->c.kb, s->kgrp, kd);
                 if (s->c.rot) hadamard(kd, hd);
             }
             if (vd) {
-                row_dequant(L, s, slot(L, s, s->v, s->vgrp, h, t0 + t), s->c.vb, s->vgrp, vd);
+                row_dequant(L, s, vslot(s, h, t0 + t), s->c.vb, s->vgrp, vd);
                 if (s->c.rot) hadamard(vd, hd);
             }
         }
 }
 
-static void pt_truncate(kvq_kv_layer *L, int n) { if (n < L->n) L->n = n; }
+static void pt_truncate(kvq_kv_layer *L, int n) {
+    pt_state *s = L->state;
+    if (n < L->n) L->n = n;
+    kvq_pages_release(&s->pages, L->n);
+}
 
+/* Exact: rows move down in place (dst <= src). */
 static kvq_status pt_compact(kvq_kv_layer *L, const int32_t *keep, int n_keep) {
     pt_state *s = L->state;
     for (int h = 0; h < L->n_head_kv; h++)
         for (int j = 0; j < n_keep; j++) {
             int32_t src = keep[(size_t)h * n_keep + j];
-            if (src < j || src >= L->n || (j && src <= keep[(size_t)h * n_keep + j - 1])) return KVQ_ERR_ARG;
-            memmove(slot(L, s, s->k, s->kgrp, h, j), slot(L, s, s->k, s->kgrp, h, src), s->ng * s->kgrp);
-            memmove(slot(L, s, s->v, s->vgrp, h, j), slot(L, s, s->v, s->vgrp, h, src), s->ng * s->vgrp);
+            if (src == j) continue;
+            memcpy(kslot(s, h, j), kslot(s, h, src), s->krow);
+            memcpy(vslot(s, h, j), vslot(s, h, src), s->vrow);
         }
     L->n = n_keep;
+    kvq_pages_release(&s->pages, n_keep);
     return KVQ_OK;
 }
 
-static kvq_status pt_save(const kvq_kv_layer *L, FILE *f) {
+static kvq_status pt_io(const kvq_kv_layer *L, FILE *f, bool wr) {
     const pt_state *s = L->state;
-    for (int h = 0; h < L->n_head_kv; h++)
-        if (fwrite(slot(L, s, s->k, s->kgrp, h, 0), s->ng * s->kgrp, (size_t)L->n, f) != (size_t)L->n ||
-            fwrite(slot(L, s, s->v, s->vgrp, h, 0), s->ng * s->vgrp, (size_t)L->n, f) != (size_t)L->n)
-            return KVQ_ERR_IO;
+    for (int p0 = 0; p0 < L->n; p0 += PAGE) {
+        const size_t m = (size_t)(L->n - p0 < PAGE ? L->n - p0 : PAGE);
+        for (int h = 0; h < L->n_head_kv; h++) {
+            uint8_t *k = kslot(s, h, p0), *v = vslot(s, h, p0);
+            if (wr ? fwrite(k, s->krow, m, f) != m || fwrite(v, s->vrow, m, f) != m
+                   : fread(k, s->krow, m, f) != m || fread(v, s->vrow, m, f) != m)
+                return wr ? KVQ_ERR_IO : KVQ_ERR_FORMAT;
+        }
+    }
     return KVQ_OK;
 }
 
-static kvq_status pt_load(kvq_kv_layer *L, FILE *f) {
-    pt_state *s = L->state;
-    for (int h = 0; h < L->n_head_kv; h++)
-        if (fread(slot(L, s, s->k, s->kgrp, h, 0), s->ng * s->kgrp, (size_t)L->n, f) != (size_t)L->n ||
-            fread(slot(L, s, s->v, s->vgrp, h, 0), s->ng * s->vgrp, (size_t)L->n, f) != (size_t)L->n)
-            return KVQ_ERR_FORMAT;
-    return KVQ_OK;
-}
+static kvq_status pt_save(const kvq_kv_layer *L, FILE *f) { return pt_io(L, f, true); }
+static kvq_status pt_load(kvq_kv_layer *L, FILE *f) { return pt_io(L, f, false); }
 
 #define PT_CODEC(NAME)                                                                                         \
     {.name = NAME, .cfg_size = sizeof(pt_cfg), .configure = pt_configure, .bytes_for = pt_bytes_for,           \
-     .init = pt_init, .destroy = pt_destroy, .append = pt_append, .qk = pt_qk, .av = pt_av, .read = pt_read,    \
+     .init = pt_init, .destroy = pt_destroy, .reserve = pt_reserve, .append = pt_append, .qk = pt_qk, .av = pt_av, .read = pt_read,    \
      .truncate = pt_truncate, .compact = pt_compact, .save = pt_save, .load = pt_load}
 
 const kvq_codec kvq_codec_pertoken = PT_CODEC("pertoken");

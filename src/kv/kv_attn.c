@@ -32,8 +32,11 @@ static void run_item(const kvq_kv_layer *L, const kvq_attn_kernels *K, const ite
     const int hd = L->head_dim;
     for (int g = 0; g < rep; g++) { ml[2 * g] = -INFINITY; ml[2 * g + 1] = 0; }
     memset(acc, 0, (size_t)rep * (size_t)hd * sizeof(float));
-    for (int t0 = it->t0; t0 < it->t1; t0 += TILE) {
-        int n = it->t1 - t0 < TILE ? it->t1 - t0 : TILE;
+    const int P = L->page;
+    for (int t0 = it->t0, n; t0 < it->t1; t0 += n) {
+        n = it->t1 - t0 < TILE ? it->t1 - t0 : TILE;
+        const int pe = (t0 / P + 1) * P; /* codecs read within one page */
+        if (t0 + n > pe) n = pe - t0;
         L->codec->qk(L, view, it->h, t0, n, q, rep, s);
         for (int g = 0; g < rep; g++) {
             float corr = K->softmax_step(s + (size_t)g * n, n, scale, &ml[2 * g], &ml[2 * g + 1]);
@@ -54,11 +57,26 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
     const int max_spans = c->policy->max_spans > 0 ? c->policy->max_spans : 1;
     if (n_threads < 1) n_threads = 1;
 
-    /* Gather the spans each (query, head) reads, cut into chunks. */
-    size_t n_items = 0, cap_items = (size_t)n_q * (size_t)nkv * 4 + 16;
+    /* The spans each (query, head) reads: the policy chooses them in
+     * parallel over heads (selection can cost as much as a short attention). */
+    const int n_sel = n_q * nkv;
+    kvq_span *sp = NULL;
+    int *ns = NULL;
+    if (c->policy->select) {
+        sp = malloc((size_t)n_sel * (size_t)max_spans * sizeof *sp);
+        ns = malloc((size_t)n_sel * sizeof *ns);
+        if (!sp || !ns) { free(sp); free(ns); return KVQ_ERR_NOMEM; }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (n_sel > 1 && n_vis0 >= 1024)
+        for (int i = 0; i < n_sel; i++) {
+            const int qi = i / nkv, h = i % nkv;
+            ns[i] = c->policy->select(c, il, h, q + ((size_t)qi * nh + (size_t)h * rep) * hd, rep, n_vis0 + qi,
+                                      sp + (size_t)i * max_spans, max_spans);
+        }
+    }
+    /* cut into chunks */
+    size_t n_items = 0, cap_items = (size_t)n_sel * 4 + 16;
     item *items = malloc(cap_items * sizeof *items);
-    kvq_span *sp = malloc((size_t)max_spans * sizeof *sp);
-    if (!items || !sp) { free(items); free(sp); return KVQ_ERR_NOMEM; }
+    if (!items) { free(sp); free(ns); return KVQ_ERR_NOMEM; }
     /* chunk length: enough items to keep every thread busy, long enough to amortize */
     int total_vis = n_vis0 + n_q - 1;
     int chunk = n_q * nkv >= 2 * n_threads ? 1 << 30 : CHUNK;
@@ -66,24 +84,27 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
     for (int qi = 0; qi < n_q; qi++) {
         int vis = n_vis0 + qi;
         for (int h = 0; h < nkv; h++) {
-            int ns = c->policy->select ? c->policy->select(c, il, h, q + ((size_t)qi * nh + (size_t)h * rep) * hd, rep,
-                                                           vis, sp, max_spans)
-                                       : -1;
-            if (ns < 0) { sp[0].t0 = 0; sp[0].t1 = vis; ns = 1; }
-            for (int k = 0; k < ns; k++)
-                for (int t0 = sp[k].t0; t0 < sp[k].t1; t0 += chunk) {
+            const int i = qi * nkv + h;
+            kvq_span all = {0, vis};
+            const kvq_span *s = sp ? sp + (size_t)i * max_spans : &all;
+            int n_s = sp ? ns[i] : 1;
+            if (n_s < 0) { s = &all; n_s = 1; }
+            for (int k = 0; k < n_s; k++)
+                /* a policy's span never reaches past what the query may see */
+                for (int t0 = s[k].t0 > 0 ? s[k].t0 : 0, e = s[k].t1 < vis ? s[k].t1 : vis; t0 < e; t0 += chunk) {
                     if (n_items == cap_items) {
                         cap_items *= 2;
                         item *ni = realloc(items, cap_items * sizeof *ni);
-                        if (!ni) { free(items); free(sp); return KVQ_ERR_NOMEM; }
+                        if (!ni) { free(items); free(sp); free(ns); return KVQ_ERR_NOMEM; }
                         items = ni;
                     }
-                    int t1 = sp[k].t1 - t0 > chunk ? t0 + chunk : sp[k].t1;
+                    int t1 = e - t0 > chunk ? t0 + chunk : e;
                     items[n_items++] = (item){qi, h, t0, t1};
                 }
         }
     }
     free(sp);
+    free(ns);
     const size_t per_item = (size_t)rep * (2 + (size_t)hd);
     const size_t per_thread = (size_t)rep * TILE;
     float *buf = scratch(c, n_items * per_item + (size_t)n_threads * per_thread);

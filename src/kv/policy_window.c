@@ -1,8 +1,12 @@
 /* The "window" policy (StreamingLLM-style baseline): each query reads the
- * first `sink` slots (attention sinks) and the most recent `win` slots.
- * It only restricts what is read; the slots in between stay allocated. It
- * exists to show what a cache that drops the middle of a context cannot do
- * (kvq niah). Spec: +window[:sink=4][,win=256]. */
+ * first `sink` slots (attention sinks) and the most recent `win` slots, and
+ * frees the middle: at the end of a step it evicts whole pages between the
+ * sinks and the window, so memory stays bounded (sinks rounded up to a page,
+ * plus the window, plus less than a page) however long the generation runs.
+ * Evicting whole pages keeps a block codec's blocks whole and aligned, so
+ * KIVI re-encodes them to themselves. It exists to show what a cache that
+ * drops the middle of a context cannot do (kvq niah).
+ * Spec: +window[:sink=4][,win=256]. */
 #include <stdlib.h>
 #include <string.h>
 #include "kv.h"
@@ -41,6 +45,23 @@ static int w_select(kvq_kv_cache *c, int il, int h, const float *q, int n_q, int
     return s->sink > 0 ? 2 : (out[0] = out[1], 1);
 }
 
+static kvq_status w_after_step(kvq_kv_cache *c, int il) {
+    const wstate *s = c->pstate;
+    const kvq_kv_layer *L = &c->layers[il];
+    const int P = L->page, head = (s->sink + P - 1) / P * P, tail = L->n - s->win;
+    const int drop = tail > head ? (tail - head) / P * P : 0;
+    if (drop <= 0) return KVQ_OK;
+    const int n_keep = L->n - drop, nkv = c->g.n_head_kv;
+    int32_t *keep = malloc((size_t)n_keep * (size_t)nkv * sizeof *keep);
+    if (!keep) return KVQ_ERR_NOMEM;
+    for (int h = 0; h < nkv; h++)
+        for (int j = 0; j < n_keep; j++) keep[(size_t)h * n_keep + j] = j < head ? j : j + drop;
+    kvq_status st = kvq_kv_compact(c, il, keep, n_keep);
+    free(keep);
+    return st;
+}
+
 const kvq_policy kvq_policy_window = {
-    .name = "window", .init = w_init, .destroy = w_destroy, .select = w_select, .max_spans = 2,
+    .name = "window", .init = w_init, .destroy = w_destroy, .select = w_select, .after_step = w_after_step,
+    .needs_compact = true, .max_spans = 2,
 };

@@ -124,6 +124,7 @@ kvq_status kvq_model_load(const kvq_model_params *p, kvq_model **out) {
 
 void kvq_model_free(kvq_model *m) {
     if (!m) return;
+    kvq_model_free_sets(m);
     free(m->layers);
     kvq_vocab_free(&m->vocab);
     kvq_gguf_close(&m->gguf);
@@ -228,6 +229,39 @@ uint64_t kvq_model_weight_bytes(const kvq_model *m) {
         for (int i = 0; i < 12; i++) b += tensor_bytes(t[i]);
     }
     return b;
+}
+
+/* FNV-1a over the hyperparameters and every tensor's name, type and shape:
+ * what a saved session depends on. It does not hash the weights themselves
+ * (reading a whole model to restore a session would cost more than the
+ * prefill it saves); two files with the same table and different values
+ * are not told apart. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t kvq_model_fingerprint(const kvq_model *m) {
+    const kvq_hparams *hp = &m->hp;
+    int32_t dims[] = {hp->n_vocab, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_ff,
+                      hp->n_rot, hp->rope_neox, (int32_t)hp->rope_scaling};
+    float f[] = {hp->rope_theta, hp->rope_freq_scale, hp->norm_eps};
+    uint64_t h = fnv(0xcbf29ce484222325ull, m->arch, strlen(m->arch));
+    h = fnv(h, dims, sizeof dims);
+    h = fnv(h, f, sizeof f);
+    const int cap = max_tensors(m);
+    const kvq_tensor **list = malloc((size_t)cap * sizeof *list);
+    if (!list) return h;
+    int n = all_tensors(m, list, cap);
+    for (int i = 0; i < n; i++) {
+        int32_t t = (int32_t)list[i]->type;
+        h = fnv(h, list[i]->name, strlen(list[i]->name));
+        h = fnv(h, &t, sizeof t);
+        h = fnv(h, list[i]->ne, sizeof list[i]->ne);
+    }
+    free(list);
+    return h;
 }
 
 kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool add_bos, kvq_token *out, int cap,

@@ -8,7 +8,7 @@
 #include "../core/mapfile.h"
 #include "../io/gguf.h"
 #include "../kernels/types.h"
-#include "vocab.h"
+#include "../tokenizer/vocab.h"
 
 typedef struct kvq_tensor {
     kvq_type type;
@@ -34,6 +34,20 @@ typedef struct kvq_hparams {
     float *rope_freq_factors; /* [n_rot/2] divisors of the base frequencies, or NULL */
 } kvq_hparams;
 
+/* A further set of weights for the same model (QuantSpec's draft). Only the
+ * large matrices are its own; the layer's norms and biases are copies of the
+ * views in set 0 (pointing at the same data). tok_embd differs from set 0's
+ * only when the output head is tied to it and was requantized. */
+typedef struct kvq_weight_set {
+    kvq_layer_weights *layers;
+    kvq_tensor tok_embd, output;
+    struct kvq_model *src;   /* the other file it was read from (owned), or NULL */
+    void **owned;            /* requantized matrices */
+    int n_owned;
+} kvq_weight_set;
+
+#define KVQ_MAX_WEIGHT_SETS 4
+
 struct kvq_model {
     kvq_logger lg;
     char arch[32], format[16], name[128];
@@ -48,7 +62,15 @@ struct kvq_model {
     int n_shards;
     void **owned;            /* heap buffers freed with the model (converted weights) */
     int n_owned, cap_owned;
+    kvq_weight_set sets[KVQ_MAX_WEIGHT_SETS - 1]; /* sets 1.. (set 0 is the fields above) */
+    int n_extra_sets;
 };
+
+/* The views of weight set `set` (0: the model's own). */
+const kvq_layer_weights *kvq_model_set_layers(const struct kvq_model *m, int set);
+const kvq_tensor *kvq_model_set_output(const struct kvq_model *m, int set);
+const kvq_tensor *kvq_model_set_tok_embd(const struct kvq_model *m, int set);
+void kvq_model_free_sets(struct kvq_model *m);
 
 /* Loaders fill m (already zeroed, with lg set). */
 kvq_status kvq_load_gguf(struct kvq_model *m, const char *path);

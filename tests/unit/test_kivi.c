@@ -13,7 +13,7 @@
 #include "kv/kv_simd.h"
 #include "kv/kvquant.h"
 #include "kernels/types.h"
-#include "model/context.h"
+#include "context/context.h"
 #include "testutil.h"
 
 /* kvtuner.md, written out independently: s = max(max-min, 1e-5)/(2^b-1), codes

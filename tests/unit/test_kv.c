@@ -165,10 +165,22 @@ static void test_truncate_save_load(void **st) {
         assert_memory_equal(ka, kb, sizeof ka);
         assert_memory_equal(va, vb, sizeof va);
     }
-    /* a cache of another geometry or spec refuses the file */
-    kvq_kv_cache *d;
+    /* a cache of another spec converts the file through the codecs (f16 -> f32 is exact) */
+    kvq_kv_cache *d, *e;
     assert_int_equal(kvq_kv_cache_new(&g, "f32", NULL, &d, err, sizeof err), KVQ_OK);
-    assert_int_equal(kvq_kv_load(d, path), KVQ_ERR_ARG);
+    assert_int_equal(kvq_kv_load(d, path), KVQ_OK);
+    assert_int_equal(kvq_kv_n(d), 30);
+    for (int il = 0; il < 2; il++) {
+        a->codec->read(&a->layers[il], KVQ_VIEW_FULL, 0, 30, ka, va);
+        d->codec->read(&d->layers[il], KVQ_VIEW_FULL, 0, 30, kb, vb);
+        assert_memory_equal(ka, kb, sizeof ka);
+        assert_memory_equal(va, vb, sizeof va);
+    }
+    /* a cache of another geometry refuses it */
+    kvq_kv_geom g2 = {2, 4, 2, 8, 64, 0};
+    assert_int_equal(kvq_kv_cache_new(&g2, "f16", NULL, &e, err, sizeof err), KVQ_OK);
+    assert_int_equal(kvq_kv_load(e, path), KVQ_ERR_ARG);
+    kvq_kv_cache_free(e);
     /* a file of an older format version is refused, not misread */
     kvq_kv_save(a, path);
     FILE *vf = fopen(path, "r+b");

@@ -1,0 +1,249 @@
+/* Context lifecycle: creation with its KV cache and work buffers, the
+ * evaluation entry points (chunking, checks, speculative accept), truncation
+ * and reports. The forward pass itself is forward.c. */
+#include <stdlib.h>
+#include <string.h>
+#include "../core/cpu.h"
+#include "context.h"
+
+void kvq_ctx_rope_keys(const void *user, float *k, int n, const int32_t *pos, int n_heads);
+
+kvq_ctx_params kvq_ctx_default_params(void) {
+    kvq_ctx_params p = {0};
+    p.n_batch = 256;
+    p.kv_spec = "f16";
+    return p;
+}
+
+kvq_eval_opts kvq_eval_default_opts(void) {
+    kvq_eval_opts o = {0};
+    o.view = KVQ_VIEW_FULL;
+    return o;
+}
+
+void kvq_ctx_free(kvq_ctx *c) {
+    if (!c) return;
+    kvq_kv_cache_free(c->kv);
+    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att); free(c->hb); free(c->hb2);
+    free(c->cs); free(c->qbuf); free(c->pos); free(c->tokens);
+    free(c);
+}
+
+/* Activation scratch for the largest product of every weight set. */
+static size_t qbuf_size(const kvq_model *m, int n_batch) {
+    size_t qb = 0;
+    for (int set = 0; set < kvq_model_n_weight_sets(m); set++) {
+        const kvq_layer_weights *L = kvq_model_set_layers(m, set);
+        const kvq_tensor *out = kvq_model_set_output(m, set);
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            const kvq_layer_weights *w = &L[l];
+            const kvq_tensor *all[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down, out};
+            for (int i = 0; i < 8; i++) {
+                size_t s = kvq_matmul_qbuf_size(all[i]->type, all[i]->ne[0], n_batch);
+                if (s > qb) qb = s;
+            }
+        }
+    }
+    return qb;
+}
+
+kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **out) {
+    *out = NULL;
+    kvq_logger lg = {p->log, p->log_user};
+    if (m->vocab_only || !m->layers) return kvq_err(&lg, KVQ_ERR_ARG, "model was loaded without weights");
+    const kvq_hparams *h = &m->hp;
+    int n_ctx = p->n_ctx ? p->n_ctx : h->n_ctx_train;
+    if (n_ctx < 1 || n_ctx > (1 << 24))
+        return kvq_err(&lg, KVQ_ERR_ARG, "context size %d is out of range [1, 16777216]", p->n_ctx);
+    if (p->n_batch < 1 || p->n_batch > 65536)
+        return kvq_err(&lg, KVQ_ERR_ARG, "batch size %d is out of range [1, 65536]", p->n_batch);
+    if (p->n_threads < 0 || p->n_threads > 1024)
+        return kvq_err(&lg, KVQ_ERR_ARG, "thread count %d is out of range [0, 1024]", p->n_threads);
+    struct kvq_ctx *c = calloc(1, sizeof *c);
+    if (!c) return kvq_err(&lg, KVQ_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->lg = lg;
+    c->n_ctx = n_ctx;
+    c->n_batch = p->n_batch < n_ctx ? p->n_batch : n_ctx;
+    c->n_threads = p->n_threads ? p->n_threads : kvq_n_cores();
+    c->n_sets = kvq_model_n_weight_sets(m);
+    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, c->n_batch};
+    kvq_kv_mem_opts mo = {p->kv_mem_cap, p->kv_pool};
+    char err[256] = "";
+    kvq_status st = kvq_kv_cache_new_ex(&g, p->kv_spec, &mo, &c->lg, &c->kv, err, sizeof err);
+    if (st) {
+        kvq_err(&lg, st, "KV cache '%s': %s", p->kv_spec ? p->kv_spec : "f16", err[0] ? err : kvq_status_str(st));
+        kvq_ctx_free(c);
+        return st;
+    }
+    kvq_kv_alloc_bound(&g, p->kv_spec, &c->kv_alloc_max, NULL, 0);
+    c->kv->rope = kvq_ctx_rope_keys;
+    c->kv->rope_user = c;
+    const size_t B = (size_t)c->n_batch, E = (size_t)h->n_embd, Q = (size_t)h->n_head * h->head_dim,
+                 KV = (size_t)h->n_head_kv * h->head_dim, F = (size_t)h->n_ff;
+    c->x = malloc(B * E * sizeof(float));
+    c->xb = malloc(B * (E > Q ? E : Q) * sizeof(float));
+    c->q = malloc(B * Q * sizeof(float));
+    c->k = malloc(B * KV * sizeof(float));
+    c->v = malloc(B * KV * sizeof(float));
+    c->att = malloc(B * Q * sizeof(float));
+    c->hb = malloc(B * F * sizeof(float));
+    c->hb2 = malloc(B * F * sizeof(float));
+    c->cs = malloc(B * (size_t)h->n_rot * sizeof(float)); /* cos/sin per token of a batch */
+    c->pos = malloc(B * sizeof *c->pos);
+    c->tokens = malloc((size_t)n_ctx * sizeof *c->tokens);
+    size_t qb = qbuf_size(m, c->n_batch);
+    c->qbuf = malloc(qb ? qb : 1);
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->cs || !c->qbuf ||
+        !c->pos || !c->tokens) {
+        kvq_ctx_free(c);
+        return kvq_err(&lg, KVQ_ERR_NOMEM, "out of memory for batch buffers (batch %d)", p->n_batch);
+    }
+    *out = c;
+    return KVQ_OK;
+}
+
+kvq_status kvq_eval_ex(kvq_ctx *c, const kvq_token *tokens, int n, const kvq_eval_opts *opts, float *logits) {
+    kvq_eval_opts o = opts ? *opts : kvq_eval_default_opts();
+    if (n <= 0 || !tokens) return kvq_err(&c->lg, KVQ_ERR_ARG, "nothing to evaluate (empty token list)");
+    if (c->n_past + n > c->n_ctx)
+        return kvq_err(&c->lg, KVQ_ERR_CONTEXT_FULL, "context overflow: %d cached + %d new tokens > context %d",
+                       c->n_past, n, c->n_ctx);
+    if (o.weight_set < 0 || o.weight_set >= c->n_sets)
+        return kvq_err(&c->lg, KVQ_ERR_ARG, "weight set %d does not exist (this context knows %d)", o.weight_set,
+                       c->n_sets);
+    if (!o.speculative && c->n_past_final < c->n_past)
+        return kvq_err(&c->lg, KVQ_ERR_ARG, "%d speculative tokens are pending: kvq_ctx_accept them first",
+                       c->n_past - c->n_past_final);
+    if (o.speculative && o.prompt_end)
+        return kvq_err(&c->lg, KVQ_ERR_ARG, "a speculative pass cannot end a prompt");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
+            return kvq_err(&c->lg, KVQ_ERR_ARG, "token id %d is outside the vocabulary (0..%d)", tokens[i],
+                           c->m->hp.n_vocab - 1);
+    const size_t V = (size_t)c->m->hp.n_vocab;
+    for (int i = 0; i < n; i += c->n_batch) {
+        int nb = n - i < c->n_batch ? n - i : c->n_batch;
+        float *lg = NULL;
+        if (logits && o.all_logits) lg = logits + (size_t)i * V;
+        else if (logits && i + nb == n) lg = logits;
+        kvq_eval_opts oc = o;
+        oc.prompt_end = o.prompt_end && i + nb == n; /* the prompt ends with its last chunk */
+        kvq_status st = kvq_forward(c, tokens + i, nb, &oc, lg);
+        if (st) return st;
+    }
+    return KVQ_OK;
+}
+
+kvq_status kvq_eval(kvq_ctx *c, const kvq_token *tokens, int n, bool all_logits, float *logits) {
+    kvq_eval_opts o = kvq_eval_default_opts();
+    o.all_logits = all_logits;
+    return kvq_eval_ex(c, tokens, n, &o, logits);
+}
+
+kvq_status kvq_ctx_accept(kvq_ctx *c, int32_t n) {
+    int32_t pending = c->n_past - c->n_past_final;
+    if (n < 0 || n > pending)
+        return kvq_err(&c->lg, KVQ_ERR_ARG, "cannot accept %d tokens: %d are pending", n, pending);
+    kvq_status st = kvq_kv_accept(c->kv, n);
+    if (st) return st;
+    c->n_past = c->n_past_final = c->n_past_final + n;
+    return KVQ_OK;
+}
+
+int32_t kvq_ctx_n_pending(const kvq_ctx *c) { return c->n_past - c->n_past_final; }
+
+int32_t kvq_ctx_n_past(const kvq_ctx *c) { return c->n_past; }
+
+int32_t kvq_ctx_tokens(const kvq_ctx *c, const kvq_token **out) {
+    *out = c->tokens;
+    return c->n_past;
+}
+
+void kvq_ctx_set_attn_tap(kvq_ctx *c, kvq_attn_tap_fn fn, void *user) {
+    c->tap = fn;
+    c->tap_user = user;
+}
+
+int32_t kvq_ctx_n_ctx(const kvq_ctx *c) { return c->n_ctx; }
+
+kvq_status kvq_ctx_truncate(kvq_ctx *c, int32_t n) {
+    if (n < 0 || n > c->n_past) return kvq_err(&c->lg, KVQ_ERR_ARG, "cannot truncate to %d (have %d)", n, c->n_past);
+    /* slots can be fewer than positions after eviction: drop the newest ones */
+    int32_t drop = c->n_past - n, slots = kvq_kv_n(c->kv);
+    kvq_status st = kvq_kv_truncate(c->kv, slots - drop > 0 ? slots - drop : 0);
+    if (st == KVQ_OK) {
+        c->n_past = n;
+        if (c->n_past_final > n) c->n_past_final = n;
+    }
+    return st;
+}
+
+static void fill_report(const kvq_kv_geom *g, const kvq_kv_spec *spec, uint64_t reserved, kvq_kv_report *r) {
+    kvq_kv_spec_format(spec, r->spec, sizeof r->spec);
+    r->bytes_reserved = reserved;
+    r->bytes_per_token = (double)reserved / g->n_ctx;
+    r->bits_per_value = r->bytes_per_token * 8.0 / (2.0 * g->n_layer * g->n_head_kv * g->head_dim);
+}
+
+kvq_status kvq_ctx_kv_report(const kvq_ctx *c, kvq_kv_report *r) {
+    memset(r, 0, sizeof *r);
+    uint64_t res = 0;
+    for (int il = 0; il < c->kv->g.n_layer; il++) res += c->kv->codec->bytes_for(&c->kv->layers[il], c->n_ctx);
+    fill_report(&c->kv->g, &c->kv->spec, res, r);
+    r->bytes_used = kvq_kv_bytes_used(c->kv);
+    r->bytes_allocated = kvq_kv_bytes_allocated(c->kv);
+    r->bytes_alloc_max = c->kv_alloc_max;
+    r->n_tokens = kvq_kv_n(c->kv);
+    return KVQ_OK;
+}
+
+kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_kv_report *r, char *err,
+                           size_t err_cap) {
+    memset(r, 0, sizeof *r);
+    const kvq_hparams *h = &m->hp;
+    if (n_ctx <= 0) n_ctx = h->n_ctx_train;
+    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, 0};
+    kvq_kv_spec s;
+    uint64_t bytes;
+    kvq_status st = kvq_kv_spec_parse(spec, &s, err, err_cap);
+    if (!st) st = kvq_kv_bytes_for(&g, spec, n_ctx, &bytes, err, err_cap);
+    if (st) return st;
+    fill_report(&g, &s, bytes, r);
+    kvq_kv_alloc_bound(&g, spec, &r->bytes_alloc_max, NULL, 0);
+    return KVQ_OK;
+}
+
+kvq_status kvq_ctx_fill_random(kvq_ctx *c, int32_t n, uint64_t seed) {
+    if (n < 0 || c->n_past + n > c->n_ctx)
+        return kvq_err(&c->lg, KVQ_ERR_CONTEXT_FULL, "cannot fill %d tokens: %d cached of %d", n, c->n_past, c->n_ctx);
+    if (kvq_ctx_n_pending(c)) return kvq_err(&c->lg, KVQ_ERR_ARG, "speculative tokens are pending");
+    const kvq_hparams *h = &c->m->hp;
+    const int KV = h->n_head_kv * h->head_dim, chunk = 256;
+    float *k = malloc((size_t)chunk * KV * sizeof(float)), *v = malloc((size_t)chunk * KV * sizeof(float));
+    if (!k || !v) { free(k); free(v); return KVQ_ERR_NOMEM; }
+    uint64_t s = seed | 1;
+    kvq_status st = KVQ_OK;
+    for (int32_t done = 0; done < n && !st; done += chunk) {
+        int m = n - done < chunk ? n - done : chunk;
+        if ((st = kvq_kv_reserve(c->kv, m))) break;
+        for (int l = 0; l < h->n_layer && !st; l++) {
+            for (size_t i = 0; i < (size_t)m * KV; i++) {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                k[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 4.0f;
+                v[i] = ((float)((s >> 16) & 0xffffff) / 16777216.0f - 0.5f) * 4.0f;
+            }
+            st = kvq_kv_append(c->kv, l, k, v, m);
+            kvq_kv_commit(c->kv, l);
+        }
+        if (!st) {
+            /* random K/V stand for tokens no one will read back: BOS fills the history */
+            for (int i = 0; i < m; i++) c->tokens[c->n_past + i] = 0;
+            c->n_past += m;
+            c->n_past_final = c->n_past;
+        }
+    }
+    free(k);
+    free(v);
+    return st;
+}
