@@ -200,6 +200,8 @@ int32_t    kvq_ctx_tokens(const kvq_ctx *c, const kvq_token **out);
  * context is left empty. */
 kvq_status kvq_ctx_save(const kvq_ctx *c, const char *path);
 kvq_status kvq_ctx_load(kvq_ctx *c, const char *path);
+/* The logits of the last evaluated (or restored) position, or NULL. */
+const float *kvq_ctx_logits(const kvq_ctx *c);
 /* A 64-bit fingerprint of the model: hyperparameters and tensor table. */
 uint64_t   kvq_model_fingerprint(const kvq_model *m);
 

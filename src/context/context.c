@@ -25,7 +25,7 @@ void kvq_ctx_free(kvq_ctx *c) {
     if (!c) return;
     kvq_kv_cache_free(c->kv);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att); free(c->hb); free(c->hb2);
-    free(c->cs); free(c->qbuf); free(c->pos); free(c->tokens);
+    free(c->cs); free(c->qbuf); free(c->pos); free(c->tokens); free(c->logits);
     free(c);
 }
 
@@ -92,10 +92,11 @@ kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **ou
     c->cs = malloc(B * (size_t)h->n_rot * sizeof(float)); /* cos/sin per token of a batch */
     c->pos = malloc(B * sizeof *c->pos);
     c->tokens = malloc((size_t)n_ctx * sizeof *c->tokens);
+    c->logits = malloc((size_t)h->n_vocab * sizeof *c->logits);
     size_t qb = qbuf_size(m, c->n_batch);
     c->qbuf = malloc(qb ? qb : 1);
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->cs || !c->qbuf ||
-        !c->pos || !c->tokens) {
+        !c->pos || !c->tokens || !c->logits) {
         kvq_ctx_free(c);
         return kvq_err(&lg, KVQ_ERR_NOMEM, "out of memory for batch buffers (batch %d)", p->n_batch);
     }
@@ -147,6 +148,7 @@ kvq_status kvq_ctx_accept(kvq_ctx *c, int32_t n) {
         return kvq_err(&c->lg, KVQ_ERR_ARG, "cannot accept %d tokens: %d are pending", n, pending);
     kvq_status st = kvq_kv_accept(c->kv, n);
     if (st) return st;
+    if (n < pending) c->has_logits = false; /* the row held is a dropped token's */
     c->n_past = c->n_past_final = c->n_past_final + n;
     return KVQ_OK;
 }
@@ -173,6 +175,7 @@ kvq_status kvq_ctx_truncate(kvq_ctx *c, int32_t n) {
     int32_t drop = c->n_past - n, slots = kvq_kv_n(c->kv);
     kvq_status st = kvq_kv_truncate(c->kv, slots - drop > 0 ? slots - drop : 0);
     if (st == KVQ_OK) {
+        if (n < c->n_past) c->has_logits = false;
         c->n_past = n;
         if (c->n_past_final > n) c->n_past_final = n;
     }
@@ -241,6 +244,7 @@ kvq_status kvq_ctx_fill_random(kvq_ctx *c, int32_t n, uint64_t seed) {
             for (int i = 0; i < m; i++) c->tokens[c->n_past + i] = 0;
             c->n_past += m;
             c->n_past_final = c->n_past;
+            c->has_logits = false;
         }
     }
     free(k);

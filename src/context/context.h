@@ -15,6 +15,8 @@ struct kvq_ctx {
     int32_t n_sets;          /* weight sets the work buffers were sized for */
     uint64_t kv_alloc_max;   /* KV bytes_allocated at a full context */
     kvq_token *tokens;       /* [n_ctx] the token at each position */
+    float *logits;           /* [n_vocab] the last position's logits, when has_logits */
+    bool has_logits;
     kvq_kv_cache *kv;
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *cs;
     int32_t *pos;            /* [n_batch] positions of the chunk in flight */

@@ -129,12 +129,16 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, const kvq
     if (!o->speculative) c->n_past_final = c->n_past;
     /* eviction runs here, before the logits: it changes only what later tokens read */
     if ((st = kvq_kv_step_end(c->kv, o->prompt_end))) return st;
+    c->has_logits = false;
     if (!logits) return KVQ_OK;
     const int r0 = o->all_logits ? 0 : n - 1, nr = o->all_logits ? n : 1;
     PAR_TOKENS
     for (int t = r0; t < n; t++)
         kvq_rmsnorm(c->xb + (size_t)(t - r0) * E, c->x + (size_t)t * E, m->out_norm.data, E, h->norm_eps);
     linear(c, output, NULL, c->xb, nr, logits);
+    /* kept for sessions: a restored context continues from this row */
+    memcpy(c->logits, logits + (size_t)(nr - 1) * h->n_vocab, (size_t)h->n_vocab * sizeof(float));
+    c->has_logits = true;
 #undef PAR_TOKENS
     return KVQ_OK;
 }

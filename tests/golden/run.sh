@@ -152,5 +152,36 @@ else
     bad "models/kvq-recall is missing"
 fi
 
+# 9. Sessions, weight sets and memory caps (the step-protocol issue).
+if need $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $M/stories260K/stories260K.bin; then
+    G=$M/tinystories-656k/TinyStories-656K-Q8_0.gguf
+    for kv in f16 kivi:k4v2; do
+        full=$($KVQ run -m $G -p "Once upon a time" -n 200 --temp 0 --kv $kv 2>/dev/null)
+        a=$($KVQ run -m $G -p "Once upon a time" -n 100 --temp 0 --kv $kv --save-session $TMP/s.kvq 2>/dev/null)
+        b=$($KVQ run -m $G -n 100 --temp 0 --kv $kv --load-session $TMP/s.kvq 2>$TMP/e)
+        [ "$a$b" == "$full" ] && grep -q "restored 106 tokens" $TMP/e \
+            && ok "session ($kv): 100 + 100 tokens across two runs = 200 in one" || bad "session continuation ($kv) differs"
+    done
+    $KVQ run -m $G -p "Once upon a time" -n 50 --temp 0 --kv f16 --save-session $TMP/f16.kvq >/dev/null 2>&1
+    $KVQ run -m $G -n 20 --temp 0 --kv kivi:k4v2 --load-session $TMP/f16.kvq >/dev/null 2>$TMP/e \
+        && ok "an f16 session restores into a kivi:k4v2 context" || bad "f16 -> kivi session ($(head -c 200 $TMP/e))"
+    expect_fail "session of another model" "saved from another model" \
+        $KVQ run -m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin --load-session $TMP/f16.kvq
+    head -c 2000 $TMP/f16.kvq > $TMP/trunc.kvq
+    expect_fail "truncated session file" "truncated or corrupt" $KVQ run -m $G --load-session $TMP/trunc.kvq
+    python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[len(b)//2]^=0x10; open(sys.argv[2],'wb').write(b)" $TMP/f16.kvq $TMP/flip.kvq
+    expect_fail "session with a flipped bit" "corrupt" $KVQ run -m $G --load-session $TMP/flip.kvq
+    expect_fail "not a session file" "not a kvq session file" $KVQ run -m $G --load-session $G
+    $KVQ quantize -m $G --type q4_0 -o $TMP/q4.gguf 2>/dev/null
+    a=$($KVQ run -m $TMP/q4.gguf -p "Once upon a time" -n 60 --temp 0 2>/dev/null)
+    b=$($KVQ run -m $G --weights q4_0 -p "Once upon a time" -n 60 --temp 0 2>/dev/null)
+    [ -n "$a" ] && [ "$a" == "$b" ] && ok "weight set q4_0 at load = the model requantized to q4_0 on disk" || bad "weight set differs from the q4_0 file"
+    c=$($KVQ run -m $G --weights $TMP/q4.gguf -p "Once upon a time" -n 60 --temp 0 2>/dev/null)
+    [ "$a" == "$c" ] && ok "weight set from a second file = that file alone" || bad "weight set from file differs"
+    $KVQ synth --preset stories110m --type q8_0 --layers 1 -o $TMP/other.gguf >/dev/null 2>&1
+    expect_fail "weight set of another model" "is another model" $KVQ run -m $G --weights $TMP/other.gguf
+    expect_fail "KV memory cap reached" "memory cap" $KVQ run -m $G --kv-memory 100K -p "Once upon a time" -n 400 --temp 0
+fi
+
 echo "golden: $pass passed, $fail failed"
 [ $fail -eq 0 ]

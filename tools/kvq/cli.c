@@ -53,6 +53,27 @@ bool cli_float(const char *flag, const char *v, double lo, double hi, double *ou
     return true;
 }
 
+bool cli_bytes(const char *flag, const char *v, uint64_t *out) {
+    char *e;
+    errno = 0;
+    double x = strtod(v, &e);
+    double mul = 1;
+    if (*e && !e[1]) {
+        switch (*e) {
+        case 'k': case 'K': mul = 1024.0; e++; break;
+        case 'm': case 'M': mul = 1024.0 * 1024; e++; break;
+        case 'g': case 'G': mul = 1024.0 * 1024 * 1024; e++; break;
+        case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; e++; break;
+        }
+    }
+    if (!*v || *e || errno || !isfinite(x) || x < 1 || x * mul > 1.8e19) {
+        cli_fail("%s expects a byte count such as 123456, 512M or 2G, got '%s'", flag, v);
+        return false;
+    }
+    *out = (uint64_t)(x * mul);
+    return true;
+}
+
 const char *cli_val(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
         cli_fail("option %s needs a value", argv[*i]);

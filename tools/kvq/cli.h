@@ -15,6 +15,8 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Option value parsers: print a clear error and return false on bad input. */
 bool cli_int(const char *flag, const char *v, long lo, long hi, long *out);
 bool cli_float(const char *flag, const char *v, double lo, double hi, double *out);
+/* A byte count with an optional K/M/G/T suffix (powers of 1024). */
+bool cli_bytes(const char *flag, const char *v, uint64_t *out);
 /* argv[*i] is a flag taking a value: returns the value and advances, or NULL (error printed). */
 const char *cli_val(int argc, char **argv, int *i);
 
@@ -39,6 +41,7 @@ int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_niah(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 /* Median streaming read bandwidth in GB/s over a buffer of `bytes`. */
 double cli_read_bandwidth(size_t bytes, int threads, int reps);

@@ -1,13 +1,16 @@
-/* kvq run: prompt + continuation on stdout, statistics on stderr. */
+/* kvq run: prompt + continuation on stdout, statistics on stderr. Sessions
+ * (--save-session / --load-session) let a later run continue where this one
+ * stopped without prefilling again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
 
 int cmd_run(int argc, char **argv) {
-    const char *model = NULL, *tok = NULL, *prompt = "", *kv = "f16";
+    const char *model = NULL, *tok = NULL, *prompt = NULL, *kv = "f16", *weights = NULL, *save = NULL, *load = NULL;
     long n_gen = 128, top_k = 40, threads = 0, n_ctx = 0, seed = 42, verbose = 0;
     double temp = 0.8, top_p = 0.95;
+    uint64_t kv_mem = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-v")) { verbose++; continue; }
@@ -16,6 +19,10 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--tokenizer")) tok = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
         else if (!strcmp(a, "--kv")) kv = v;
+        else if (!strcmp(a, "--weights")) weights = v;
+        else if (!strcmp(a, "--save-session")) save = v;
+        else if (!strcmp(a, "--load-session")) load = v;
+        else if (!strcmp(a, "--kv-memory")) { if (!cli_bytes(a, v, &kv_mem)) return 2; }
         else if (!strcmp(a, "-n")) { if (!cli_int(a, v, 0, 1 << 24, &n_gen)) return 2; }
         else if (!strcmp(a, "--top-k")) { if (!cli_int(a, v, 0, 1 << 24, &top_k)) return 2; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_int(a, v, 0, 1024, &threads)) return 2; }
@@ -37,17 +44,24 @@ int cmd_run(int argc, char **argv) {
     kvq_sampler *s = NULL;
     kvq_token *toks = NULL;
     float *logits = NULL;
+    kvq_eval_opts eo = kvq_eval_default_opts();
+    if (weights && kvq_model_add_weight_set(m, weights, (int32_t)threads, &eo.weight_set)) {
+        cli_fail("cannot make a weight set from '%s' (a type such as q4_0, or a file of the same model)", weights);
+        goto out;
+    }
+    if (!prompt) prompt = "";
     size_t plen = strlen(prompt);
     int n_tok = 0;
-    /* BOS when the model's tokenizer adds one; an empty prompt is BOS alone */
-    const bool bos = info.add_bos || plen == 0;
+    /* BOS when the model's tokenizer adds one; an empty prompt is BOS alone.
+     * A prompt that continues a session gets no BOS. */
+    const bool bos = !load && (info.add_bos || plen == 0);
     kvq_tokenize_ex(m, prompt, plen, bos, true, NULL, 0, &n_tok);
     toks = malloc(((size_t)n_tok + 1) * sizeof *toks);
     if (!toks || kvq_tokenize_ex(m, prompt, plen, bos, true, toks, n_tok, &n_tok)) {
         cli_fail("cannot tokenize the prompt");
         goto out;
     }
-    if (n_tok == 0) {
+    if (n_tok == 0 && !load) {
         cli_fail("the prompt is empty and this model has no BOS token to start from: pass -p TEXT");
         goto out;
     }
@@ -55,11 +69,25 @@ int cmd_run(int argc, char **argv) {
     cp.n_ctx = (int32_t)n_ctx;
     cp.n_threads = (int32_t)threads;
     cp.kv_spec = kv;
+    cp.kv_mem_cap = kv_mem;
     cp.log = cli_log_cb;
     cp.log_user = &lg;
     if (kvq_ctx_new(m, &cp, &c)) goto out;
-    if (n_tok > kvq_ctx_n_ctx(c)) {
-        cli_fail("the prompt has %d tokens, more than the context of %d (use --ctx)", n_tok, kvq_ctx_n_ctx(c));
+    double tl = cli_now();
+    if (load) {
+        if (kvq_ctx_load(c, load)) { cli_fail("cannot restore session '%s'", load); goto out; }
+        if (!n_tok && !kvq_ctx_logits(c)) {
+            cli_fail("session '%s' ends without the logits to continue from: pass -p TEXT", load);
+            goto out;
+        }
+        fprintf(stderr, "kvq: restored %d tokens from '%s' in %.3f s\n", kvq_ctx_n_past(c), load, cli_now() - tl);
+    }
+    if (kvq_ctx_n_past(c) + n_tok > kvq_ctx_n_ctx(c)) {
+        if (kvq_ctx_n_past(c))
+            cli_fail("the prompt has %d tokens, more than the %d the session leaves in the context of %d (use --ctx)",
+                     n_tok, kvq_ctx_n_ctx(c) - kvq_ctx_n_past(c), kvq_ctx_n_ctx(c));
+        else
+            cli_fail("the prompt has %d tokens, more than the context of %d (use --ctx)", n_tok, kvq_ctx_n_ctx(c));
         goto out;
     }
     kvq_sampler_params sp = {(float)temp, (int32_t)top_k, (float)top_p, (uint64_t)seed};
@@ -70,10 +98,18 @@ int cmd_run(int argc, char **argv) {
     fwrite(prompt, 1, plen, stdout);
     fflush(stdout);
     double t0 = cli_now();
-    if (kvq_eval(c, toks, n_tok, false, logits)) goto out;
+    if (n_tok) {
+        kvq_eval_opts po = eo;
+        po.prompt_end = true; /* eviction policies run once the prompt is in */
+        if (kvq_eval_ex(c, toks, n_tok, &po, logits)) goto out;
+    } else {
+        memcpy(logits, kvq_ctx_logits(c), (size_t)info.n_vocab * sizeof(float));
+    }
     double t1 = cli_now();
-    kvq_token prev = toks[n_tok - 1];
-    int gen = 0;
+    const kvq_token *hist;
+    const int n_hist = kvq_ctx_tokens(c, &hist);
+    kvq_token prev = n_hist ? hist[n_hist - 1] : -1; /* a restored session's last token spaces the next piece */
+    int gen = 0, decoded = 0;
     bool full = false;
     char piece[512];
     for (; gen < n_gen; gen++) {
@@ -83,25 +119,33 @@ int cmd_run(int argc, char **argv) {
         if (pl > 0) fwrite(piece, 1, (size_t)(pl < (int)sizeof piece ? pl : (int)sizeof piece), stdout);
         fflush(stdout);
         prev = t;
-        if (gen + 1 == n_gen) { gen++; break; } /* the last token need not be evaluated */
+        /* the last token need not be evaluated, unless a session will continue from it */
+        if (gen + 1 == n_gen && !save) { gen++; break; }
         if (kvq_ctx_n_past(c) >= kvq_ctx_n_ctx(c)) { full = true; gen++; break; }
-        if (kvq_eval(c, &t, 1, false, logits)) goto out;
+        if (kvq_eval_ex(c, &t, 1, &eo, logits)) goto out;
+        decoded++;
     }
     double t2 = cli_now();
     fputc('\n', stdout);
     fflush(stdout);
     if (full) fprintf(stderr, "kvq: context of %d tokens is full; generation stopped\n", kvq_ctx_n_ctx(c));
+    if (save) {
+        double ts = cli_now();
+        if (kvq_ctx_save(c, save)) { cli_fail("cannot save the session to '%s'", save); goto out; }
+        fprintf(stderr, "kvq: saved %d tokens to '%s' in %.3f s\n", kvq_ctx_n_past(c), save, cli_now() - ts);
+    }
     kvq_kv_report r;
     kvq_ctx_kv_report(c, &r);
-    char used[32], res[32];
+    char used[32], res[32], alloc[32];
     cli_human_bytes((double)r.bytes_used, used, sizeof used);
     cli_human_bytes((double)r.bytes_reserved, res, sizeof res);
-    int decoded = gen > 0 ? gen - 1 : 0; /* evaluated generated tokens */
+    cli_human_bytes((double)r.bytes_allocated, alloc, sizeof alloc);
     fprintf(stderr,
             "kvq: prefill %d tokens in %.3f s (%.1f tok/s); decode %d tokens in %.3f s (%.1f tok/s); isa %s\n"
-            "kvq: kv %s: %s held for %d tokens, %s reserved; %.1f bytes/token, %.2f bits/value\n",
+            "kvq: kv %s: %s held for %d tokens (%s allocated), %s for a full context; %.1f bytes/token, "
+            "%.2f bits/value\n",
             n_tok, t1 - t0, n_tok / (t1 - t0 > 0 ? t1 - t0 : 1e-9), decoded, t2 - t1,
-            decoded / (t2 - t1 > 0 ? t2 - t1 : 1e-9), kvq_isa_name(), r.spec, used, r.n_tokens, res,
+            decoded / (t2 - t1 > 0 ? t2 - t1 : 1e-9), kvq_isa_name(), r.spec, used, r.n_tokens, alloc, res,
             r.bytes_per_token, r.bits_per_value);
     rc = 0;
 out:

@@ -9,7 +9,8 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  run   -m MODEL [--tokenizer FILE] [-p TEXT] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
-            "        [--seed S] [--kv SPEC] [-t THREADS] [--ctx N]      generate text\n"
+            "        [--seed S] [--kv SPEC] [-t THREADS] [--ctx N] [--kv-memory BYTES] [--weights TYPE|FILE]\n"
+            "        [--save-session FILE] [--load-session FILE]      generate text\n"
             "  ppl   -m MODEL -f TEXT [--ctx N] [--chars N] [--kv SPEC] [--score half|all]\n"
             "        [--save-logits FILE] [--kl-base FILE] [--json]    perplexity and KL divergence\n"
             "  info  MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
@@ -20,6 +21,8 @@ static void usage(FILE *f) {
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
             "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi|pertoken] [--tokens N] [--ctx N] [-o FILE]\n"
             "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
+            "  quantize -m MODEL.gguf --type TYPE -o OUT.gguf [--method rtn] [-t T]\n"
+            "        requantize the large matrices (round-to-nearest)\n"
             "  niah  -m MODEL [--kv SPEC] --lengths 512,1024 --depths 0,0.5,1 [--task passkey|needle|multikey|kv]\n"
             "        [-n SAMPLES] [--seed S] [--haystack FILE] [--json] [--plot FILE.png]   retrieval grid\n"
             "\n"
@@ -42,6 +45,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
     if (!strcmp(cmd, "niah")) return cmd_niah(argc - 1, argv + 1);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

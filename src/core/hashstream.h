@@ -1,0 +1,22 @@
+/* A stdio stream that hashes every byte that passes through it, on top of
+ * another stream: a session file gets a checksum in one pass, written as it
+ * is produced and verified as it is parsed, with no second read of a file
+ * that can be gigabytes. The hash (64-bit words, multiply-xorshift) detects
+ * corruption; it is not cryptographic. */
+#ifndef KVQ_CORE_HASHSTREAM_H
+#define KVQ_CORE_HASHSTREAM_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct kvq_hashstream kvq_hashstream;
+
+/* Opens a hashing stream over `under` (for writing or reading). */
+kvq_hashstream *kvq_hashstream_open(FILE *under, bool write);
+FILE *kvq_hashstream_file(kvq_hashstream *h);
+/* Flushes the stream and returns the hash of the bytes so far. */
+uint64_t kvq_hashstream_digest(kvq_hashstream *h);
+/* Closes the hashing stream (not the one under it). */
+void kvq_hashstream_close(kvq_hashstream *h);
+
+#endif
