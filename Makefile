@@ -11,6 +11,12 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -
 LDLIBS  += -lcjson -lyaml -lopenblas -lm -lpthread
 LDFLAGS += -fopenmp
 
+ifeq ($(TSAN),1)
+BUILD   := build-tsan
+CFLAGS  += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
+endif
+
 ifeq ($(SAN),1)
 BUILD   := build-san
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -64,16 +70,26 @@ fuzz-run: fuzz
 	  if ! $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 > $$f.log 2>&1; then \
 	    tail -n 40 $$f.log; echo "FUZZ FAILURE: $$f"; exit 1; fi; grep -E "^Done" $$f.log; done
 
-# Everything CI runs: tests, the same tests under ASan+UBSan, bounded fuzzing.
+# Contexts on one model in several threads, under ThreadSanitizer. The
+# contexts run single-threaded (libgomp is not instrumented, so its own
+# barriers would be reported); what is checked is that two contexts share
+# nothing mutable.
+tsan:
+	$(MAKE) TSAN=1 build-tsan/tests/test_step
+	KVQ_TEST_FILTER=test_two_threads TSAN_OPTIONS="halt_on_error=1" build-tsan/tests/test_step
+
+# Everything CI runs: tests, the same tests under ASan+UBSan, ThreadSanitizer
+# on concurrent contexts, bounded fuzzing.
 check:
 	$(MAKE) test
 	$(MAKE) SAN=1 test
+	$(MAKE) tsan
 	$(MAKE) fuzz-run
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
-.PHONY: all tests test fuzz fuzz-run check clean
+.PHONY: all tests test tsan fuzz fuzz-run check clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

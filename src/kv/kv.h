@@ -189,6 +189,11 @@ kvq_status kvq_kv_cache_new(const kvq_kv_geom *g, const char *spec, const kvq_lo
                             char *err, size_t err_cap);
 kvq_status kvq_kv_cache_new_ex(const kvq_kv_geom *g, const char *spec, const kvq_kv_mem_opts *mem,
                                const kvq_logger *lg, kvq_kv_cache **out, char *err, size_t err_cap);
+/* The same with the codec and policy given directly (tests inject recording
+ * mocks; spec supplies their options). */
+kvq_status kvq_kv_cache_new_with(const kvq_kv_geom *g, const kvq_kv_spec *spec, const kvq_codec *codec,
+                                 const kvq_policy *policy, const kvq_kv_mem_opts *mem, const kvq_logger *lg,
+                                 kvq_kv_cache **out, char *err, size_t err_cap);
 void       kvq_kv_cache_free(kvq_kv_cache *c);
 
 /* Bytes a spec needs for n tokens over all layers, without allocating. */

@@ -6,25 +6,21 @@
 #include <string.h>
 
 /* Configures the codec for every layer; shared by sizing and construction. */
-static kvq_status configure(const kvq_kv_geom *g, const kvq_kv_spec *spec, const kvq_codec **codec, void **cfgs,
+static kvq_status configure(const kvq_kv_geom *g, const kvq_kv_spec *spec, const kvq_codec *codec, void **cfgs,
                             char *err, size_t err_cap) {
-    *codec = kvq_codec_find(spec->codec);
-    *cfgs = calloc((size_t)g->n_layer, (*codec)->cfg_size ? (*codec)->cfg_size : 1);
+    *cfgs = calloc((size_t)g->n_layer, codec->cfg_size ? codec->cfg_size : 1);
     if (!*cfgs) return KVQ_ERR_NOMEM;
-    if ((*codec)->configure) {
-        kvq_status st = (*codec)->configure(spec, g, *cfgs, err, err_cap);
-        if (st) {
-            free(*cfgs);
-            *cfgs = NULL;
-            return st;
-        }
-    } else if (spec->n_copt) {
+    kvq_status st = KVQ_OK;
+    if (codec->configure) st = codec->configure(spec, g, *cfgs, err, err_cap);
+    else if (spec->n_copt) {
         kvq_seterr(err, err_cap, "KV codec '%s' takes no options (got '%s')", spec->codec, spec->copt[0].key);
+        st = KVQ_ERR_ARG;
+    }
+    if (st) {
         free(*cfgs);
         *cfgs = NULL;
-        return KVQ_ERR_ARG;
     }
-    return KVQ_OK;
+    return st;
 }
 
 static kvq_kv_layer layer_shell(const kvq_kv_geom *g, const kvq_codec *codec, const void *cfgs, int il) {
@@ -53,9 +49,9 @@ kvq_status kvq_kv_bytes_for(const kvq_kv_geom *g, const char *spec_s, int64_t n,
     kvq_status st = check_geom(g, err, err_cap);
     if (!st) st = kvq_kv_spec_parse(spec_s, &spec, err, err_cap);
     if (st) return st;
-    const kvq_codec *codec;
+    const kvq_codec *codec = kvq_codec_find(spec.codec);
     void *cfgs;
-    if ((st = configure(g, &spec, &codec, &cfgs, err, err_cap))) return st;
+    if ((st = configure(g, &spec, codec, &cfgs, err, err_cap))) return st;
     *bytes = 0;
     for (int il = 0; il < g->n_layer; il++) {
         kvq_kv_layer L = layer_shell(g, codec, cfgs, il);
@@ -73,19 +69,31 @@ kvq_status kvq_kv_cache_new(const kvq_kv_geom *g, const char *spec, const kvq_lo
 kvq_status kvq_kv_cache_new_ex(const kvq_kv_geom *g, const char *spec_s, const kvq_kv_mem_opts *mo,
                                const kvq_logger *lg, kvq_kv_cache **out, char *err, size_t err_cap) {
     *out = NULL;
+    kvq_kv_spec spec;
+    kvq_status st = kvq_kv_spec_parse(spec_s, &spec, err, err_cap);
+    if (st) return st;
+    return kvq_kv_cache_new_with(g, &spec, kvq_codec_find(spec.codec), kvq_policy_find(spec.policy), mo, lg, out,
+                                 err, err_cap);
+}
+
+kvq_status kvq_kv_cache_new_with(const kvq_kv_geom *g, const kvq_kv_spec *spec, const kvq_codec *codec,
+                                 const kvq_policy *policy, const kvq_kv_mem_opts *mo, const kvq_logger *lg,
+                                 kvq_kv_cache **out, char *err, size_t err_cap) {
+    *out = NULL;
     kvq_status st = check_geom(g, err, err_cap);
     if (st) return st;
     kvq_kv_cache *c = calloc(1, sizeof *c);
     if (!c) return KVQ_ERR_NOMEM;
     c->g = *g;
     c->lg = lg;
+    c->spec = *spec;
     if (mo) {
         c->mem.cap = mo->cap;
         c->mem.pool = mo->pool;
     }
-    if ((st = kvq_kv_spec_parse(spec_s, &c->spec, err, err_cap))) goto fail;
-    c->policy = kvq_policy_find(c->spec.policy);
-    if ((st = configure(g, &c->spec, &c->codec, &c->cfgs, err, err_cap))) goto fail;
+    c->policy = policy;
+    c->codec = codec;
+    if ((st = configure(g, spec, codec, &c->cfgs, err, err_cap))) goto fail;
     if (c->policy->needs_compact && !c->codec->read && !c->codec->compact) {
         kvq_seterr(err, err_cap, "policy '%s' evicts tokens, and codec '%s' cannot compact", c->policy->name,
                    c->codec->name);
