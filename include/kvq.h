@@ -250,6 +250,53 @@ kvq_status kvq_ctx_fill_random(kvq_ctx *c, int32_t n, uint64_t seed);
 /* Bytes of weights one decode step reads (every matrix once). */
 uint64_t kvq_model_weight_bytes(const kvq_model *m);
 
+/* ---------------------------------------------------------------- quality */
+
+/* Log-probabilities of a logits row. */
+void   kvq_log_softmax(const float *logits, int n, float *out);
+/* KL(base || cur) of two log-probability rows; *same_top1 (may be NULL)
+ * tells whether their argmaxes agree. */
+double kvq_kl_div(const float *base, const float *cur, int n, bool *same_top1);
+
+/* KVTuner's offline search for per-layer (key bits, value bits) of a KV
+ * codec (kivi or pertoken), on calibration tokens in decode mode:
+ * sensitivity of each layer to each of the 9 pairs (2/4/8 bits), Pareto
+ * pruning, clustering of layers, and a search under the average-bits budget
+ * whose proxy front is measured for real. */
+typedef struct kvq_tune_params {
+    const kvq_model *model;
+    const kvq_token *tokens;  /* calibration tokens */
+    int32_t n_tokens;
+    int32_t ctx;              /* window length (capped at the model's training context) */
+    double  budget;           /* average bits per value, in [2, 8] */
+    const char *codec;        /* "kivi" or "pertoken" */
+    int32_t evals;            /* front points measured for real (default 12) */
+    int32_t n_threads;
+    kvq_log_fn log;
+    void   *log_user;
+    /* stage 1..4, done of total, and a line describing the last step */
+    void  (*progress)(void *user, int stage, int done, int total, const char *msg);
+    void   *progress_user;
+} kvq_tune_params;
+
+typedef struct kvq_tune_report kvq_tune_report;
+kvq_status kvq_tune_kv(const kvq_tune_params *p, kvq_tune_report **out);
+void       kvq_tune_report_free(kvq_tune_report *r);
+/* The chosen table: n_layer pairs. */
+int32_t    kvq_tune_chosen(const kvq_tune_report *r, int8_t *k_bits, int8_t *v_bits, double *nominal_bits, double *kl,
+                           double *top1);
+/* Calibration KL of the uniform pair (k, v), or a negative value. */
+double     kvq_tune_uniform_kl(const kvq_tune_report *r, int k, int v);
+/* Writes the table (kvq text format, usable as CODEC:layers=PATH) and PATH.json
+ * (sensitivities, measured Pareto set, uniform baselines). */
+kvq_status kvq_tune_write(const kvq_tune_report *r, const char *path, const char *model_name);
+
+/* Writes a copy of a GGUF model whose large matrices are requantized to
+ * `type` by round-to-nearest (matrices whose rows do not divide into its
+ * blocks keep their type). */
+kvq_status kvq_quantize_gguf(const char *in, const char *out, const char *type, int32_t n_threads, kvq_log_fn log,
+                             void *log_user);
+
 /* ------------------------------------------------------------------ misc */
 
 /* The instruction set the kernels use ("scalar", "avx2", "avx512"); chosen

@@ -9,7 +9,9 @@
 #include "../core/cpu.h"
 #include "context.h"
 
-static kvq_matw matw(const kvq_tensor *t) { return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes}; }
+static kvq_matw matw(const kvq_tensor *t) {
+    return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux};
+}
 
 static void add_bias(const kvq_tensor *b, int n, int rows, float *y) {
     if (b && b->data)

@@ -68,6 +68,14 @@ static void choose_isa(void) {
 #endif
 }
 
+bool kvq_cpu_vbmi(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return x86_vbmi();
+#else
+    return false;
+#endif
+}
+
 bool kvq_isa_vbmi(void) {
     pthread_once(&isa_once, choose_isa);
     return vbmi_usable;

@@ -14,5 +14,17 @@ int         kvq_n_cores(void);
 /* AVX-512 VBMI (byte permutes) on top of the active AVX-512 path; false when
  * a narrower ISA is active or forced. */
 bool        kvq_isa_vbmi(void);
+/* Whether the CPU has AVX-512 VBMI, whatever path is active. */
+bool        kvq_cpu_vbmi(void);
+
+/* The kernel table of an ISA: tables[isa], or the nearest narrower ISA's
+ * when that path has none of its own. The one place the ISA ladder is
+ * written; every kernel family (types, attention, KIVI) goes through it. */
+static inline const void *kvq_isa_pick(int isa, const void *const tables[KVQ_ISA_COUNT]) {
+    if (isa < 0 || isa >= KVQ_ISA_COUNT) isa = 0;
+    for (int i = isa; i > 0; i--)
+        if (tables[i]) return tables[i];
+    return tables[0];
+}
 
 #endif

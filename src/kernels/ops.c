@@ -2,8 +2,6 @@
 
 #include "../core/cpu.h"
 #include "gemm_i8.h"
-#include "gemv_q4_0.h"
-#include "gemv_q4_K.h"
 #include "simd_x86.h"
 
 #include <cblas.h>
@@ -76,25 +74,6 @@ void kvq_rope_apply(float *x, int n_heads, int head_dim, int n_rot, bool neox, c
     }
 }
 
-/* Decode kernels with their own activation layout (gemv_q4_0.h, gemv_q4_K.h):
- * the activations are laid out once per product in the order the weight
- * nibbles come out of a block. NULL when the type uses its trait-table dot. */
-typedef void (*kvq_rows_fn)(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y);
-typedef struct own_layout {
-    size_t (*act_size)(int64_t cols);
-    void (*quant)(const float *x, void *act, int64_t cols);
-    kvq_vec_dot_fn dot;
-    kvq_rows_fn rows; /* the dot inlined into a row loop: matters for short rows */
-} own_layout;
-
-static const own_layout *own_layout_for(kvq_type t) {
-    static const own_layout Q4_0 = {kvq_q4_0x4_act_size, kvq_q4_0x4_quant, kvq_q4_0x4_dot_vbmi, kvq_q4_0x4_rows_vbmi};
-    static const own_layout Q4_K = {kvq_q4_Kx_act_size, kvq_q4_Kx_quant, kvq_q4_Kx_dot_512, kvq_q4_Kx_rows_512};
-    if (t == KVQ_TYPE_Q4_0 && kvq_isa_vbmi()) return &Q4_0;
-    if (t == KVQ_TYPE_Q4_K && kvq_isa_active() == KVQ_ISA_AVX512) return &Q4_K;
-    return NULL;
-}
-
 size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
     const kvq_type_traits *t = kvq_traits(wtype);
     if (!t || t->dot_type == KVQ_TYPE_F32) return 0;
@@ -103,7 +82,7 @@ size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
         size_t a = kvq_gemm_i8_act_size(cols, n);
         if (a > s) s = a;
     }
-    const own_layout *own = own_layout_for(wtype);
+    const kvq_matvec_kernel *own = t->matvec;
     if (own) {
         size_t a = own->act_size(cols) * (size_t)n;
         if (a > s) s = a;
@@ -185,7 +164,7 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
     size_t xrow = (size_t)cols * sizeof(float);
     kvq_vec_dot_fn dot = t->vec_dot;
     kvq_rows_fn rows_fn = NULL;
-    const own_layout *own = own_layout_for(W[0].type);
+    const kvq_matvec_kernel *own = t->matvec;
     if (own) {
         xrow = own->act_size(cols);
         for (int i = 0; i < n; i++) own->quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);

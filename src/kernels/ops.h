@@ -20,7 +20,13 @@ void kvq_rope_cache(float *cs, int32_t pos, int n_rot, float theta, float freq_s
 /* Y[t][r] = W[r] . X[t] for t < n: W is [rows][cols] of any type with
  * kernels; qbuf must hold n rows of X converted to W's partner type (see
  * kvq_matmul_qbuf_size). */
-typedef struct kvq_matw { kvq_type type; int64_t cols, rows; const void *data; size_t row_bytes; } kvq_matw;
+typedef struct kvq_matw {
+    kvq_type type;
+    int64_t cols, rows;
+    const void *data;
+    size_t row_bytes;
+    const void *const *aux; /* the tensor's companions (mixed-precision types), or NULL */
+} kvq_matw;
 size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n);
 void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads);
 /* Y[m] = W[m] X for nw <= KVQ_MATMUL_MAX matrices sharing the input (Q, K, V;

@@ -2,9 +2,11 @@
  * only installed into the trait table when CPUID reports the ISA. */
 #ifndef KVQ_KERNELS_SIMD_H
 #define KVQ_KERNELS_SIMD_H
+#include <stdbool.h>
 #include "types.h"
 
 void kvq_simd_install_avx2(kvq_type_traits *table);
-void kvq_simd_install_avx512(kvq_type_traits *table);
+/* vbmi: the CPU has AVX-512 VBMI (the Q4_0 decode layout needs its byte permutes). */
+void kvq_simd_install_avx512(kvq_type_traits *table, bool vbmi);
 
 #endif

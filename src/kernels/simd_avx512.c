@@ -5,6 +5,8 @@
 
 #include "quant_ref.h"
 #include "simd.h"
+#include "gemv_q4_0.h"
+#include "gemv_q4_K.h"
 #include "simd_x86.h"
 
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
@@ -258,7 +260,12 @@ T_512 static void q8_K_from_float(const float *src, void *dst, int64_t n) {
     }
 }
 
-void kvq_simd_install_avx512(kvq_type_traits *t) {
+void kvq_simd_install_avx512(kvq_type_traits *t, bool vbmi) {
+    static const kvq_matvec_kernel Q4_0 = {kvq_q4_0x4_act_size, kvq_q4_0x4_quant, kvq_q4_0x4_dot_vbmi,
+                                           kvq_q4_0x4_rows_vbmi};
+    static const kvq_matvec_kernel Q4_K = {kvq_q4_Kx_act_size, kvq_q4_Kx_quant, kvq_q4_Kx_dot_512, kvq_q4_Kx_rows_512};
+    if (vbmi) t[KVQ_TYPE_Q4_0].matvec = &Q4_0;
+    t[KVQ_TYPE_Q4_K].matvec = &Q4_K;
     t[KVQ_TYPE_Q8_K].from_float = q8_K_from_float;
     t[KVQ_TYPE_Q4_K].vec_dot = q4_K_dot;
     t[KVQ_TYPE_Q5_K].vec_dot = q5_K_dot;

@@ -84,14 +84,16 @@ static void build_tables(void) {
 #if defined(__x86_64__)
     kvq_simd_install_avx2(TABLES[KVQ_ISA_AVX2]);
     kvq_simd_install_avx2(TABLES[KVQ_ISA_AVX512]);
-    kvq_simd_install_avx512(TABLES[KVQ_ISA_AVX512]);
+    kvq_simd_install_avx512(TABLES[KVQ_ISA_AVX512], kvq_cpu_vbmi());
 #endif
 }
 
 const kvq_type_traits *kvq_traits_isa(kvq_type t, int isa) {
     if ((int)t < 0 || t >= KVQ_TYPE_COUNT || isa < 0 || isa >= KVQ_ISA_COUNT) return NULL;
     pthread_once(&tables_once, build_tables);
-    return TABLES[isa][t].to_float ? &TABLES[isa][t] : NULL;
+    static const void *const T[KVQ_ISA_COUNT] = {TABLES[KVQ_ISA_SCALAR], TABLES[KVQ_ISA_AVX2], TABLES[KVQ_ISA_AVX512]};
+    const kvq_type_traits *table = kvq_isa_pick(isa, T);
+    return table[t].to_float ? &table[t] : NULL;
 }
 
 const kvq_type_traits *kvq_traits(kvq_type t) { return kvq_traits_isa(t, kvq_isa_active()); }

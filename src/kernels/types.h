@@ -82,6 +82,26 @@ typedef void (*kvq_from_float_fn)(const float *src, void *dst, int64_t n);
 /* dot of one weight row (type T) with one activation row (T's partner type). */
 typedef float (*kvq_vec_dot_fn)(const void *w, const void *x, int64_t n);
 
+/* y[r] = W[r] . act for n_rows consecutive rows (row_bytes apart). */
+typedef void (*kvq_rows_fn)(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y);
+
+/* A whole-matrix decode product for a type whose kernel wants its own
+ * activation layout (gemv_q4_0.h, gemv_q4_K.h): the activations are laid out
+ * once per product in the order the weight nibbles come out of a block, and
+ * the dot is inlined into a row loop (which matters for short rows). A mixed
+ * precision type (per-group bit widths) enters the same way. */
+typedef struct kvq_matvec_kernel {
+    size_t (*act_size)(int64_t cols);
+    void (*quant)(const float *x, void *act, int64_t cols);
+    kvq_vec_dot_fn dot;
+    kvq_rows_fn rows;
+} kvq_matvec_kernel;
+
+/* Companion tensors a type needs beside its codes (per-group bit widths,
+ * scales, zeros), stored in GGUF as "<name>.<suffix>" and bound by the loader
+ * into kvq_tensor.aux in this order. */
+#define KVQ_TENSOR_AUX 4
+
 typedef struct kvq_type_traits {
     const char *name;
     int32_t blck;          /* elements per block */
@@ -90,6 +110,8 @@ typedef struct kvq_type_traits {
     kvq_to_float_fn to_float;
     kvq_from_float_fn from_float;
     kvq_vec_dot_fn vec_dot;
+    const kvq_matvec_kernel *matvec; /* NULL: decode uses vec_dot on dot_type activations */
+    const char *companions[KVQ_TENSOR_AUX]; /* suffixes of companion tensors (NULL-ended) */
 } kvq_type_traits;
 
 /* Static description (names and sizes) of any type GGUF can hold; NULL for ids

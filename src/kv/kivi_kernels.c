@@ -463,9 +463,9 @@ static const kvq_kivi_kernels K_AVX2 = {qk_block_avx2, av_rows_avx2};
 
 const kvq_kivi_kernels *kvq_kivi_kernels_isa(int isa) {
 #if defined(__x86_64__)
-    if (isa == KVQ_ISA_AVX512) return &K_AVX512;
-    if (isa == KVQ_ISA_AVX2) return &K_AVX2;
+    static const void *const T[KVQ_ISA_COUNT] = {&K_REF, &K_AVX2, &K_AVX512};
+#else
+    static const void *const T[KVQ_ISA_COUNT] = {&K_REF};
 #endif
-    (void)isa;
-    return &K_REF;
+    return kvq_isa_pick(isa, T);
 }

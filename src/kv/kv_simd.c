@@ -398,11 +398,11 @@ static const kvq_attn_kernels K_AVX512 = {qk_tile_f16_avx512, qk_tile_f32_avx512
 
 const kvq_attn_kernels *kvq_attn_kernels_isa(int isa) {
 #if defined(__x86_64__)
-    if (isa == KVQ_ISA_AVX512) return &K_AVX512;
-    if (isa == KVQ_ISA_AVX2) return &K_AVX2;
+    static const void *const T[KVQ_ISA_COUNT] = {&K_REF, &K_AVX2, &K_AVX512};
+#else
+    static const void *const T[KVQ_ISA_COUNT] = {&K_REF};
 #endif
-    (void)isa;
-    return &K_REF;
+    return kvq_isa_pick(isa, T);
 }
 
 const kvq_attn_kernels *kvq_attn_kernels_active(void) { return kvq_attn_kernels_isa(kvq_isa_active()); }

@@ -55,6 +55,22 @@ static kvq_status f32_vector(struct kvq_model *m, const kvq_gguf_tensor *gt, kvq
     return KVQ_OK;
 }
 
+/* A type with companion tensors (per-group bit widths, scales, zeros) finds
+ * them as "<name>.<suffix>"; their sizes are the type's to check. */
+static kvq_status bind_companions(struct kvq_model *m, kvq_tensor *t, const char *name) {
+    const kvq_type_traits *tr = kvq_traits(t->type);
+    for (int i = 0; tr && i < KVQ_TENSOR_AUX && tr->companions[i]; i++) {
+        char cname[160];
+        snprintf(cname, sizeof cname, "%s.%s", name, tr->companions[i]);
+        const kvq_gguf_tensor *ct = kvq_gguf_tensor_find(&m->gguf, cname);
+        if (!ct) return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' of type %s needs its companion '%s'", name,
+                                kvq_type_name(t->type), cname);
+        t->aux[i] = ct->data;
+        t->aux_bytes[i] = ct->nbytes;
+    }
+    return KVQ_OK;
+}
+
 static kvq_status matrix(struct kvq_model *m, kvq_tensor *t, const char *name, int64_t want0, int64_t want1,
                          bool required) {
     const kvq_gguf_tensor *gt = kvq_gguf_tensor_find(&m->gguf, name);
@@ -65,7 +81,8 @@ static kvq_status matrix(struct kvq_model *m, kvq_tensor *t, const char *name, i
     if (gt->n_dims > 2 || (want1 == 1 && gt->n_dims != 1))
         return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' has %u dimensions", name, gt->n_dims);
     if (want1 == 1) return f32_vector(m, gt, t, name, want0);
-    return kvq_tensor_view(m, t, name, (kvq_type)gt->type, gt->data, gt->ne[0], gt->ne[1], want0, want1);
+    kvq_status st = kvq_tensor_view(m, t, name, (kvq_type)gt->type, gt->data, gt->ne[0], gt->ne[1], want0, want1);
+    return st ? st : bind_companions(m, t, name);
 }
 
 static kvq_status load_vocab(struct kvq_model *m) {

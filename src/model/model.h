@@ -16,6 +16,9 @@ typedef struct kvq_tensor {
     const void *data;    /* NULL: absent (optional tensors) */
     size_t row_bytes;
     char name[64];
+    /* companion tensors of a type that declares them (kvq_type_traits.companions) */
+    const void *aux[KVQ_TENSOR_AUX];
+    uint64_t aux_bytes[KVQ_TENSOR_AUX];
 } kvq_tensor;
 
 typedef struct kvq_layer_weights {

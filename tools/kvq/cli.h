@@ -23,10 +23,6 @@ const char *cli_val(int argc, char **argv, int *i);
 /* Loads a model with the CLI logger; prints the reason and returns NULL on failure. */
 kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cli_log *lg);
 
-/* Log-probabilities of a logits row. */
-void cli_log_softmax(const float *x, int n, float *out);
-/* KL(base || cur) of two log-probability rows; *same_top1 tells whether their argmaxes agree. */
-double cli_kl(const float *base, const float *cur, int n, bool *same_top1);
 
 double cli_now(void);
 /* Peak resident set size in bytes. */

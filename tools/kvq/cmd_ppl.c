@@ -162,7 +162,7 @@ int cmd_ppl(int argc, char **argv) {
         if (kvq_ctx_truncate(c, 0) || kvq_eval(c, win, len, true, logits)) goto out;
         for (int j = first; j < len - 1; j++) {
             const kvq_token target = win[j + 1];
-            cli_log_softmax(logits + (size_t)j * V, V, lp);
+            kvq_log_softmax(logits + (size_t)j * V, V, lp);
             nll -= lp[target];
             n_scored++;
             if (fs && (fwrite(&target, 4, 1, fs) != 1 || fwrite(lp, sizeof(float), (size_t)V, fs) != (size_t)V)) {
@@ -180,7 +180,7 @@ int cmd_ppl(int argc, char **argv) {
                     goto out;
                 }
                 bool same;
-                kls[n_kl++] = cli_kl(blp, lp, V, &same);
+                kls[n_kl++] = kvq_kl_div(blp, lp, V, &same);
                 top1 += same;
             }
         }

@@ -5,8 +5,6 @@
  * are the --method values still to come. */
 #include <stdio.h>
 #include <string.h>
-#include "../../src/kernels/types.h"
-#include "../../src/quant/requant.h"
 #include "cli.h"
 
 int cmd_quantize(int argc, char **argv) {
@@ -26,9 +24,6 @@ int cmd_quantize(int argc, char **argv) {
     if (!model || !out || !type) return cli_fail("quantize: needs -m MODEL.gguf --type TYPE -o OUT.gguf"), 2;
     if (strcmp(method, "rtn"))
         return cli_fail("quantize: method '%s' is not available yet (rtn is)", method), 2;
-    const int t = kvq_type_parse(type);
-    if (t < 0 || !kvq_requant_fits((kvq_type)t, 256))
-        return cli_fail("quantize: cannot quantize to type '%s' (q4_0, q4_1, q8_0, q4_K, q5_K, q6_K)", type), 2;
     FILE *f = fopen(model, "rb");
     char magic[4] = {0};
     if (!f || fread(magic, 1, 4, f) != 4 || memcmp(magic, "GGUF", 4)) {
@@ -37,10 +32,9 @@ int cmd_quantize(int argc, char **argv) {
     }
     fclose(f);
     cli_log lg = {(int)verbose};
-    kvq_logger l = {cli_log_cb, &lg};
     double t0 = cli_now();
-    if (kvq_quantize_rtn_gguf(model, out, (kvq_type)t, threads ? (int)threads : sysconf_cores(), &l))
+    if (kvq_quantize_gguf(model, out, type, threads ? (int)threads : sysconf_cores(), cli_log_cb, &lg))
         return cli_fail("quantize: failed"), 1;
-    fprintf(stderr, "kvq: wrote %s (%s, rtn) in %.1f s\n", out, kvq_type_name(t), cli_now() - t0);
+    fprintf(stderr, "kvq: wrote %s (%s, rtn) in %.1f s\n", out, type, cli_now() - t0);
     return 0;
 }
