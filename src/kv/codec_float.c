@@ -183,12 +183,14 @@ static kvq_status f_io(const kvq_kv_layer *L, FILE *f, bool wr) {
     return KVQ_OK;
 }
 
+static int f_grain(const kvq_kv_layer *L) { return KVQ_KT; }
+
 static kvq_status f_save(const kvq_kv_layer *L, FILE *f) { return f_io(L, f, true); }
 static kvq_status f_load(kvq_kv_layer *L, FILE *f) { return f_io(L, f, false); }
 
 #define FLOAT_CODEC(NAME)                                                                                     \
     {.name = NAME, .bytes_for = f_bytes_for, .init = f_init, .destroy = f_destroy, .reserve = f_reserve,     \
-     .append = f_append, .qk = f_qk, .av = f_av, .read = f_read, .truncate = f_truncate, .compact = f_compact, .save = f_save,   \
+     .append = f_append, .qk = f_qk, .av = f_av, .read = f_read, .truncate = f_truncate, .compact = f_compact, .grain = f_grain, .save = f_save,   \
      .load = f_load}
 
 const kvq_codec kvq_codec_f32 = FLOAT_CODEC("f32");

@@ -431,6 +431,8 @@ static kvq_status kivi_io(const kvq_kv_layer *L, FILE *f, bool wr) {
     return KVQ_OK;
 }
 
+static int kivi_grain(const kvq_kv_layer *L) { return ((const kivi_cfg *)L->cfg)->g; }
+
 static kvq_status kivi_save(const kvq_kv_layer *L, FILE *f) {
     const kstate *s = L->state;
     int32_t nq = s->nq;
@@ -456,5 +458,5 @@ const kvq_codec kvq_codec_kivi = {
     .name = "kivi", .cfg_size = sizeof(kivi_cfg), .configure = kivi_configure, .bytes_for = kivi_bytes_for,
     .init = kivi_init, .destroy = kivi_destroy, .reserve = kivi_reserve, .append = kivi_append,
     .commit = kivi_commit, .qk = kivi_qk, .av = kivi_av, .read = kivi_read, .truncate = kivi_truncate,
-    .compact = kivi_compact, .save = kivi_save, .load = kivi_load,
+    .compact = kivi_compact, .grain = kivi_grain, .save = kivi_save, .load = kivi_load,
 };

@@ -106,6 +106,9 @@ typedef struct kvq_codec {
      * returns the pages freed. NULL: kvq_kv_compact rebuilds the layer
      * through read + append (exact for codecs that re-encode losslessly). */
     kvq_status (*compact)(kvq_kv_layer *L, const int32_t *keep, int n_keep);
+    /* Slots a key read touches at least (a transposed tile, a block); sparse
+     * policies pick pages no smaller. NULL: 1. */
+    int (*grain)(const kvq_kv_layer *L);
     kvq_status (*save)(const kvq_kv_layer *L, FILE *f);
     /* L->n is set and room reserved; the data is untrusted. */
     kvq_status (*load)(kvq_kv_layer *L, FILE *f);
@@ -143,13 +146,24 @@ typedef struct kvq_policy {
     kvq_status (*after_step)(kvq_kv_cache *c, int il);
     /* Slots >= n of layer il are gone. */
     void (*on_truncate)(kvq_kv_cache *c, int il, int n);
+    /* Exact bytes of the policy's own data (page summaries), counted in bytes_used. */
+    uint64_t (*bytes)(const kvq_kv_cache *c);
     bool needs_compact;     /* evicts: the codec must compact */
-    int32_t obs_window;     /* how many recent queries per layer the policy wants kept */
-    int32_t max_spans;
+    int32_t obs_window;     /* how many recent queries per layer the policy wants kept (init may change
+                               kvq_kv_cache.obs_w from its options) */
+    int32_t max_spans;      /* spans select may return (0: 1); init may raise kvq_kv_cache.max_spans */
 } kvq_policy;
+
+/* Where decode time goes, accumulated over the cache's life (bench). */
+typedef struct kvq_kv_stats {
+    uint64_t attn_ns;       /* kvq_kv_attend, selection included */
+    uint64_t select_ns;     /* policy.select */
+    uint64_t n_attn;        /* layer attentions */
+} kvq_kv_stats;
 
 struct kvq_kv_cache {
     kvq_kv_geom g;
+    kvq_kv_stats stats;
     kvq_kv_spec spec;
     const kvq_codec *codec;
     const kvq_policy *policy;
@@ -161,7 +175,10 @@ struct kvq_kv_cache {
     kvq_kv_step step;       /* the step in progress */
     bool in_step;
     int32_t n_pending;      /* the newest slots, appended by draft/verify steps, not yet verified */
-    float *obs_q;           /* [n_layer][obs_window][n_head*head_dim], ring of recent queries */
+    int32_t obs_w;          /* queries per layer the ring keeps (the policy's obs_window, or its option) */
+    int32_t max_spans;      /* spans select may return per (query, head) */
+    int32_t n_threads;      /* threads for whole-cache work the policies do (eviction) */
+    float *obs_q;           /* [n_layer][obs_w][n_head*head_dim], ring of recent queries */
     int32_t obs_n;          /* queries held in the ring */
     int32_t obs_head;
     const kvq_logger *lg;

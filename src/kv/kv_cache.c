@@ -117,10 +117,12 @@ kvq_status kvq_kv_cache_new_with(const kvq_kv_geom *g, const kvq_kv_spec *spec, 
         }
         if (L->page <= 0) { st = KVQ_ERR_INTERNAL; goto fail; }
     }
+    c->obs_w = c->policy->obs_window;
+    c->max_spans = c->policy->max_spans > 0 ? c->policy->max_spans : 1;
+    c->n_threads = 1;
     if (c->policy->init && (st = c->policy->init(c, err, err_cap))) goto fail;
-    if (c->policy->obs_window > 0) {
-        c->obs_q = calloc((size_t)g->n_layer * (size_t)c->policy->obs_window * (size_t)(g->n_head * g->head_dim),
-                          sizeof(float));
+    if (c->obs_w > 0) {
+        c->obs_q = calloc((size_t)g->n_layer * (size_t)c->obs_w * (size_t)(g->n_head * g->head_dim), sizeof(float));
         if (!c->obs_q) { st = KVQ_ERR_NOMEM; goto fail; }
     }
     *out = c;
@@ -198,7 +200,7 @@ void kvq_kv_commit(kvq_kv_cache *c, int il) {
 }
 
 void kvq_kv_observe(kvq_kv_cache *c, int il, const float *q, int n) {
-    int W = c->policy->obs_window;
+    int W = c->obs_w;
     if (W <= 0) return;
     size_t row = (size_t)(c->g.n_head * c->g.head_dim);
     float *ring = c->obs_q + (size_t)il * (size_t)W * row;
@@ -287,7 +289,7 @@ kvq_status kvq_kv_compact(kvq_kv_cache *c, int il, const int32_t *keep, int n_ke
 int32_t kvq_kv_n(const kvq_kv_cache *c) { return c->layers[0].n; }
 
 uint64_t kvq_kv_bytes_used(const kvq_kv_cache *c) {
-    uint64_t b = 0;
+    uint64_t b = c->policy->bytes ? c->policy->bytes(c) : 0;
     for (int il = 0; il < c->g.n_layer; il++) b += c->codec->bytes_for(&c->layers[il], c->layers[il].n);
     return b;
 }

@@ -8,11 +8,13 @@
 
 extern const kvq_codec kvq_codec_f32, kvq_codec_f16, kvq_codec_kivi, kvq_codec_pertoken, kvq_codec_q8_0,
     kvq_codec_q4_0;
-extern const kvq_policy kvq_policy_full, kvq_policy_window;
+extern const kvq_policy kvq_policy_full, kvq_policy_window, kvq_policy_snapkv, kvq_policy_hsa, kvq_policy_rocket,
+    kvq_policy_rocket_mt;
 
 static const kvq_codec *const CODECS[] = {&kvq_codec_f32,      &kvq_codec_f16,  &kvq_codec_kivi,
                                           &kvq_codec_pertoken, &kvq_codec_q8_0, &kvq_codec_q4_0};
-static const kvq_policy *const POLICIES[] = {&kvq_policy_full, &kvq_policy_window};
+static const kvq_policy *const POLICIES[] = {&kvq_policy_full,   &kvq_policy_window, &kvq_policy_snapkv,
+                                             &kvq_policy_hsa,    &kvq_policy_rocket, &kvq_policy_rocket_mt};
 
 const kvq_codec *kvq_codec_find(const char *name) {
     for (size_t i = 0; i < sizeof CODECS / sizeof CODECS[0]; i++)

@@ -59,6 +59,7 @@ kvq_status kvq_kv_step_layer(kvq_kv_cache *c, int il, const float *q, const floa
     }
     kvq_kv_observe(c, il, q, s->n);
     if (c->codec->prepare && (st = c->codec->prepare(L, s))) return st;
+    c->n_threads = n_threads;
     if ((st = kvq_kv_attend(c, il, q, s->n, s->slots0 + 1, scale, s->view, out, n_threads))) return st;
     /* a speculative step's tokens, and those pending before it, stay unverified */
     if (c->codec->commit) c->codec->commit(L, step_final(s->mode) ? L->n : s->slots0 - c->n_pending);

@@ -56,7 +56,7 @@ static int plot(const char *png, const char *title, const long *len, int nl, con
 
 int cmd_niah(int argc, char **argv) {
     const char *model = NULL, *kv = "f32", *task_s = "passkey", *png = NULL, *hay_path = NULL;
-    long lens[MAX_AXIS], n_samples = 5, seed = 1, threads = 0, verbose = 0;
+    long lens[MAX_AXIS], n_samples = 5, seed = 1, threads = 0, verbose = 0, turns = 1;
     double deps[MAX_AXIS];
     int nl = 0, nd = 0;
     bool json = false;
@@ -75,6 +75,7 @@ int cmd_niah(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { if (!cli_int(a, v, 1, 10000, &n_samples)) return 2; }
         else if (!strcmp(a, "--seed")) { if (!cli_int(a, v, 0, 0x7fffffffL, &seed)) return 2; }
         else if (!strcmp(a, "-t")) { if (!cli_int(a, v, 0, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "--turns")) { if (!cli_int(a, v, 1, 2, &turns)) return 2; }
         else return cli_fail("niah: unknown option '%s'", a), 2;
     }
     int task = niah_task_from_name(task_s);
@@ -123,6 +124,8 @@ int cmd_niah(int argc, char **argv) {
     free(pt);
     double cpt = ptok > 0 ? (double)po / ptok : 3.0;
     kvq_token *toks = malloc((size_t)(max_len * 2 + 64) * sizeof *toks);
+    kvq_token *q2 = malloc(256 * sizeof *q2); /* the question of a second turn */
+    double held_per_token = 0; /* KV bytes held after the prompt, per prompt token, summed over cases */
     float *logits = malloc((size_t)info.n_vocab * sizeof(float));
     static double acc[MAX_AXIS][MAX_AXIS];
     const bool tty = isatty(fileno(stderr));
@@ -149,10 +152,29 @@ int cmd_niah(int argc, char **argv) {
                     chars *= (double)(lens[li] - 4) / n;
                 }
                 if (n > lens[li]) n = (int)lens[li]; /* a few tokens of filler lost at worst */
+                int nq = 0;
+                if (turns == 2) {
+                    /* the haystack is one prompt, which ends (an eviction policy runs without knowing the
+                     * question), and the question a second one */
+                    const size_t hl = strlen(prompt) - strlen(nc.query);
+                    if (kvq_tokenize(m, prompt, hl, info.add_bos, toks, (int)(max_len * 2 + 64), &n) ||
+                        kvq_tokenize(m, prompt + hl, strlen(nc.query), false, q2, 256, &nq)) { rc = 1; free(prompt); break; }
+                    if (n + nq > lens[li]) n = (int)lens[li] - nq;
+                }
                 kvq_ctx_truncate(c, 0);
                 char gen[64] = "";
                 int gl = 0;
-                if (kvq_eval(c, toks, n, false, logits)) { rc = 1; free(prompt); break; }
+                kvq_eval_opts po = kvq_eval_default_opts();
+                po.prompt_end = true;
+                if (kvq_eval_ex(c, toks, n, &po, logits) || (nq && kvq_eval_ex(c, q2, nq, &po, logits))) {
+                    rc = 1;
+                    free(prompt);
+                    break;
+                }
+                kvq_kv_report held;
+                kvq_ctx_kv_report(c, &held);
+                held_per_token += (double)held.bytes_used / (n + nq);
+                if (nq) n += nq, toks[n - 1] = q2[nq - 1];
                 kvq_token prev = toks[n - 1];
                 for (int k = 0; k < (int)strlen(nc.answer) + 3; k++) {
                     kvq_token t = 0;
@@ -198,7 +220,8 @@ int cmd_niah(int argc, char **argv) {
             for (int j = 0; j < nd; j++) printf("%s%.4f", j ? ", " : "", acc[i][j]);
             printf("]");
         }
-        printf("], \"mean\": %.4f, \"kv_bytes_per_token\": %.2f}\n", mean, rep.bytes_per_token);
+        printf("], \"mean\": %.4f, \"turns\": %ld, \"kv_bytes_per_token\": %.2f, \"kv_bytes_held_per_token\": %.2f}\n",
+               mean, turns, rep.bytes_per_token, done ? held_per_token / done : 0);
     } else {
         printf("%s on %s, kv %s, %ld samples per cell (exact match %%)\n", task_s, model, rep.spec, n_samples);
         printf("%8s", "length");
@@ -220,6 +243,7 @@ int cmd_niah(int argc, char **argv) {
         else fprintf(stderr, "kvq niah: wrote %s\n", png);
     }
     free(toks);
+    free(q2);
     free(logits);
     free(hay);
     kvq_ctx_free(c);
