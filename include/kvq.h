@@ -189,6 +189,12 @@ int32_t    kvq_ctx_n_ctx(const kvq_ctx *c);
 /* Forgets every token at position >= n (speculative rollback, new prompt). */
 kvq_status kvq_ctx_truncate(kvq_ctx *c, int32_t n);
 kvq_status kvq_ctx_kv_report(const kvq_ctx *c, kvq_kv_report *r);
+/* Where decode time goes: attention (the KV cache's whole share of a step,
+ * selection included) and the policy's selection, summed since the context
+ * was made. */
+typedef struct kvq_kv_timing { double attn_seconds, select_seconds; uint64_t layer_attentions; } kvq_kv_timing;
+void kvq_ctx_kv_timing(const kvq_ctx *c, kvq_kv_timing *t);
+
 /* The tokens at positions [0, n_past): *out points into the context. */
 int32_t    kvq_ctx_tokens(const kvq_ctx *c, const kvq_token **out);
 

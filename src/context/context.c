@@ -157,6 +157,12 @@ int32_t kvq_ctx_n_pending(const kvq_ctx *c) { return c->n_past - c->n_past_final
 
 int32_t kvq_ctx_n_past(const kvq_ctx *c) { return c->n_past; }
 
+void kvq_ctx_kv_timing(const kvq_ctx *c, kvq_kv_timing *t) {
+    t->attn_seconds = (double)c->kv->stats.attn_ns * 1e-9;
+    t->select_seconds = (double)c->kv->stats.select_ns * 1e-9;
+    t->layer_attentions = c->kv->stats.n_attn;
+}
+
 int32_t kvq_ctx_tokens(const kvq_ctx *c, const kvq_token **out) {
     *out = c->tokens;
     return c->n_past;
@@ -236,7 +242,9 @@ kvq_status kvq_ctx_fill_random(kvq_ctx *c, int32_t n, uint64_t seed) {
                 k[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 4.0f;
                 v[i] = ((float)((s >> 16) & 0xffffff) / 16777216.0f - 0.5f) * 4.0f;
             }
+            const int slot0 = c->kv->layers[l].n;
             st = kvq_kv_append(c->kv, l, k, v, m);
+            if (!st && c->kv->policy->on_append) c->kv->policy->on_append(c->kv, l, k, m, slot0);
             kvq_kv_commit(c->kv, l);
         }
         if (!st) {

@@ -4,7 +4,22 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/fp16.h"
+#include "../kernels/types.h"
 #include "topk.h"
+
+/* fp16 of v rounded towards -inf (down) or +inf (up). */
+static uint16_t f16_dir(float v, bool up) {
+    uint16_t h = kvq_f32_to_f16(v);
+    const float r = kvq_f16_to_f32(h);
+    if (isnan(v) || r == v || isinf(r)) return h;
+    const bool neg = h & 0x8000;
+    if (up == (r < v)) { /* move one step towards the wanted direction */
+        if (up) h = neg ? (h == 0x8000 ? 0x0001 : h - 1) : h + 1;
+        else h = neg ? h + 1 : (h == 0 ? 0x8001 : h - 1);
+    }
+    return h;
+}
 
 kvq_status kvq_hsa_init(kvq_hsa *s, const kvq_kv_cache *c, int page) {
     memset(s, 0, sizeof *s);
@@ -34,7 +49,7 @@ void kvq_hsa_free(kvq_hsa *s) {
 }
 
 static size_t layer_bytes(const kvq_hsa *s, int cap) {
-    return 2 * (size_t)s->n_head_kv * (size_t)s->head_dim * (size_t)cap * sizeof(float);
+    return 2 * (size_t)s->n_head_kv * (size_t)s->head_dim * (size_t)cap * sizeof(uint16_t);
 }
 
 uint64_t kvq_hsa_bytes_for(const kvq_hsa *s, int64_t n_slots) {
@@ -49,7 +64,7 @@ static kvq_status grow(kvq_hsa *s, int il, int pages) {
     const size_t old = layer_bytes(s, s->cap_pages[il]), now = layer_bytes(s, cap);
     kvq_status st = kvq_kv_mem_charge(s->mem, (int64_t)(now - old));
     if (st) return st;
-    float *mn = malloc(now / 2), *mx = malloc(now / 2);
+    uint16_t *mn = malloc(now / 2), *mx = malloc(now / 2);
     if (!mn || !mx) {
         free(mn);
         free(mx);
@@ -58,8 +73,8 @@ static kvq_status grow(kvq_hsa *s, int il, int pages) {
     }
     const int rows = s->n_head_kv * s->head_dim, used = (s->n_slots[il] + s->page - 1) / s->page;
     for (int r = 0; r < rows && s->mn[il]; r++) {
-        memcpy(mn + (size_t)r * cap, s->mn[il] + (size_t)r * s->cap_pages[il], (size_t)used * sizeof(float));
-        memcpy(mx + (size_t)r * cap, s->mx[il] + (size_t)r * s->cap_pages[il], (size_t)used * sizeof(float));
+        memcpy(mn + (size_t)r * cap, s->mn[il] + (size_t)r * s->cap_pages[il], (size_t)used * sizeof(uint16_t));
+        memcpy(mx + (size_t)r * cap, s->mx[il] + (size_t)r * s->cap_pages[il], (size_t)used * sizeof(uint16_t));
     }
     free(s->mn[il]);
     free(s->mx[il]);
@@ -81,12 +96,12 @@ kvq_status kvq_hsa_append(kvq_hsa *s, int il, const float *k, int n, int slot0) 
         const bool first = slot % P == 0;
         for (int h = 0; h < nkv; h++) {
             const float *kr = k + ((size_t)t * nkv + h) * hd;
-            float *mn = s->mn[il] + (size_t)h * hd * cap + p, *mx = s->mx[il] + (size_t)h * hd * cap + p;
+            uint16_t *mn = s->mn[il] + (size_t)h * hd * cap + p, *mx = s->mx[il] + (size_t)h * hd * cap + p;
             for (int i = 0; i < hd; i++) {
                 const float v = kr[i];
-                float *a = mn + (size_t)i * cap, *b = mx + (size_t)i * cap;
-                if (first || v < *a) *a = v;
-                if (first || v > *b) *b = v;
+                uint16_t *a = mn + (size_t)i * cap, *b = mx + (size_t)i * cap;
+                if (first || v < kvq_f16_to_f32(*a)) *a = f16_dir(v, false);
+                if (first || v > kvq_f16_to_f32(*b)) *b = f16_dir(v, true);
             }
         }
     }
@@ -112,29 +127,13 @@ kvq_status kvq_hsa_resync(kvq_hsa *s, kvq_kv_cache *c, int il, int from) {
     return st;
 }
 
-/* u_h,p for one head into u[n_pages]; returns tau. */
-static float head_scores(const kvq_hsa *s, int il, int h, const float *qh, const int32_t *I, const float *sign, int r,
-                         int n_pages, float *u) {
-    const int hd = s->head_dim, cap = s->cap_pages[il];
-    const float *mn = s->mn[il] + (size_t)h * hd * cap, *mx = s->mx[il] + (size_t)h * hd * cap;
-    memset(u, 0, (size_t)n_pages * sizeof(float));
-    float sel = 0, all = 0;
-    for (int j = 0; j < r; j++) {
-        const int i = I[j];
-        const float qi = qh[i];
-        const float *b = (sign[i] > 0 ? mx : mn) + (size_t)i * cap;
-        for (int p = 0; p < n_pages; p++) u[p] += qi * b[p];
-        sel += fabsf(qi);
-    }
-    for (int i = 0; i < hd; i++) all += fabsf(qh[i]);
-    return all > 0 ? sqrtf((float)hd * sel / all) : 1.0f;
-}
-
 /* Shared by selection and the test hook: the group's summed token
- * probabilities per page into score[n_pages]; tmp holds hd + n_pages floats. */
+ * probabilities per page into score[n_pages]. tmp holds
+ * (n_q + 1) * n_pages + head_dim floats. The bound row of each chosen
+ * channel is converted from fp16 once and serves every head of the group. */
 static void page_scores(const kvq_hsa *s, int il, int h, const float *q, int n_q, int n_vis, int r, float *score,
                         float *tmp) {
-    const int hd = s->head_dim, P = s->page, n_pages = (n_vis + P - 1) / P;
+    const int hd = s->head_dim, P = s->page, n_pages = (n_vis + P - 1) / P, cap = s->cap_pages[il];
     float a[1024], sign[1024];
     int32_t I[1024];
     for (int i = 0; i < hd; i++) {
@@ -145,26 +144,42 @@ static void page_scores(const kvq_hsa *s, int il, int h, const float *q, int n_q
     }
     if (r > hd) r = hd;
     r = kvq_topk(a, hd, r, tmp, I);
-    float *u = tmp;
+    float *row = tmp, *u = tmp + n_pages;
+    memset(u, 0, (size_t)n_q * n_pages * sizeof(float));
+    const kvq_to_float_fn f16 = kvq_traits(KVQ_TYPE_F16)->to_float;
+    const uint16_t *mn = s->mn[il] + (size_t)h * hd * cap, *mx = s->mx[il] + (size_t)h * hd * cap;
+    for (int j = 0; j < r; j++) {
+        const int i = I[j];
+        f16((sign[i] > 0 ? mx : mn) + (size_t)i * cap, row, n_pages);
+        for (int g = 0; g < n_q; g++) {
+            const float qi = q[(size_t)g * hd + i];
+            float *ug = u + (size_t)g * n_pages;
+            for (int p = 0; p < n_pages; p++) ug[p] += qi * row[p];
+        }
+    }
     memset(score, 0, (size_t)n_pages * sizeof(float));
     for (int g = 0; g < n_q; g++) {
-        const float tau = head_scores(s, il, h, q + (size_t)g * hd, I, sign, r, n_pages, u);
-        float m = -INFINITY;
-        for (int p = 0; p < n_pages; p++) m = u[p] > m ? u[p] : m;
+        const float *qg = q + (size_t)g * hd;
+        float sel = 0, all = 0;
+        for (int j = 0; j < r; j++) sel += fabsf(qg[I[j]]);
+        for (int i = 0; i < hd; i++) all += fabsf(qg[i]);
+        const float tau = all > 0 ? sqrtf((float)hd * sel / all) : 1.0f, itau = tau > 0 ? 1.0f / tau : 1.0f;
+        float *ug = u + (size_t)g * n_pages, m = -INFINITY;
+        for (int p = 0; p < n_pages; p++) m = ug[p] > m ? ug[p] : m;
         double z = 0;
         for (int p = 0; p < n_pages; p++) {
             const int cnt = p == n_pages - 1 ? n_vis - p * P : P;
-            u[p] = (float)cnt * expf((u[p] - m) / tau);
-            z += u[p];
+            ug[p] = (float)cnt * expf((ug[p] - m) * itau);
+            z += ug[p];
         }
         const float iz = z > 0 ? (float)(1.0 / z) : 0.0f;
-        for (int p = 0; p < n_pages; p++) score[p] += u[p] * iz;
+        for (int p = 0; p < n_pages; p++) score[p] += ug[p] * iz;
     }
 }
 
 void kvq_hsa_page_scores(const kvq_hsa *s, int il, int h, const float *q, int n_q, int n_vis, int r, float *out) {
     const int n_pages = (n_vis + s->page - 1) / s->page;
-    float *tmp = malloc(((size_t)s->head_dim + (size_t)n_pages) * sizeof(float));
+    float *tmp = malloc(((size_t)s->head_dim + (size_t)(n_q + 1) * n_pages) * sizeof(float));
     if (!tmp) return;
     page_scores(s, il, h, q, n_q, n_vis, r, out, tmp);
     free(tmp);
@@ -175,7 +190,7 @@ int kvq_hsa_select(const kvq_hsa *s, int il, int h, const float *q, int n_q, int
     const int P = s->page, n_pages = (n_vis + P - 1) / P, want = (k + P - 1) / P;
     if (n_vis > s->n_slots[il] || want >= n_pages) return -1;
     float stack[4096];
-    const size_t need = 2 * (size_t)n_pages + (size_t)s->head_dim + 16;
+    const size_t need = (size_t)(n_q + 2) * n_pages + (size_t)s->head_dim + 16;
     float *buf = need <= 4096 ? stack : malloc(need * sizeof(float));
     int32_t istack[2048], *idx = n_pages <= 2048 ? istack : malloc((size_t)n_pages * sizeof(int32_t));
     if (!buf || !idx) {

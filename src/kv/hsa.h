@@ -7,8 +7,9 @@
  *   score_p = sum_h softmax over tokens of u_h/tau_h (a page's score counts once per token)
  * and the top pages hold k tokens, shared by the group. Summaries follow the
  * cache: appended tokens extend them, truncation and compaction rebuild the
- * pages they touch from the codec's own keys. Their memory is charged to the
- * cache like its pages. */
+ * pages they touch from the codec's own keys. Bounds are fp16, rounded
+ * outwards (a page's min down, its max up), so they stay bounds; their memory
+ * is charged to the cache like its pages. */
 #ifndef KVQ_KV_HSA_H
 #define KVQ_KV_HSA_H
 #include "kv.h"
@@ -17,7 +18,7 @@ typedef struct kvq_hsa {
     int page, n_layer, n_head_kv, head_dim;
     int *n_slots;        /* [n_layer] slots summarized */
     int *cap_pages;      /* [n_layer] pages the arrays hold */
-    float **mn, **mx;    /* [n_layer] -> [n_head_kv][head_dim][cap_pages] */
+    uint16_t **mn, **mx; /* [n_layer] -> [n_head_kv][head_dim][cap_pages], fp16 */
     kvq_kv_mem *mem;
     uint64_t bytes;      /* held by the arrays */
 } kvq_hsa;

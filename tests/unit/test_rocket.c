@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/fp16.h"
 #include "kv/hsa.h"
 #include "kv/kv.h"
 #include "kv/rocket_split.h"
@@ -148,6 +149,18 @@ static void test_snapkv_scores_dense(void **st) {
     free(q); free(k); free(v);
 }
 
+/* The closest fp16 value on the outer side of v (bounds are stored so). */
+static double f16_out(float v, bool up) {
+    const uint16_t h = kvq_f32_to_f16(v);
+    double best = up ? INFINITY : -INFINITY;
+    for (int d = -2; d <= 2; d++) {
+        const double c = kvq_f16_to_f32((uint16_t)(h + d));
+        if (isnan(c)) continue;
+        if (up ? c >= v && c < best : c <= v && c > best) best = c;
+    }
+    return best;
+}
+
 static void test_hsa_brute_force(void **st) {
     (void)st;
     const int nkv = 2, hd = 16, rep = 3, P = 4;
@@ -198,7 +211,7 @@ static void test_hsa_brute_force(void **st) {
                             double x = k[((size_t)t * nkv + head) * hd + i];
                             b = sg[i] > 0 ? fmax(b, x) : fmin(b, x);
                         }
-                        u[p] += q[j * hd + i] * b;
+                        u[p] += q[j * hd + i] * f16_out((float)b, sg[i] > 0);
                     }
                     mx = fmax(mx, u[p]);
                 }

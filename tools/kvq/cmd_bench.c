@@ -80,7 +80,8 @@ int cmd_bench(int argc, char **argv) {
         if (fbw)
             printf("machine  reading the model file's pages: %.1f GB/s now; read again after every decode run, and "
                    "%% bw is the median of the per-run ratios\n", wread);
-        printf("%-22s %-10s %10s %18s %8s %8s %12s\n", "kv", "test", "tok/s", "[min - max]", "GB/s", "% bw", "KV B/token");
+        printf("%-22s %-10s %10s %18s %8s %8s %12s %9s %9s %10s\n", "kv", "test", "tok/s", "[min - max]", "GB/s", "% bw",
+               "KV B/token", "attn ms", "select ms", "KV held");
     } else {
         printf("{\"model\": \"%s\", \"weight_bytes\": %llu, \"threads\": %d, \"isa\": \"%s\", \"dram_gbs\": %.2f, "
                "\"l3_gbs\": %.2f, \"file_read_gbs\": %.2f, \"results\": [",
@@ -134,14 +135,27 @@ int cmd_bench(int argc, char **argv) {
         /* decode at each depth */
         for (int d = 0; d < n_depth && !rc; d++) {
             kvq_ctx_truncate(c, 0);
-            if (kvq_ctx_fill_random(c, (int32_t)depths[d], 7)) { rc = 1; break; }
             kvq_token t = toks[0];
+            /* random K/V up to the depth, and a last token that ends the prompt, so an
+             * eviction policy runs (on random data: fine for speed, meaningless for quality) */
+            kvq_eval_opts po = kvq_eval_default_opts();
+            po.prompt_end = true;
+            if ((depths[d] > 1 && kvq_ctx_fill_random(c, (int32_t)depths[d] - 1, 7)) ||
+                (depths[d] > 0 && kvq_eval_ex(c, &t, 1, &po, NULL))) { rc = 1; break; }
+            kvq_kv_report held;
+            kvq_ctx_kv_report(c, &held);
             uint64_t kv_at = 0;
+            kvq_kv_timing tm0, tm1;
+            double attn_ms = 0, sel_ms = 0;
             for (int i = 0; i < reps; i++) {
                 kvq_ctx_truncate(c, (int32_t)depths[d]);
+                kvq_ctx_kv_timing(c, &tm0);
                 double t0 = cli_now();
                 for (long j = 0; j < n_gen && !rc; j++) rc = kvq_eval(c, &t, 1, false, NULL) != KVQ_OK;
                 v[i] = n_gen / (cli_now() - t0);
+                kvq_ctx_kv_timing(c, &tm1);
+                attn_ms += (tm1.attn_seconds - tm0.attn_seconds) * 1e3 / (double)n_gen / reps;
+                sel_ms += (tm1.select_seconds - tm0.select_seconds) * 1e3 / (double)n_gen / reps;
                 refs[i] = fbw ? cli_file_bw_read(fbw, bw_threads, 1) : 0;
                 kvq_kv_report rr;
                 kvq_ctx_kv_report(c, &rr);
@@ -167,12 +181,18 @@ int cmd_bench(int argc, char **argv) {
             if (json)
                 printf("%s{\"kv\": \"%s\", \"test\": \"%s\", \"depth\": %ld, \"tok_s\": %.2f, \"min\": %.2f, \"max\": %.2f, "
                        "\"gbs\": %.2f, \"kv_gbs\": %.2f, \"ref_gbs\": %.2f, \"bw_fraction\": %.3f, "
-                       "\"kv_bytes_per_token\": %.2f}",
+                       "\"kv_bytes_per_token\": %.2f, \"attn_ms\": %.3f, \"select_ms\": %.3f, \"kv_held\": %llu, "
+                       "\"kv_allocated\": %llu}",
                        first ? "" : ", ", r.spec, test, depths[d], st.med, st.lo, st.hi, gbs, kv_gbs, ref, frac,
-                       r.bytes_per_token);
-            else
-                printf("%-22s %-10s %10.1f %8.1f - %-7.1f %8.2f %7.0f%% %12.1f   (KV traffic %.2f GB/s)\n", r.spec, test,
-                       st.med, st.lo, st.hi, gbs, 100 * frac, r.bytes_per_token, kv_gbs);
+                       r.bytes_per_token, attn_ms, sel_ms, (unsigned long long)held.bytes_used,
+                       (unsigned long long)held.bytes_allocated);
+            else {
+                char hb[32];
+                cli_human_bytes((double)held.bytes_allocated, hb, sizeof hb);
+                printf("%-22s %-10s %10.1f %8.1f - %-7.1f %8.2f %7.0f%% %12.1f %9.3f %9.3f %10s   (KV traffic %.2f GB/s)\n",
+                       r.spec, test, st.med, st.lo, st.hi, gbs, 100 * frac, r.bytes_per_token, attn_ms, sel_ms, hb,
+                       kv_gbs);
+            }
             first = 0;
         }
         fflush(stdout);

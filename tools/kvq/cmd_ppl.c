@@ -139,6 +139,10 @@ int cmd_ppl(int argc, char **argv) {
             goto out;
         }
     }
+    /* With a token policy (eviction, sparse attention), the first half of
+     * each window is a prompt that ends, and the scored half is decoded one
+     * token at a time: how generation would meet the policy. */
+    const bool policy = strchr(kv, '+') != NULL && !score_all;
     const bool tty = isatty(fileno(stderr));
     double nll = 0, t0 = cli_now();
     long n_scored = 0, n_kl = 0, top1 = 0;
@@ -159,7 +163,14 @@ int cmd_ppl(int argc, char **argv) {
             if (has_bos && info.add_bos) win[0] = info.bos;
             first = len / 2;
         }
-        if (kvq_ctx_truncate(c, 0) || kvq_eval(c, win, len, true, logits)) goto out;
+        if (kvq_ctx_truncate(c, 0)) goto out;
+        if (policy) {
+            kvq_eval_opts po = kvq_eval_default_opts();
+            po.prompt_end = true;
+            if (kvq_eval_ex(c, win, first + 1, &po, logits + (size_t)first * V)) goto out;
+            for (int j = first + 1; j < len - 1; j++)
+                if (kvq_eval(c, &win[j], 1, false, logits + (size_t)j * V)) goto out;
+        } else if (kvq_eval(c, win, len, true, logits)) goto out;
         for (int j = first; j < len - 1; j++) {
             const kvq_token target = win[j + 1];
             kvq_log_softmax(logits + (size_t)j * V, V, lp);
@@ -206,8 +217,9 @@ int cmd_ppl(int argc, char **argv) {
     kvq_ctx_kv_report(c, &r);
     if (json) {
         printf("{\"model\": \"%s\", \"kv\": \"%s\", \"ctx\": %ld, \"score\": \"%s\", \"windows\": %d, \"tokens\": %ld, "
-               "\"ppl\": %.6f, \"nll_mean\": %.6f, ",
-               model, r.spec, n_ctx, score_all ? "all" : "half", n_win, n_scored, ppl, nll / n_scored);
+               "\"ppl\": %.6f, \"nll_mean\": %.6f, \"mode\": \"%s\", \"kv_bytes_used\": %llu, ",
+               model, r.spec, n_ctx, score_all ? "all" : "half", n_win, n_scored, ppl, nll / n_scored,
+               policy ? "prompt+decode" : batch == 1 ? "decode" : "batch", (unsigned long long)r.bytes_used);
         if (n_kl)
             printf("\"kl_mean\": %.8f, \"kl_median\": %.8f, \"kl_p99\": %.8f, \"top1_agree\": %.6f, ", kl_mean, kl_med,
                    kl_p99, (double)top1 / n_kl);
