@@ -183,5 +183,24 @@ if need $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $M/stories260K/stories260
     expect_fail "KV memory cap reached" "memory cap" $KVQ run -m $G --kv-memory 100K -p "Once upon a time" -n 400 --temp 0
 fi
 
+# 10. RocketKV policies end to end.
+if [ -f models/kvq-recall/model.safetensors ] && need $M/tinystories-656k/TinyStories-656K-Q8_0.gguf; then
+    R=models/kvq-recall
+    G=$M/tinystories-656k/TinyStories-656K-Q8_0.gguf
+    for kv in f16+rocket:budget=128 kivi:k4v2+rocket:budget=128 f16+rocket-mt:budget=256; do
+        a=$($KVQ niah -m $R --kv $kv --turns 2 --lengths 1024 --depths 0.25,0.75 -n 2 --json | jget mean)
+        python3 -c "import sys; sys.exit(0 if $a >= 0.75 else 1)" && ok "niah --turns 2 with $kv: $a" || bad "niah --turns 2 $kv: $a"
+    done
+    j=$($KVQ niah -m $R --kv f16+snapkv:budget=128 --lengths 1024 --depths 0.5 -n 1 --json)
+    h=$(echo "$j" | jget kv_bytes_held_per_token)
+    python3 -c "import sys; sys.exit(0 if $h < 0.2 * 2048 else 1)" && ok "snapkv:budget=128 holds $h bytes per context token (f16: 2048)" || bad "snapkv held $h"
+    j=$($KVQ ppl -m $G -f $TMP/ts100k.txt --ctx 512 --kv f16+rocket:budget=64 --json)
+    [ "$(echo "$j" | jget mode)" = "prompt+decode" ] && ok "ppl with a policy: prompt half + decoded half (ppl $(echo "$j" | jget ppl))" || bad "ppl rocket"
+    expect_fail "policy budget 0" "budget=0" $KVQ run -m $G --kv f16+rocket:budget=0
+    expect_fail "policy budget past the context" "larger than the context" $KVQ run -m $G --kv f16+snapkv:budget=9999 --ctx 512
+    expect_fail "policy budget not a number" "budget=many" $KVQ run -m $G --kv f16+hsa:budget=many
+    expect_fail "policy window past its budget" "must be smaller than budget" $KVQ run -m $G --kv f16+snapkv:budget=64,window=100
+fi
+
 echo "golden: $pass passed, $fail failed"
 [ $fail -eq 0 ]

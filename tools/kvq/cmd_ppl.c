@@ -34,11 +34,12 @@ static size_t utf8_prefix(const char *s, size_t len, long n) {
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *file = NULL, *kv = "f16", *save = NULL, *base = NULL;
     long n_ctx = 512, chars = -1, threads = 0, verbose = 0, batch = -1;
-    bool json = false, score_all = false;
+    bool json = false, score_all = false, split = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-v")) { verbose++; continue; }
         if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--split")) { split = true; continue; }
         if (!(v = cli_val(argc, argv, &i))) return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--tokenizer")) tok = v;
@@ -142,7 +143,8 @@ int cmd_ppl(int argc, char **argv) {
     /* With a token policy (eviction, sparse attention), the first half of
      * each window is a prompt that ends, and the scored half is decoded one
      * token at a time: how generation would meet the policy. */
-    const bool policy = strchr(kv, '+') != NULL && !score_all;
+    if (split && score_all) { cli_fail("ppl: --split scores the second half of each window; it needs --score half"); goto out; }
+    const bool policy = (split || strchr(kv, '+') != NULL) && !score_all;
     const bool tty = isatty(fileno(stderr));
     double nll = 0, t0 = cli_now();
     long n_scored = 0, n_kl = 0, top1 = 0;
