@@ -14,9 +14,9 @@ OUT=bench/results/rocketkv
 S=../shared
 mkdir -p "$OUT" docs/img
 BUDGETS="64 128 256 512 1024"
-LENS=1024,2048,4096
+LENS=2048,4096
 DEPTHS=0,0.25,0.5,0.75,1
-N=${N:-3}
+N=${N:-2}
 
 spec() { # POLICY BUDGET -> KV spec
     case $1 in

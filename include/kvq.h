@@ -225,6 +225,40 @@ kvq_sampler_params kvq_sampler_default_params(void);
 kvq_status kvq_sampler_new(const kvq_sampler_params *p, int n_vocab, kvq_sampler **out);
 void       kvq_sampler_free(kvq_sampler *s);
 kvq_token  kvq_sample(kvq_sampler *s, const float *logits);
+/* The distribution kvq_sample draws from (probs[n_vocab]; one-hot when greedy). */
+void       kvq_sampler_dist(kvq_sampler *s, const float *logits, float *probs);
+/* A draw from a distribution (probs need not be normalized), with the sampler's generator. */
+kvq_token  kvq_sampler_draw(kvq_sampler *s, const float *probs);
+float      kvq_sampler_uniform(kvq_sampler *s);
+
+/* ------------------------------------------------- speculative decoding */
+
+/* QuantSpec: the same model drafts gamma tokens on a cheaper weight set,
+ * reading the KV cache's draft view (the `hier` codec's upper 4-bit plane),
+ * and verifies them in one batched pass of its own weights over the full
+ * view. Greedy output is the output of plain greedy decoding with the same
+ * cache, token for token; sampled output follows the target's distribution
+ * (speculative sampling: accept with min(1, p/q), else resample from the
+ * normalized max(0, p - q)). */
+typedef struct kvq_spec_params {
+    int32_t gamma;      /* tokens drafted per round (0: 6) */
+    bool    adaptive;   /* tune gamma in [1, 2*gamma] from each round's acceptance */
+    int32_t draft_set;  /* the weight set drafts run on (kvq_model_add_weight_set); 0: the model's own */
+} kvq_spec_params;
+
+typedef struct kvq_spec_stats {
+    int64_t rounds, drafted, accepted, emitted;
+    double  draft_seconds, verify_seconds;
+} kvq_spec_stats;
+
+/* Called for every generated token in order; return false to stop. */
+typedef bool (*kvq_token_fn)(void *user, kvq_token t);
+
+/* Generates up to n_max tokens after the context's last position, the first
+ * sampled from its logits (kvq_ctx_logits). Every token but the last
+ * emitted one is in the context when it returns. */
+kvq_status kvq_generate_speculative(kvq_ctx *c, kvq_sampler *s, const kvq_spec_params *p, int32_t n_max,
+                                    kvq_token_fn emit, void *user, kvq_spec_stats *stats);
 
 /* ------------------------------------------------------- synthetic models */
 

@@ -89,3 +89,60 @@ kvq_token kvq_sample(kvq_sampler *s, const float *logits) {
     }
     return s->idx[m - 1];
 }
+
+/* The distribution kvq_sample draws from, over the whole vocabulary:
+ * one-hot at the argmax when greedy, otherwise the tempered softmax cut to
+ * top-k / top-p and renormalized. Speculative sampling compares these. */
+void kvq_sampler_dist(kvq_sampler *s, const float *logits, float *probs) {
+    const int n = s->n_vocab;
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    memset(probs, 0, (size_t)n * sizeof(float));
+    if (s->p.temp == 0) {
+        probs[best] = 1;
+        return;
+    }
+    float mx = logits[best];
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        s->prob[i] = expf((logits[i] - mx) / s->p.temp);
+        sum += s->prob[i];
+        s->idx[i] = i;
+    }
+    int m = n, k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
+    if (k < n || s->p.top_p < 1) {
+        int lim = k;
+        double cum = 0;
+        for (int i = 0; i < lim; i++) {
+            int bi = i;
+            for (int j = i + 1; j < n; j++)
+                if (s->prob[s->idx[j]] > s->prob[s->idx[bi]]) bi = j;
+            int tmp = s->idx[i]; s->idx[i] = s->idx[bi]; s->idx[bi] = tmp;
+            cum += s->prob[s->idx[i]];
+            if (s->p.top_p < 1 && cum / sum >= s->p.top_p) { lim = i + 1; break; }
+        }
+        m = lim;
+    }
+    double tot = 0;
+    for (int i = 0; i < m; i++) tot += s->prob[s->idx[i]];
+    for (int i = 0; i < m; i++) probs[s->idx[i]] = (float)(s->prob[s->idx[i]] / tot);
+}
+
+kvq_token kvq_sampler_draw(kvq_sampler *s, const float *probs) {
+    const int n = s->n_vocab;
+    double tot = 0;
+    for (int i = 0; i < n; i++) tot += probs[i];
+    const double r = next_uniform(s) * tot;
+    double acc = 0;
+    int last = 0;
+    for (int i = 0; i < n; i++) {
+        if (probs[i] <= 0) continue;
+        acc += probs[i];
+        last = i;
+        if (r < acc) return i;
+    }
+    return last;
+}
+
+float kvq_sampler_uniform(kvq_sampler *s) { return next_uniform(s); }

@@ -95,8 +95,9 @@ static kvq_status f_append(kvq_kv_layer *L, const float *k, const float *v, int 
     return KVQ_OK;
 }
 
-static void f_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores) {
+static void f_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q, float *scores) {
     (void)view;
+    (void)vis;
     const fstate *s = L->state;
     const int hd = L->head_dim;
     const uint8_t *kh = khead(L, s, h, t0);
@@ -119,8 +120,9 @@ static void f_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const fl
     }
 }
 
-static void f_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *w, int n_q, float *out) {
+static void f_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *w, int n_q, float *out) {
     (void)view;
+    (void)vis;
     const fstate *s = L->state;
     const uint8_t *v = vrow(L, s, h, t0);
     if (s->es == 4) s->kern->av_f32((const float *)v, n, L->head_dim, w, n, n_q, out);

@@ -285,8 +285,9 @@ static void kivi_commit(kvq_kv_layer *L, int n_final) {
     }
 }
 
-static void kivi_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores) {
+static void kivi_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q, float *scores) {
     (void)view;
+    (void)vis;
     const kstate *s = L->state;
     const int G = s->G, hd = L->head_dim, qend = t0 + n < s->nq ? t0 + n : s->nq;
     float tmp[64 * 256];
@@ -311,8 +312,9 @@ static void kivi_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const
     }
 }
 
-static void kivi_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *w, int n_q, float *out) {
+static void kivi_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *w, int n_q, float *out) {
     (void)view;
+    (void)vis;
     const kstate *s = L->state;
     const int hd = L->head_dim, qend = t0 + n < s->nq ? t0 + n : s->nq;
     if (qend > t0)

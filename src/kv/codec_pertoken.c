@@ -253,8 +253,9 @@ static kvq_status pt_append(kvq_kv_layer *L, const float *k, const float *v, int
     return KVQ_OK;
 }
 
-static void pt_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores) {
+static void pt_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q, float *scores) {
     (void)view;
+    (void)vis;
     const pt_state *s = L->state;
     const int hd = L->head_dim;
     float stack[4096], kr[1024];
@@ -278,8 +279,9 @@ static void pt_qk(const kvq_kv_layer *L, int view, int h, int t0, int n, const f
     if (qr && qr != stack) free(qr);
 }
 
-static void pt_av(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *w, int n_q, float *out) {
+static void pt_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *w, int n_q, float *out) {
     (void)view;
+    (void)vis;
     const pt_state *s = L->state;
     const int hd = L->head_dim;
     float vr[1024], stack[4096];

@@ -94,10 +94,13 @@ typedef struct kvq_codec {
      * are never flushed. NULL: the codec stores its final form on append. */
     void (*commit)(kvq_kv_layer *L, int n_final);
     /* scores[g*n + i] = q[g] . k(slot t0+i) for the n_q query heads q[g*head_dim] of KV head h.
-     * [t0, t0+n) never crosses a page boundary (L->page). */
-    void (*qk)(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *q, int n_q, float *scores);
+     * [t0, t0+n) never crosses a page boundary (L->page). vis: the slots the
+     * query may see (its position + 1), for codecs whose stored form a query
+     * reads depends on where it stands (hier keeps a block in both forms
+     * while queries on either side of its flush point may read it). */
+    void (*qk)(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q, float *scores);
     /* out[g*head_dim + d] += sum_i w[g*n + i] * v(slot t0+i)[d]; same range rule */
-    void (*av)(const kvq_kv_layer *L, int view, int h, int t0, int n, const float *w, int n_q, float *out);
+    void (*av)(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *w, int n_q, float *out);
     /* Dense reconstruction of slots [t0, t0+n): [n][n_head_kv*head_dim] (tests, scoring, conversion). */
     void (*read)(const kvq_kv_layer *L, int view, int t0, int n, float *k, float *v);
     /* Drops slots >= n and returns the pages they leave empty. */

@@ -38,7 +38,7 @@ static uint64_t now_ns(void) {
  * the rep query heads of KV head h over its spans, in tiles that never cross
  * a page. */
 static void run_item(const kvq_kv_layer *L, const kvq_attn_kernels *K, const item *it, const kvq_span *sp,
-                     const float *q, int rep, float scale, int view, float *ml, float *acc, float *s) {
+                     const float *q, int rep, float scale, int view, int vis, float *ml, float *acc, float *s) {
     const int hd = L->head_dim, P = L->page;
     for (int g = 0; g < rep; g++) { ml[2 * g] = -INFINITY; ml[2 * g + 1] = 0; }
     memset(acc, 0, (size_t)rep * (size_t)hd * sizeof(float));
@@ -47,7 +47,7 @@ static void run_item(const kvq_kv_layer *L, const kvq_attn_kernels *K, const ite
             n = sp[k].t1 - t0 < TILE ? sp[k].t1 - t0 : TILE;
             const int pe = (t0 / P + 1) * P; /* codecs read within one page */
             if (t0 + n > pe) n = pe - t0;
-            L->codec->qk(L, view, it->h, t0, n, q, rep, s);
+            L->codec->qk(L, view, vis, it->h, t0, n, q, rep, s);
             for (int g = 0; g < rep; g++) {
                 float corr = K->softmax_step(s + (size_t)g * n, n, scale, &ml[2 * g], &ml[2 * g + 1]);
                 if (corr != 1.0f) {
@@ -55,7 +55,7 @@ static void run_item(const kvq_kv_layer *L, const kvq_attn_kernels *K, const ite
                     for (int d = 0; d < hd; d++) ag[d] *= corr;
                 }
             }
-            L->codec->av(L, view, it->h, t0, n, s, rep, acc);
+            L->codec->av(L, view, vis, it->h, t0, n, s, rep, acc);
         }
 }
 
@@ -92,9 +92,10 @@ static bool plan_item(plan *p, int qi, int h, size_t s0) {
  * return stay bounded in memory. */
 static kvq_status make_plan(kvq_kv_cache *c, int il, const float *q, int n_q, int n_vis0, int n_threads, plan *p) {
     const int nkv = c->g.n_head_kv, hd = c->g.head_dim, nh = c->g.n_head, rep = nh / nkv, max_spans = c->max_spans;
-    const int total_vis = n_vis0 + n_q - 1;
-    int chunk = n_q * nkv >= 2 * n_threads ? 1 << 30 : CHUNK;
-    if (chunk == CHUNK && total_vis / (2 * n_threads) > CHUNK) chunk = total_vis / (2 * n_threads) / TILE * TILE;
+    /* A query's range is cut the same way whatever else is in the batch, so a
+     * batched verify pass computes exactly what token-by-token decoding does:
+     * chunks only when the KV heads alone cannot keep the threads busy. */
+    const bool split = nkv < 2 * n_threads;
     const int batch = c->policy->select ? (int)(((size_t)1 << 18) / ((size_t)nkv * max_spans) + 1) : n_q;
     kvq_span *sel = NULL;
     int *ns = NULL;
@@ -121,6 +122,8 @@ static kvq_status make_plan(kvq_kv_cache *c, int il, const float *q, int n_q, in
             const int qi = q0 + i / nkv, h = i % nkv, vis = n_vis0 + qi;
             int n_s = sel ? ns[i] : -1;
             if (n_s < 0) { /* all: chunks */
+                int chunk = 1 << 30;
+                if (split) chunk = vis / (2 * n_threads) > CHUNK ? vis / (2 * n_threads) / TILE * TILE : CHUNK;
                 for (int t0 = 0; t0 < vis && !st; t0 += chunk) {
                     const size_t s0 = p->n_sp;
                     if (!plan_span(p, (kvq_span){t0, vis - t0 > chunk ? t0 + chunk : vis}) || !plan_item(p, qi, h, s0))
@@ -167,7 +170,8 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
         const item *it = &items[k];
         float *ml = buf + k * per_item, *acc = ml + 2 * rep;
         const float *qg = q + ((size_t)it->qi * nh + (size_t)it->h * rep) * hd;
-        run_item(L, kern, it, p.sp, qg, rep, scale, view, ml, acc, tiles + (size_t)omp_get_thread_num() * per_thread);
+        run_item(L, kern, it, p.sp, qg, rep, scale, view, n_vis0 + it->qi, ml, acc,
+                 tiles + (size_t)omp_get_thread_num() * per_thread);
     }
 
     /* merge consecutive items of the same (query, head); a query with no span reads nothing */

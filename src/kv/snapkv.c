@@ -35,7 +35,7 @@ int kvq_snapkv_scores(const kvq_kv_cache *c, int il, int h, int window, float *o
             m = vis - t0 < TILE ? vis - t0 : TILE;
             const int pe = (t0 / L->page + 1) * L->page;
             if (t0 + m > pe) m = pe - t0;
-            L->codec->qk(L, KVQ_VIEW_FULL, h, t0, m, q, rep, tile);
+            L->codec->qk(L, KVQ_VIEW_FULL, vis, h, t0, m, q, rep, tile);
             for (int g = 0; g < rep; g++) memcpy(sc + (size_t)g * n + t0, tile + (size_t)g * m, (size_t)m * sizeof(float));
         }
         for (int g = 0; g < rep; g++) {

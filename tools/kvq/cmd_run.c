@@ -6,8 +6,46 @@
 #include <string.h>
 #include "cli.h"
 
+typedef struct emitter {
+    const kvq_model *m;
+    kvq_token prev, bos;
+    int n;
+} emitter;
+
+/* Prints a generated token; stops at an end-of-generation token. */
+static bool emit(void *user, kvq_token t) {
+    emitter *e = user;
+    if (kvq_token_is_eog(e->m, t) || t == e->bos) return false;
+    char piece[512];
+    int pl = kvq_token_to_piece(e->m, e->prev, t, piece, sizeof piece);
+    if (pl > 0) fwrite(piece, 1, (size_t)(pl < (int)sizeof piece ? pl : (int)sizeof piece), stdout);
+    fflush(stdout);
+    e->prev = t;
+    e->n++;
+    return true;
+}
+
+/* "quantspec[:gamma=G][,adaptive]" */
+static bool parse_speculate(const char *v, kvq_spec_params *sp) {
+    if (strncmp(v, "quantspec", 9) || (v[9] && v[9] != ':'))
+        return cli_fail("--speculate: only 'quantspec[:gamma=G][,adaptive]' is known, got '%s'", v), false;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", v[9] ? v + 10 : "");
+    for (char *o = strtok(buf, ","); o; o = strtok(NULL, ",")) {
+        long g;
+        if (!strcmp(o, "adaptive")) sp->adaptive = true;
+        else if (!strncmp(o, "gamma=", 6)) {
+            if (!cli_int("--speculate gamma", o + 6, 1, 16, &g)) return false;
+            sp->gamma = (int32_t)g;
+        } else return cli_fail("--speculate: unknown option '%s' (gamma=G, adaptive)", o), false;
+    }
+    return true;
+}
+
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *prompt = NULL, *kv = "f16", *weights = NULL, *save = NULL, *load = NULL;
+    const char *speculate = NULL, *draft_w = "q4_0";
+    long gamma = 0;
     long n_gen = 128, top_k = 40, threads = 0, n_ctx = 0, seed = 42, verbose = 0;
     double temp = 0.8, top_p = 0.95;
     uint64_t kv_mem = 0;
@@ -22,6 +60,9 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--weights")) weights = v;
         else if (!strcmp(a, "--save-session")) save = v;
         else if (!strcmp(a, "--load-session")) load = v;
+        else if (!strcmp(a, "--speculate")) speculate = v;
+        else if (!strcmp(a, "--draft-weights")) draft_w = v;
+        else if (!strcmp(a, "--gamma")) { if (!cli_int(a, v, 1, 16, &gamma)) return 2; }
         else if (!strcmp(a, "--kv-memory")) { if (!cli_bytes(a, v, &kv_mem)) return 2; }
         else if (!strcmp(a, "-n")) { if (!cli_int(a, v, 0, 1 << 24, &n_gen)) return 2; }
         else if (!strcmp(a, "--top-k")) { if (!cli_int(a, v, 0, 1 << 24, &top_k)) return 2; }
@@ -33,6 +74,10 @@ int cmd_run(int argc, char **argv) {
         else return cli_fail("run: unknown option '%s'", a), 2;
     }
     if (!model) return cli_fail("run: no model given (-m MODEL)"), 2;
+    kvq_spec_params spp = {0};
+    if (speculate && !parse_speculate(speculate, &spp)) return 2;
+    if (gamma && !speculate) return cli_fail("run: --gamma needs --speculate quantspec"), 2;
+    if (gamma) spp.gamma = (int32_t)gamma;
     cli_log lg = {(int)verbose};
     kvq_model *m = cli_load_model(model, tok, false, &lg);
     if (!m) return 1;
@@ -47,6 +92,10 @@ int cmd_run(int argc, char **argv) {
     kvq_eval_opts eo = kvq_eval_default_opts();
     if (weights && kvq_model_add_weight_set(m, weights, (int32_t)threads, &eo.weight_set)) {
         cli_fail("cannot make a weight set from '%s' (a type such as q4_0, or a file of the same model)", weights);
+        goto out;
+    }
+    if (speculate && kvq_model_add_weight_set(m, draft_w, (int32_t)threads, &spp.draft_set)) {
+        cli_fail("cannot make the draft weights from '%s' (a type such as q4_0, or a file of the same model)", draft_w);
         goto out;
     }
     if (!prompt) prompt = "";
@@ -73,6 +122,14 @@ int cmd_run(int argc, char **argv) {
     cp.log = cli_log_cb;
     cp.log_user = &lg;
     if (kvq_ctx_new(m, &cp, &c)) goto out;
+    if (speculate) {
+        kvq_kv_report kr;
+        kvq_ctx_kv_report(c, &kr);
+        if (strncmp(kr.spec, "hier", 4)) {
+            cli_fail("--speculate quantspec drafts from the cache's 4-bit view: use --kv hier (got '%s')", kr.spec);
+            goto out;
+        }
+    }
     double tl = cli_now();
     if (load) {
         if (kvq_ctx_load(c, load)) { cli_fail("cannot restore session '%s'", load); goto out; }
@@ -108,22 +165,34 @@ int cmd_run(int argc, char **argv) {
     double t1 = cli_now();
     const kvq_token *hist;
     const int n_hist = kvq_ctx_tokens(c, &hist);
-    kvq_token prev = n_hist ? hist[n_hist - 1] : -1; /* a restored session's last token spaces the next piece */
+    kvq_token prev = n_hist ? hist[n_hist - 1] : -1;
     int gen = 0, decoded = 0;
     bool full = false;
-    char piece[512];
-    for (; gen < n_gen; gen++) {
-        kvq_token t = kvq_sample(s, logits);
-        if (kvq_token_is_eog(m, t) || t == info.bos) break;
-        int pl = kvq_token_to_piece(m, prev, t, piece, sizeof piece);
-        if (pl > 0) fwrite(piece, 1, (size_t)(pl < (int)sizeof piece ? pl : (int)sizeof piece), stdout);
-        fflush(stdout);
-        prev = t;
-        /* the last token need not be evaluated, unless a session will continue from it */
-        if (gen + 1 == n_gen && !save) { gen++; break; }
-        if (kvq_ctx_n_past(c) >= kvq_ctx_n_ctx(c)) { full = true; gen++; break; }
-        if (kvq_eval_ex(c, &t, 1, &eo, logits)) goto out;
-        decoded++;
+    kvq_spec_stats sst = {0};
+    if (speculate) {
+        emitter em = {m, prev, info.bos, 0};
+        if (kvq_generate_speculative(c, s, &spp, (int32_t)n_gen, emit, &em, &sst)) goto out;
+        gen = em.n;
+        decoded = (int)(kvq_ctx_n_past(c) - n_hist - n_tok);
+        prev = em.prev;
+        if (save && gen) { /* the last token joins the context, so a session continues from it */
+            if (kvq_eval(c, &prev, 1, false, logits)) goto out;
+        }
+    } else {
+        char piece[512];
+        for (; gen < n_gen; gen++) {
+            kvq_token t = kvq_sample(s, logits);
+            if (kvq_token_is_eog(m, t) || t == info.bos) break;
+            int pl = kvq_token_to_piece(m, prev, t, piece, sizeof piece);
+            if (pl > 0) fwrite(piece, 1, (size_t)(pl < (int)sizeof piece ? pl : (int)sizeof piece), stdout);
+            fflush(stdout);
+            prev = t;
+            /* the last token need not be evaluated, unless a session will continue from it */
+            if (gen + 1 == n_gen && !save) { gen++; break; }
+            if (kvq_ctx_n_past(c) >= kvq_ctx_n_ctx(c)) { full = true; gen++; break; }
+            if (kvq_eval_ex(c, &t, 1, &eo, logits)) goto out;
+            decoded++;
+        }
     }
     double t2 = cli_now();
     fputc('\n', stdout);
@@ -144,9 +213,17 @@ int cmd_run(int argc, char **argv) {
             "kvq: prefill %d tokens in %.3f s (%.1f tok/s); decode %d tokens in %.3f s (%.1f tok/s); isa %s\n"
             "kvq: kv %s: %s held for %d tokens (%s allocated), %s for a full context; %.1f bytes/token, "
             "%.2f bits/value\n",
-            n_tok, t1 - t0, n_tok / (t1 - t0 > 0 ? t1 - t0 : 1e-9), decoded, t2 - t1,
-            decoded / (t2 - t1 > 0 ? t2 - t1 : 1e-9), kvq_isa_name(), r.spec, used, r.n_tokens, alloc, res,
-            r.bytes_per_token, r.bits_per_value);
+            n_tok, t1 - t0, n_tok / (t1 - t0 > 0 ? t1 - t0 : 1e-9), speculate ? gen : decoded, t2 - t1,
+            (speculate ? gen : decoded) / (t2 - t1 > 0 ? t2 - t1 : 1e-9), kvq_isa_name(), r.spec, used, r.n_tokens,
+            alloc, res, r.bytes_per_token, r.bits_per_value);
+    if (speculate && sst.rounds)
+        fprintf(stderr,
+                "kvq: quantspec: %lld rounds, acceptance %.1f%% (%lld of %lld drafts), %.2f tokens per round; "
+                "draft %.3f s (%.2f ms per token), verify %.3f s (%.2f ms per round)\n",
+                (long long)sst.rounds, 100.0 * sst.accepted / (sst.drafted ? sst.drafted : 1), (long long)sst.accepted,
+                (long long)sst.drafted, (double)(sst.emitted - 1) / sst.rounds, sst.draft_seconds,
+                1e3 * sst.draft_seconds / (sst.drafted ? sst.drafted : 1), sst.verify_seconds,
+                1e3 * sst.verify_seconds / sst.rounds);
     rc = 0;
 out:
     free(logits);
