@@ -251,6 +251,12 @@ typedef struct kvq_spec_stats {
     double  draft_seconds, verify_seconds;
 } kvq_spec_stats;
 
+/* One verification step of speculative sampling: the draft d (drawn from q)
+ * is accepted with probability min(1, p[d] / q[d]) (true returned); if not,
+ * *bonus is drawn from the normalized max(0, p - q). tmp holds V floats. The
+ * token this yields (d, or the bonus) is distributed as p. */
+bool kvq_spec_judge(kvq_sampler *s, const float *p, const float *q, kvq_token d, int V, float *tmp, kvq_token *bonus);
+
 /* Called for every generated token in order; return false to stop. */
 typedef bool (*kvq_token_fn)(void *user, kvq_token t);
 

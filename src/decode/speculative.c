@@ -28,6 +28,19 @@ static double now_s(void) {
 
 #define MAX_GAMMA 32
 
+bool kvq_spec_judge(kvq_sampler *s, const float *p, const float *q, kvq_token d, int V, float *tmp, kvq_token *bonus) {
+    const float a = q[d] > 0 ? p[d] / q[d] : 0;
+    if (a >= 1 || kvq_sampler_uniform(s) < a) return true;
+    /* rejected: the bonus comes from what the target wants beyond the draft */
+    double z = 0;
+    for (int v = 0; v < V; v++) {
+        tmp[v] = p[v] > q[v] ? p[v] - q[v] : 0;
+        z += tmp[v];
+    }
+    *bonus = kvq_sampler_draw(s, z > 0 ? tmp : p);
+    return false;
+}
+
 kvq_status kvq_generate_speculative(kvq_ctx *c, kvq_sampler *s, const kvq_spec_params *p, int32_t n_max,
                                     kvq_token_fn emit, void *user, kvq_spec_stats *stats) {
     kvq_spec_stats st0 = {0};
@@ -101,24 +114,10 @@ kvq_status kvq_generate_speculative(kvq_ctx *c, kvq_sampler *s, const kvq_spec_p
         /* 4. accept the longest agreeing prefix, then a bonus token */
         int n_acc = 0;
         kvq_token bonus = -1;
-        for (int i = 1; i <= gm; i++) {
+        for (int i = 1; i <= gm && bonus < 0; i++) {
             float *pi = pr + (size_t)(i - 1) * V;
             kvq_sampler_dist(s, lg + (size_t)(i - 1) * V, pi);
-            const float *qi = q + (size_t)(i - 1) * V;
-            const kvq_token d = toks[i];
-            const float a = qi[d] > 0 ? pi[d] / qi[d] : 0;
-            if (a >= 1 || kvq_sampler_uniform(s) < a) {
-                n_acc++;
-                continue;
-            }
-            /* rejected: the bonus comes from what the target wants beyond the draft */
-            double z = 0;
-            for (int v = 0; v < V; v++) {
-                dist[v] = pi[v] > qi[v] ? pi[v] - qi[v] : 0;
-                z += dist[v];
-            }
-            bonus = kvq_sampler_draw(s, z > 0 ? dist : pi);
-            break;
+            if (kvq_spec_judge(s, pi, q + (size_t)(i - 1) * V, toks[i], V, dist, &bonus)) n_acc++;
         }
         if (bonus < 0) {
             kvq_sampler_dist(s, lg + (size_t)gm * V, dist);

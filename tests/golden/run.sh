@@ -202,5 +202,27 @@ if [ -f models/kvq-recall/model.safetensors ] && need $M/tinystories-656k/TinySt
     expect_fail "policy window past its budget" "must be smaller than budget" $KVQ run -m $G --kv f16+snapkv:budget=64,window=100
 fi
 
+# 11. QuantSpec: speculative greedy output = plain greedy output with the same cache, on every model and ISA path.
+if [ -f models/kvq-recall/model.safetensors ] && need $M/stories260K/stories260K.bin $M/tinystories-656k/TinyStories-656K-Q8_0.gguf; then
+    L2C="-m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin"
+    G=$M/tinystories-656k/TinyStories-656K-Q8_0.gguf
+    for isa in scalar avx2 avx512; do
+        for mdl in "$L2C" "-m $G" "-m models/kvq-recall"; do
+            a=$(KVQ_ISA=$isa $KVQ run $mdl -p "Once upon a time" -n 300 --temp 0 --kv hier:g=32 2>/dev/null)
+            b=$(KVQ_ISA=$isa $KVQ run $mdl -p "Once upon a time" -n 300 --temp 0 --kv hier:g=32 --speculate quantspec 2>$TMP/e)
+            name=$(echo "$mdl" | sed 's|.*/||; s| .*||')
+            [ -n "$a" ] && [ "$a" == "$b" ] && grep -q "acceptance" $TMP/e \
+                && ok "quantspec greedy = plain greedy ($name, KVQ_ISA=$isa)" || bad "quantspec greedy differs ($name, $isa)"
+        done
+    done
+    expect_fail "speculate without a draft view" "use --kv hier" $KVQ run -m $G --speculate quantspec --kv kivi:k4v4
+    expect_fail "gamma 0" "gamma" $KVQ run -m $G --kv hier --speculate quantspec:gamma=0
+    expect_fail "absurd gamma" "gamma" $KVQ run -m $G --kv hier --speculate quantspec --gamma 1000
+    expect_fail "draft weights of another model" "is another model" $KVQ run -m $G --kv hier --speculate quantspec --draft-weights $TMP/other.gguf
+    j=$($KVQ ppl -m $G -f $TMP/ts100k.txt --ctx 512 --kv hier --view draft --json)
+    p4=$(echo "$j" | jget ppl); p8=$($KVQ ppl -m $G -f $TMP/ts100k.txt --ctx 512 --kv hier --json | jget ppl)
+    python3 -c "import sys; sys.exit(0 if $p8 < $p4 else 1)" && ok "hier: the 8-bit view ($p8) beats the 4-bit view ($p4)" || bad "hier views $p8 $p4"
+fi
+
 echo "golden: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -35,6 +35,7 @@ int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *file = NULL, *kv = "f16", *save = NULL, *base = NULL;
     long n_ctx = 512, chars = -1, threads = 0, verbose = 0, batch = -1;
     bool json = false, score_all = false, split = false;
+    int view = KVQ_VIEW_FULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-v")) { verbose++; continue; }
@@ -45,6 +46,11 @@ int cmd_ppl(int argc, char **argv) {
         else if (!strcmp(a, "--tokenizer")) tok = v;
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) file = v;
         else if (!strcmp(a, "--kv")) kv = v;
+        else if (!strcmp(a, "--view")) {
+            if (!strcmp(v, "draft")) view = KVQ_VIEW_DRAFT;
+            else if (!strcmp(v, "full")) view = KVQ_VIEW_FULL;
+            else return cli_fail("--view expects 'full' or 'draft', got '%s'", v), 2;
+        }
         else if (!strcmp(a, "--save-logits")) save = v;
         else if (!strcmp(a, "--kl-base")) base = v;
         else if (!strcmp(a, "--ctx")) { if (!cli_int(a, v, 4, 1 << 20, &n_ctx)) return 2; }
@@ -166,13 +172,18 @@ int cmd_ppl(int argc, char **argv) {
             first = len / 2;
         }
         if (kvq_ctx_truncate(c, 0)) goto out;
+        kvq_eval_opts eo = kvq_eval_default_opts();
+        eo.view = view; /* the draft view reads hier's upper plane */
         if (policy) {
-            kvq_eval_opts po = kvq_eval_default_opts();
+            kvq_eval_opts po = eo;
             po.prompt_end = true;
             if (kvq_eval_ex(c, win, first + 1, &po, logits + (size_t)first * V)) goto out;
             for (int j = first + 1; j < len - 1; j++)
-                if (kvq_eval(c, &win[j], 1, false, logits + (size_t)j * V)) goto out;
-        } else if (kvq_eval(c, win, len, true, logits)) goto out;
+                if (kvq_eval_ex(c, &win[j], 1, &eo, logits + (size_t)j * V)) goto out;
+        } else {
+            eo.all_logits = true;
+            if (kvq_eval_ex(c, win, len, &eo, logits)) goto out;
+        }
         for (int j = first; j < len - 1; j++) {
             const kvq_token target = win[j + 1];
             kvq_log_softmax(logits + (size_t)j * V, V, lp);
