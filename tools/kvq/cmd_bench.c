@@ -1,5 +1,6 @@
 /* kvq bench: prefill and decode speed at cache depths, with achieved GB/s
  * against this machine's streaming read bandwidth measured in the same run. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +30,50 @@ static bool parse_list(const char *flag, const char *v, long *out, int *n, int c
     return true;
 }
 
+/* QuantSpec's costs at a depth: gamma draft steps (draft weights, draft view),
+ * one verify pass of gamma + 1 tokens, and a plain decode step, each the
+ * median over reps rounds. Returns non-zero on failure. */
+static int spec_costs(kvq_ctx *c, int32_t draft_set, int gamma, long depth, int reps, double *draft_ms,
+                      double *verify_ms, double *plain_ms) {
+    double *d = malloc((size_t)reps * 3 * sizeof *d), *v = d + reps, *p = v + reps;
+    kvq_token toks[33] = {0};
+    for (int i = 0; i <= gamma; i++) toks[i] = (kvq_token)(3 + i);
+    int rc = 0;
+    for (int r = 0; r < reps && !rc; r++) {
+        kvq_ctx_truncate(c, (int32_t)depth);
+        kvq_eval_opts od = kvq_eval_default_opts();
+        od.view = KVQ_VIEW_DRAFT;
+        od.weight_set = draft_set;
+        od.speculative = true;
+        double t0 = cli_now();
+        for (int i = 0; i < gamma && !rc; i++) rc = kvq_eval_ex(c, &toks[i], 1, &od, NULL) != KVQ_OK;
+        double t1 = cli_now();
+        kvq_ctx_truncate(c, (int32_t)depth);
+        kvq_eval_opts ov = kvq_eval_default_opts();
+        ov.speculative = true;
+        ov.all_logits = false;
+        double t2 = cli_now();
+        rc = rc || kvq_eval_ex(c, toks, gamma + 1, &ov, NULL) != KVQ_OK;
+        double t3 = cli_now();
+        rc = rc || kvq_ctx_accept(c, 0) != KVQ_OK;
+        double t4 = cli_now();
+        rc = rc || kvq_eval(c, toks, 1, false, NULL) != KVQ_OK;
+        double t5 = cli_now();
+        d[r] = (t1 - t0) * 1e3 / gamma;
+        v[r] = (t3 - t2) * 1e3;
+        p[r] = (t5 - t4) * 1e3;
+    }
+    if (!rc) {
+        *draft_ms = summarize(d, reps).med;
+        *verify_ms = summarize(v, reps).med;
+        *plain_ms = summarize(p, reps).med;
+    }
+    free(d);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
-    const char *model = NULL, *kvs[MAX_KV];
+    const char *model = NULL, *kvs[MAX_KV], *speculate = NULL, *draft_w = "q4_0";
     int n_kv = 0, n_depth = 0;
     long depths[MAX_DEPTH], n_prefill = 512, n_gen = 32, threads = 0, reps = 3, verbose = 0;
     bool json = false, no_bw = false;
@@ -49,6 +92,8 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { if (!cli_int(a, v, 1, 4096, &n_gen)) return 2; }
         else if (!strcmp(a, "-t")) { if (!cli_int(a, v, 0, 1024, &threads)) return 2; }
         else if (!strcmp(a, "-r")) { if (!cli_int(a, v, 1, 100, &reps)) return 2; }
+        else if (!strcmp(a, "--speculate")) speculate = v;
+        else if (!strcmp(a, "--draft-weights")) draft_w = v;
         else return cli_fail("bench: unknown option '%s'", a), 2;
     }
     if (!model) return cli_fail("bench: no model given (-m MODEL)"), 2;
@@ -59,6 +104,21 @@ int cmd_bench(int argc, char **argv) {
     if (!m) return 1;
     kvq_model_info info;
     kvq_model_get_info(m, &info);
+    int gamma = 6;
+    int32_t draft_set = 0;
+    if (speculate) {
+        long g = 6;
+        if (strncmp(speculate, "quantspec", 9) ||
+            (speculate[9] && (strncmp(speculate + 9, ":gamma=", 7) || !cli_int("--speculate gamma", speculate + 16, 1, 16, &g)))) {
+            kvq_model_free(m);
+            return cli_fail("bench: --speculate expects quantspec[:gamma=G], got '%s'", speculate), 2;
+        }
+        gamma = (int)g;
+        if (kvq_model_add_weight_set(m, draft_w, (int32_t)threads, &draft_set)) {
+            kvq_model_free(m);
+            return cli_fail("bench: cannot make the draft weights from '%s'", draft_w), 1;
+        }
+    }
     int nth = threads ? (int)threads : 0;
     int bw_threads = nth ? nth : (int)sysconf_cores();
     double dram = no_bw ? 0 : cli_read_bandwidth((size_t)1 << 30, bw_threads, 5);
@@ -101,7 +161,8 @@ int cmd_bench(int argc, char **argv) {
     }
     for (int k = 0; k < n_kv && !rc; k++) {
         kvq_ctx_params cp = kvq_ctx_default_params();
-        long need = max_depth + n_gen + 1 > n_prefill ? max_depth + n_gen + 1 : n_prefill;
+        const long tail = (n_gen > gamma + 2 ? n_gen : gamma + 2) + 1; /* decode runs, or a verify pass */
+        long need = max_depth + tail > n_prefill ? max_depth + tail : n_prefill;
         cp.n_ctx = (int32_t)need;
         cp.n_batch = (int32_t)(n_prefill > 0 && n_prefill < 512 ? n_prefill : 512);
         cp.n_threads = nth;
@@ -194,6 +255,21 @@ int cmd_bench(int argc, char **argv) {
                        kv_gbs);
             }
             first = 0;
+            if (speculate && !strncmp(r.spec, "hier", 4)) {
+                double dm, vm, pm;
+                if (spec_costs(c, draft_set, gamma, depths[d], (int)reps, &dm, &vm, &pm)) { rc = 1; break; }
+                /* what acceptance rate a would give: (1 - a^(g+1)) / (1 - a) tokens per round of g drafts + 1 verify */
+                const double a9 = (1 - pow(0.9, gamma + 1)) / 0.1, a7 = (1 - pow(0.7, gamma + 1)) / 0.3;
+                const double round = gamma * dm + vm;
+                if (json)
+                    printf(", {\"kv\": \"%s\", \"test\": \"quantspec@%ld\", \"depth\": %ld, \"gamma\": %d, \"draft_ms\": %.3f, "
+                           "\"verify_ms\": %.3f, \"plain_ms\": %.3f, \"implied_speedup_a0.9\": %.3f, \"implied_speedup_a0.7\": %.3f}",
+                           r.spec, depths[d], depths[d], gamma, dm, vm, pm, a9 * pm / round, a7 * pm / round);
+                else
+                    printf("%-22s quantspec@%ld: gamma %d, draft step %.2f ms, verify pass %.2f ms, plain step %.2f ms; "
+                           "implied speed-up %.2fx at 90%% acceptance, %.2fx at 70%% (implied, not end to end)\n",
+                           r.spec, depths[d], gamma, dm, vm, pm, a9 * pm / round, a7 * pm / round);
+            }
         }
         fflush(stdout);
         kvq_ctx_free(c);
