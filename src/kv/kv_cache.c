@@ -167,14 +167,20 @@ kvq_status kvq_kv_reserve(kvq_kv_cache *c, int n) {
         if (st) {
             /* give back what this call took from the layers before */
             for (int j = 0; j <= il; j++) c->codec->truncate(&c->layers[j], c->layers[j].n);
-            if (st == KVQ_ERR_CONTEXT_FULL)
+            if (st == KVQ_ERR_CONTEXT_FULL) {
+                /* what is left under the tighter of the cache's own cap and the shared pool's */
+                uint64_t left = UINT64_MAX;
+                if (c->mem.cap) left = c->mem.cap - c->mem.held;
+                if (c->mem.pool && c->mem.pool->cap) {
+                    const uint64_t used = atomic_load(&c->mem.pool->used), pl = c->mem.pool->cap > used ? c->mem.pool->cap - used : 0;
+                    left = pl < left ? pl : left;
+                }
                 return kvq_err(c->lg, st,
                                "KV memory cap reached: %d more tokens need more than the %llu bytes left "
-                               "(%llu held by this cache)",
-                               n,
-                               (unsigned long long)((c->mem.cap ? c->mem.cap : c->mem.pool ? c->mem.pool->cap : 0) -
-                                                    (c->mem.pool ? c->mem.pool->used : c->mem.held)),
-                               (unsigned long long)c->mem.held);
+                               "(this cache holds %llu; memory comes in pages of %d tokens, %llu bytes per layer)",
+                               n, (unsigned long long)left, (unsigned long long)c->mem.held, c->layers[0].page,
+                               (unsigned long long)c->layers[0].page_bytes);
+            }
             return kvq_err(c->lg, st, "cannot allocate KV pages for %d tokens", n);
         }
     }
