@@ -36,7 +36,7 @@ accept() {
             $KVQ run $args -p "$p" -n 400 --temp 0 --kv hier --speculate quantspec:gamma=$g 2>&1 >/dev/null \
                 | grep quantspec | sed "s/^/$name gamma $g: /" | tee -a $OUT/accept.txt
         done
-        for chars in 4000 8000 16000; do # kvq-recall continuing filler prompts of about 1K, 2K and 4K tokens
+        for chars in 2600 5200 10400; do # kvq-recall continuing filler prompts of about 1K, 2K and 4K tokens
             p=$(python3 -c "t=open('$S/corpora/kjv.txt',encoding='utf-8').read()[1500000:]; print(t[:$chars])")
             $KVQ run -m models/kvq-recall -p "$p" -n 200 --temp 0 --kv hier --speculate quantspec:gamma=$g --ctx 4600 2>&1 >/dev/null \
                 | grep -E "quantspec|prefill" | tr '\n' ' ' | sed "s/^/recall kjv $chars chars gamma $g: /" | tee -a $OUT/accept.txt
