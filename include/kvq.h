@@ -183,6 +183,11 @@ int32_t    kvq_ctx_n_pending(const kvq_ctx *c);
  * kvq tune uses it to measure attention-output error per layer. */
 typedef void (*kvq_attn_tap_fn)(void *user, int layer, const float *out, int n_rows, int row_len);
 void kvq_ctx_set_attn_tap(kvq_ctx *c, kvq_attn_tap_fn fn, void *user);
+/* Research hook: each layer's keys and values before RoPE ([n_rows][row_len],
+ * n_head_kv*head_dim each) as the projections give them. kvq calibrate uses
+ * it to collect AQUA-KV's training data. */
+typedef void (*kvq_kv_tap_fn)(void *user, int layer, const float *k, const float *v, int n_rows, int row_len);
+void kvq_ctx_set_kv_tap(kvq_ctx *c, kvq_kv_tap_fn fn, void *user);
 
 int32_t    kvq_ctx_n_past(const kvq_ctx *c);
 int32_t    kvq_ctx_n_ctx(const kvq_ctx *c);
@@ -336,6 +341,34 @@ double     kvq_tune_uniform_kl(const kvq_tune_report *r, int k, int v);
 /* Writes the table (kvq text format, usable as CODEC:layers=PATH) and PATH.json
  * (sensitivities, measured Pareto set, uniform baselines). */
 kvq_status kvq_tune_write(const kvq_tune_report *r, const char *path, const char *model_name);
+
+/* AQUA-KV calibration: fits, layer by layer, linear predictors of each
+ * layer's keys from the layer below's reconstructed keys, and of its values
+ * from its own reconstructed keys and the layer below's values (ridge
+ * regression, solved with LAPACK), on calibration tokens in windows of ctx;
+ * residuals are quantized as the codec will (bits, quantizer "higgs" or
+ * "uniform"). Writes the predictors to a GGUF side file carrying the
+ * model's fingerprint; the report gives held-out relMSE and explained
+ * variance per layer. */
+#define KVQ_AQUA_MAX_LAYERS 256
+typedef struct kvq_aqua_calib_params {
+    const kvq_model *model;
+    const kvq_token *tokens;
+    int32_t n_tokens, ctx, bits, n_threads;
+    const char *quantizer;
+    kvq_log_fn log;
+    void *log_user;
+    void (*progress)(void *user, int stage, int done, int total, const char *msg);
+    void *progress_user;
+} kvq_aqua_calib_params;
+typedef struct kvq_aqua_calib_report {
+    int32_t n_layer, n_train, n_heldout;
+    float relmse_k[KVQ_AQUA_MAX_LAYERS], relmse_v[KVQ_AQUA_MAX_LAYERS];
+    float ev_k[KVQ_AQUA_MAX_LAYERS];      /* explained variance: keys from the layer below's keys */
+    float ev_v[KVQ_AQUA_MAX_LAYERS];      /* values from this layer's keys and the layer below's values */
+    float ev_v_keys[KVQ_AQUA_MAX_LAYERS]; /* values from this layer's keys alone (the paper's figure) */
+} kvq_aqua_calib_report;
+kvq_status kvq_aqua_calibrate(const kvq_aqua_calib_params *p, const char *out_path, kvq_aqua_calib_report *r);
 
 /* Writes a copy of a GGUF model whose large matrices are requantized to
  * `type` by round-to-nearest (matrices whose rows do not divide into its

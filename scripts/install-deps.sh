@@ -9,6 +9,7 @@ PKGS=(
   libcjson-dev      # JSON: HF config.json / tokenizer.json / safetensors headers
   libyaml-dev       # KVTuner per-layer presets (YAML)
   libopenblas-dev   # sgemm for batched prefill
+  liblapacke-dev    # LAPACK's C interface: Cholesky solves in calibration (AQUA-KV predictors)
   gnuplot-nox       # kvq niah heatmaps
   python3           # test scripts read the CLI's JSON output
 )

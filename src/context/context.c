@@ -173,6 +173,11 @@ void kvq_ctx_set_attn_tap(kvq_ctx *c, kvq_attn_tap_fn fn, void *user) {
     c->tap_user = user;
 }
 
+void kvq_ctx_set_kv_tap(kvq_ctx *c, kvq_kv_tap_fn fn, void *user) {
+    c->kv_tap = fn;
+    c->kv_tap_user = user;
+}
+
 int32_t kvq_ctx_n_ctx(const kvq_ctx *c) { return c->n_ctx; }
 
 kvq_status kvq_ctx_truncate(kvq_ctx *c, int32_t n) {

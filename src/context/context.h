@@ -23,6 +23,8 @@ struct kvq_ctx {
     void *qbuf;
     kvq_attn_tap_fn tap;
     void *tap_user;
+    kvq_kv_tap_fn kv_tap;
+    void *kv_tap_user;
 };
 
 /* One forward pass over n <= n_batch tokens at positions n_past.. through

@@ -103,6 +103,7 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, const kvq
             float *Y3[] = {c->q, c->k, c->v};
             linear_multi(c, W3, B3, 3, c->xb, n, Y3);
         }
+        if (c->kv_tap) c->kv_tap(c->kv_tap_user, l, c->k, c->v, n, h->n_head_kv * h->head_dim);
         rope_batch(c, n, !c->kv->codec->prerope);
         if ((st = kvq_kv_step_layer(c->kv, l, c->q, c->k, c->v, scale, c->att, c->n_threads))) {
             kvq_kv_step_abort(c->kv);

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../kernels/fwht.h"
 #include "../kernels/types.h"
 #include "kv.h"
 #include "kv_layers.h"
@@ -147,15 +148,9 @@ static void pt_destroy(kvq_kv_layer *L) {
 
 static kvq_status pt_reserve(kvq_kv_layer *L, int n) { return kvq_pages_reserve(&((pt_state *)L->state)->pages, n); }
 
-/* In-place normalized fast Walsh-Hadamard transform (its own inverse). */
+/* In-place normalized Walsh-Hadamard transform (its own inverse). */
 static void hadamard(float *x, int n) {
-    for (int len = 1; len < n; len <<= 1)
-        for (int i = 0; i < n; i += 2 * len)
-            for (int j = i; j < i + len; j++) {
-                float a = x[j], b = x[j + len];
-                x[j] = a + b;
-                x[j + len] = a - b;
-            }
+    kvq_fwht(x, n);
     const float s = 1.0f / sqrtf((float)n);
     for (int i = 0; i < n; i++) x[i] *= s;
 }

@@ -38,6 +38,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_niah(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 
 /* Median streaming read bandwidth in GB/s over a buffer of `bytes`. */
 double cli_read_bandwidth(size_t bytes, int threads, int reps);

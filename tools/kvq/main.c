@@ -23,6 +23,8 @@ static void usage(FILE *f) {
             "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
             "  quantize -m MODEL.gguf --type TYPE -o OUT.gguf [--method rtn] [-t T]\n"
             "        requantize the large matrices (round-to-nearest)\n"
+            "  calibrate aqua -m MODEL -f CALIB.txt -o PRED.gguf [--tokens N] [--ctx N] [--bits 2|3|4]\n"
+            "        [--quantizer higgs|uniform]    fit AQUA-KV's cross-layer predictors\n"
             "  niah  -m MODEL [--kv SPEC] --lengths 512,1024 --depths 0,0.5,1 [--task passkey|needle|multikey|kv]\n"
             "        [-n SAMPLES] [--seed S] [--haystack FILE] [--json] [--plot FILE.png]   retrieval grid\n"
             "\n"
@@ -46,6 +48,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
     if (!strcmp(cmd, "niah")) return cmd_niah(argc - 1, argv + 1);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "calibrate")) return cmd_calibrate(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
