@@ -211,6 +211,10 @@ int32_t    kvq_ctx_tokens(const kvq_ctx *c, const kvq_token **out);
  * context is left empty. */
 kvq_status kvq_ctx_save(const kvq_ctx *c, const char *path);
 kvq_status kvq_ctx_load(kvq_ctx *c, const char *path);
+/* Saves the cache converted into another KV spec (the context keeps its
+ * own): AQUA-KV's cold tier, `aqua:pred=P.gguf`, stores a session at about 2
+ * bits per value, and kvq_ctx_load restores it into any codec. */
+kvq_status kvq_ctx_save_as(const kvq_ctx *c, const char *path, const char *spec);
 /* The logits of the last evaluated (or restored) position, or NULL. */
 const float *kvq_ctx_logits(const kvq_ctx *c);
 /* A 64-bit fingerprint of the model: hyperparameters and tensor table. */

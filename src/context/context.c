@@ -67,7 +67,7 @@ kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **ou
     c->n_batch = p->n_batch < n_ctx ? p->n_batch : n_ctx;
     c->n_threads = p->n_threads ? p->n_threads : kvq_n_cores();
     c->n_sets = kvq_model_n_weight_sets(m);
-    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, c->n_batch};
+    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, c->n_batch, kvq_model_fingerprint(m)};
     kvq_kv_mem_opts mo = {p->kv_mem_cap, p->kv_pool};
     char err[256] = "";
     kvq_status st = kvq_kv_cache_new_ex(&g, p->kv_spec, &mo, &c->lg, &c->kv, err, sizeof err);
@@ -217,7 +217,7 @@ kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_
     memset(r, 0, sizeof *r);
     const kvq_hparams *h = &m->hp;
     if (n_ctx <= 0) n_ctx = h->n_ctx_train;
-    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, 0};
+    kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, 0, kvq_model_fingerprint(m)};
     kvq_kv_spec s;
     uint64_t bytes;
     kvq_status st = kvq_kv_spec_parse(spec, &s, err, err_cap);

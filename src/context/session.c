@@ -18,10 +18,7 @@
 #define SESSION_MAGIC "KVQS"
 #define SESSION_VERSION 1u
 
-kvq_status kvq_ctx_save(const kvq_ctx *c, const char *path) {
-    if (kvq_ctx_n_pending(c))
-        return kvq_err(&c->lg, KVQ_ERR_ARG, "cannot save a session with %d speculative tokens pending",
-                       kvq_ctx_n_pending(c));
+static kvq_status save(const kvq_ctx *c, const kvq_kv_cache *kv, const char *path) {
     FILE *f = fopen(path, "wb");
     if (!f) return kvq_err(&c->lg, KVQ_ERR_IO, "cannot write session file '%s'", path);
     kvq_hashstream *hs = kvq_hashstream_open(f, true);
@@ -34,7 +31,7 @@ kvq_status kvq_ctx_save(const kvq_ctx *c, const char *path) {
         fwrite(&c->n_past, 4, 1, o) != 1 || fwrite(c->tokens, 4, (size_t)c->n_past, o) != (size_t)c->n_past ||
         fwrite(&nl, 4, 1, o) != 1 || fwrite(c->logits, 4, nl, o) != nl)
         st = KVQ_ERR_IO;
-    if (!st) st = kvq_kv_write(c->kv, o);
+    if (!st) st = kvq_kv_write(kv, o);
     uint64_t sum = kvq_hashstream_digest(hs);
     kvq_hashstream_close(hs);
     if (!st && fwrite(&sum, 8, 1, f) != 1) st = KVQ_ERR_IO;
@@ -44,6 +41,33 @@ kvq_status kvq_ctx_save(const kvq_ctx *c, const char *path) {
         return kvq_err(&c->lg, st, "failed writing session file '%s'", path);
     }
     return KVQ_OK;
+}
+
+kvq_status kvq_ctx_save(const kvq_ctx *c, const char *path) {
+    return kvq_ctx_save_as(c, path, NULL);
+}
+
+kvq_status kvq_ctx_save_as(const kvq_ctx *c, const char *path, const char *spec) {
+    if (kvq_ctx_n_pending(c))
+        return kvq_err(&c->lg, KVQ_ERR_ARG, "cannot save a session with %d speculative tokens pending",
+                       kvq_ctx_n_pending(c));
+    if (!spec) return save(c, c->kv, path);
+    /* the cold tier: the cache converted into another codec (AQUA-KV's 2 bits) for the file only */
+    if (kvq_kv_n(c->kv) != c->n_past)
+        return kvq_err(&c->lg, KVQ_ERR_UNSUPPORTED,
+                       "cannot save as '%s': %d of %d tokens were evicted, and conversion keeps positions by slot",
+                       spec, c->n_past - kvq_kv_n(c->kv), c->n_past);
+    kvq_kv_geom g = c->kv->g;
+    kvq_kv_cache *tmp = NULL;
+    char err[256] = "";
+    kvq_status st = kvq_kv_cache_new(&g, spec, &c->lg, &tmp, err, sizeof err);
+    if (st) return kvq_err(&c->lg, st, "session KV spec '%s': %s", spec, err);
+    tmp->rope = c->kv->rope;
+    tmp->rope_user = c->kv->rope_user;
+    st = kvq_kv_convert(c->kv, tmp);
+    if (!st) st = save(c, tmp, path);
+    kvq_kv_cache_free(tmp);
+    return st;
 }
 
 static kvq_status load(kvq_ctx *c, FILE *f, const char *path) {

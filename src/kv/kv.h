@@ -46,6 +46,8 @@ void kvq_kv_spec_format(const kvq_kv_spec *s, char *buf, size_t cap);
 typedef struct kvq_kv_geom {
     int32_t n_layer, n_head, n_head_kv, head_dim, n_ctx;
     int32_t n_batch;  /* most tokens appended between commits (0: commit after every token) */
+    uint64_t fingerprint; /* the model's (kvq_model_fingerprint), 0 when unknown: codecs with
+                             calibrated data check theirs against it */
 } kvq_kv_geom;
 
 typedef struct kvq_kv_layer kvq_kv_layer;
@@ -73,6 +75,8 @@ typedef struct kvq_codec {
     /* Parses codec options into one config per layer (cfg_size bytes each). */
     size_t cfg_size;
     kvq_status (*configure)(const kvq_kv_spec *s, const kvq_kv_geom *g, void *cfgs, char *err, size_t err_cap);
+    /* Frees what configure loaded (a predictor file). NULL: nothing. */
+    void (*release)(void *cfgs, int n_layer);
     /* Exact bytes one layer holds with n tokens: codes, scales, mins, windows, aux. */
     uint64_t (*bytes_for)(const kvq_kv_layer *L, int64_t n);
     /* Sets L->page (slots per page) and the fixed buffers; pages come with reserve. */
@@ -272,6 +276,8 @@ kvq_status kvq_kv_alloc_bound(const kvq_kv_geom *g, const char *spec, uint64_t *
  * then append). Both take an open stream, so a session file can wrap them. */
 kvq_status kvq_kv_write(const kvq_kv_cache *c, FILE *f);
 kvq_status kvq_kv_read(kvq_kv_cache *c, FILE *f, const char *what);
+/* Appends every slot of src to dst (empty, same shape) through the codecs. */
+kvq_status kvq_kv_convert(kvq_kv_cache *src, kvq_kv_cache *dst);
 kvq_status kvq_kv_save(const kvq_kv_cache *c, const char *path);
 kvq_status kvq_kv_load(kvq_kv_cache *c, const char *path);
 

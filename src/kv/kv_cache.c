@@ -11,7 +11,7 @@ static kvq_status configure(const kvq_kv_geom *g, const kvq_kv_spec *spec, const
     *cfgs = calloc((size_t)g->n_layer, codec->cfg_size ? codec->cfg_size : 1);
     if (!*cfgs) return KVQ_ERR_NOMEM;
     kvq_status st = KVQ_OK;
-    if (codec->configure) st = codec->configure(spec, g, *cfgs, err, err_cap);
+    if (codec->configure) st = codec->configure(spec, g, *cfgs, err, err_cap); /* releases what it took on failure */
     else if (spec->n_copt) {
         kvq_seterr(err, err_cap, "KV codec '%s' takes no options (got '%s')", spec->codec, spec->copt[0].key);
         st = KVQ_ERR_ARG;
@@ -57,6 +57,7 @@ kvq_status kvq_kv_bytes_for(const kvq_kv_geom *g, const char *spec_s, int64_t n,
         kvq_kv_layer L = layer_shell(g, codec, cfgs, il);
         *bytes += codec->bytes_for(&L, n);
     }
+    if (codec->release) codec->release(cfgs, g->n_layer);
     free(cfgs);
     return KVQ_OK;
 }
@@ -94,7 +95,7 @@ kvq_status kvq_kv_cache_new_with(const kvq_kv_geom *g, const kvq_kv_spec *spec, 
     c->policy = policy;
     c->codec = codec;
     if ((st = configure(g, spec, codec, &c->cfgs, err, err_cap))) goto fail;
-    if (c->policy->needs_compact && !c->codec->read && !c->codec->compact) {
+    if (c->policy->needs_compact && !c->codec->compact && (!c->codec->read || c->codec->prerope)) {
         kvq_seterr(err, err_cap, "policy '%s' evicts tokens, and codec '%s' cannot compact", c->policy->name,
                    c->codec->name);
         st = KVQ_ERR_UNSUPPORTED;
@@ -138,6 +139,7 @@ void kvq_kv_cache_free(kvq_kv_cache *c) {
     for (int il = 0; c->layers && il < c->g.n_layer; il++)
         if (c->layers[il].state) c->codec->destroy(&c->layers[il]);
     free(c->layers);
+    if (c->cfgs && c->codec->release) c->codec->release(c->cfgs, c->g.n_layer);
     free(c->cfgs);
     free(c->obs_q);
     free(c->scratch);
@@ -286,7 +288,7 @@ kvq_status kvq_kv_compact(kvq_kv_cache *c, int il, const int32_t *keep, int n_ke
     if (n_keep == L->n) return KVQ_OK; /* ascending, distinct and as many as held: the identity */
     kvq_status st;
     if (c->codec->compact) st = c->codec->compact(L, keep, n_keep);
-    else if (c->codec->read) st = compact_rebuild(c, L, keep, n_keep);
+    else if (c->codec->read && !c->codec->prerope) st = compact_rebuild(c, L, keep, n_keep);
     else return kvq_err(c->lg, KVQ_ERR_UNSUPPORTED, "codec %s cannot compact", c->codec->name);
     if (st) return kvq_err(c->lg, st, "compacting layer %d to %d slots failed", il, n_keep);
     return KVQ_OK;

@@ -71,27 +71,40 @@ static kvq_status replay_policy(kvq_kv_cache *c) {
     return KVQ_OK;
 }
 
-/* Reads every slot of src and appends it to dst, layer by layer. */
-static kvq_status convert(kvq_kv_cache *src, kvq_kv_cache *dst) {
-    if (dst->codec->prerope)
-        return kvq_err(dst->lg, KVQ_ERR_UNSUPPORTED, "cannot convert a cache into codec %s (it stores pre-RoPE keys)",
-                       dst->codec->name);
+/* Reads every slot of src and appends it to dst, a chunk of slots at a time
+ * through every layer (a cross-layer codec compresses a chunk layer after
+ * layer). Keys are read rotated; a codec that stores them before RoPE gets
+ * them rotated back, with the slot index as position: a cache whose tokens
+ * were evicted cannot be converted into one. */
+kvq_status kvq_kv_convert(kvq_kv_cache *src, kvq_kv_cache *dst) {
     const int row = src->g.n_head_kv * src->g.head_dim, chunk = 256;
+    if (dst->codec->prerope && !dst->rope)
+        return kvq_err(dst->lg, KVQ_ERR_UNSUPPORTED, "codec %s needs the model's RoPE to be converted into",
+                       dst->codec->name);
     float *k = malloc((size_t)chunk * row * sizeof(float)), *v = malloc((size_t)chunk * row * sizeof(float));
-    kvq_status st = k && v ? KVQ_OK : KVQ_ERR_NOMEM;
-    for (int il = 0; !st && il < src->g.n_layer; il++) {
-        kvq_kv_layer *S = &src->layers[il];
-        if (S->n > dst->layers[il].cap) st = KVQ_ERR_CONTEXT_FULL;
-        for (int t0 = 0; !st && t0 < S->n; t0 += chunk) {
-            int m = S->n - t0 < chunk ? S->n - t0 : chunk;
+    int32_t *pos = malloc((size_t)chunk * sizeof *pos);
+    kvq_status st = k && v && pos ? KVQ_OK : KVQ_ERR_NOMEM;
+    const int n = kvq_kv_n(src);
+    for (int il = 0; !st && il < src->g.n_layer; il++)
+        if (src->layers[il].n != n || n > dst->layers[il].cap) st = KVQ_ERR_CONTEXT_FULL;
+    for (int t0 = 0; !st && t0 < n; t0 += chunk) {
+        const int m = n - t0 < chunk ? n - t0 : chunk;
+        for (int il = 0; !st && il < src->g.n_layer; il++) {
+            kvq_kv_layer *S = &src->layers[il];
             src->codec->read(S, KVQ_VIEW_FULL, t0, m, k, v);
-            st = kvq_kv_append(dst, il, k, v, m);
+            if (dst->codec->prerope) {
+                for (int i = 0; i < m; i++) pos[i] = -(t0 + i); /* rotating by -p undoes RoPE at p */
+                dst->rope(dst->rope_user, k, m, pos, dst->g.n_head_kv);
+                for (int i = 0; i < m; i++) pos[i] = t0 + i;
+            }
+            st = kvq_kv_append_pos(dst, il, k, v, m, dst->codec->prerope ? pos : NULL);
             if (!st && dst->codec->commit) dst->codec->commit(&dst->layers[il], dst->layers[il].n);
-            if (!st && dst->policy->on_append) dst->policy->on_append(dst, il, k, m, t0);
+            if (!st && dst->policy->on_append && !dst->codec->prerope) dst->policy->on_append(dst, il, k, m, t0);
         }
     }
     free(k);
     free(v);
+    free(pos);
     return st;
 }
 
@@ -136,8 +149,10 @@ kvq_status kvq_kv_read(kvq_kv_cache *c, FILE *f, const char *what) {
             kvq_err(c->lg, st, "%s: its KV spec '%s' cannot be used: %s", what, spec, err);
             return KVQ_ERR_FORMAT;
         }
+        src->rope = c->rope;
+        src->rope_user = c->rope_user;
         st = read_layers(src, f);
-        if (!st) st = convert(src, c);
+        if (!st) st = kvq_kv_convert(src, c);
         kvq_kv_cache_free(src);
     }
     if (st) {

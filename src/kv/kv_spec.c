@@ -7,12 +7,12 @@
 #include <string.h>
 
 extern const kvq_codec kvq_codec_f32, kvq_codec_f16, kvq_codec_kivi, kvq_codec_pertoken, kvq_codec_q8_0,
-    kvq_codec_q4_0, kvq_codec_hier;
+    kvq_codec_q4_0, kvq_codec_hier, kvq_codec_aqua;
 extern const kvq_policy kvq_policy_full, kvq_policy_window, kvq_policy_snapkv, kvq_policy_hsa, kvq_policy_rocket,
     kvq_policy_rocket_mt;
 
 static const kvq_codec *const CODECS[] = {&kvq_codec_f32,  &kvq_codec_f16,  &kvq_codec_kivi, &kvq_codec_pertoken,
-                                          &kvq_codec_q8_0, &kvq_codec_q4_0, &kvq_codec_hier};
+                                          &kvq_codec_q8_0, &kvq_codec_q4_0, &kvq_codec_hier, &kvq_codec_aqua};
 static const kvq_policy *const POLICIES[] = {&kvq_policy_full,   &kvq_policy_window, &kvq_policy_snapkv,
                                              &kvq_policy_hsa,    &kvq_policy_rocket, &kvq_policy_rocket_mt};
 

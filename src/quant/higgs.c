@@ -7,8 +7,8 @@
 #include <string.h>
 #include "../kernels/fwht.h"
 
-#define N_SAMPLES 65536
-#define ITERS 40
+#define N_SAMPLES 32768
+#define ITERS 25
 
 /* Standard normal samples from a fixed xorshift stream (Box-Muller), so the
  * grids are the same on every machine and run. */

@@ -44,7 +44,7 @@ static bool parse_speculate(const char *v, kvq_spec_params *sp) {
 
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *prompt = NULL, *kv = "f16", *weights = NULL, *save = NULL, *load = NULL;
-    const char *speculate = NULL, *draft_w = "q4_0";
+    const char *speculate = NULL, *draft_w = "q4_0", *session_kv = NULL;
     long gamma = 0;
     long n_gen = 128, top_k = 40, threads = 0, n_ctx = 0, seed = 42, verbose = 0;
     double temp = 0.8, top_p = 0.95;
@@ -60,6 +60,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--weights")) weights = v;
         else if (!strcmp(a, "--save-session")) save = v;
         else if (!strcmp(a, "--load-session")) load = v;
+        else if (!strcmp(a, "--session-kv")) session_kv = v;
         else if (!strcmp(a, "--speculate")) speculate = v;
         else if (!strcmp(a, "--draft-weights")) draft_w = v;
         else if (!strcmp(a, "--gamma")) { if (!cli_int(a, v, 1, 16, &gamma)) return 2; }
@@ -74,6 +75,7 @@ int cmd_run(int argc, char **argv) {
         else return cli_fail("run: unknown option '%s'", a), 2;
     }
     if (!model) return cli_fail("run: no model given (-m MODEL)"), 2;
+    if (session_kv && !save) return cli_fail("run: --session-kv SPEC is the format of --save-session FILE"), 2;
     kvq_spec_params spp = {0};
     if (speculate && !parse_speculate(speculate, &spp)) return 2;
     if (gamma && !speculate) return cli_fail("run: --gamma needs --speculate quantspec"), 2;
@@ -200,7 +202,7 @@ int cmd_run(int argc, char **argv) {
     if (full) fprintf(stderr, "kvq: context of %d tokens is full; generation stopped\n", kvq_ctx_n_ctx(c));
     if (save) {
         double ts = cli_now();
-        if (kvq_ctx_save(c, save)) { cli_fail("cannot save the session to '%s'", save); goto out; }
+        if (kvq_ctx_save_as(c, save, session_kv)) { cli_fail("cannot save the session to '%s'", save); goto out; }
         fprintf(stderr, "kvq: saved %d tokens to '%s' in %.3f s\n", kvq_ctx_n_past(c), save, cli_now() - ts);
     }
     kvq_kv_report r;
