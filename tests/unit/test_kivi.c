@@ -89,7 +89,7 @@ static void naive(const float *q, const float *k, const float *v, int n, int nh,
  * attention on the codec's own reconstruction, and is near f32 attention. */
 static double check(const char *spec, int hd, int n, const float *K, const float *V, const float *Q, int nh, int nkv,
                     int isa_threads) {
-    kvq_kv_geom g = {1, nh, nkv, hd, n + 8, 0};
+    kvq_kv_geom g = {1, nh, nkv, hd, n + 8, 0, 0};
     kvq_kv_cache *c;
     char err[256];
     if (kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err)) fail_msg("%s: %s", spec, err);
@@ -150,7 +150,7 @@ static void test_attention(void **st) {
 
 static void test_accounting_and_windows(void **st) {
     (void)st;
-    kvq_kv_geom g = {1, 4, 2, 64, 1000, 0};
+    kvq_kv_geom g = {1, 4, 2, 64, 1000, 0, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "kivi:k2v4", NULL, &c, err, sizeof err), KVQ_OK);
@@ -173,7 +173,7 @@ static void test_accounting_and_windows(void **st) {
     assert_int_equal(kvq_kv_n(c), 120);
     kvq_kv_cache_free(c);
     /* a prefill chunk stays fp16 until its commit, then the same blocks as token by token */
-    kvq_kv_geom gb = {1, 4, 2, 64, 1000, 256};
+    kvq_kv_geom gb = {1, 4, 2, 64, 1000, 256, 0};
     assert_int_equal(kvq_kv_cache_new(&gb, "kivi:k2v4", NULL, &c, err, sizeof err), KVQ_OK);
     float kk[200 * 2 * 64], vv[200 * 2 * 64];
     uint64_t s = 4;
@@ -300,7 +300,7 @@ static void test_layer_tables(void **st) {
     assert_int_equal(kvq_layer_bits_load(preset, 16, kb, vb, err, sizeof err), KVQ_ERR_ARG);
     assert_non_null(strstr(err, "does not exist"));
     /* through the spec: a table for the wrong model is a clear error */
-    kvq_kv_geom g = {16, 32, 8, 64, 128, 0};
+    kvq_kv_geom g = {16, 32, 8, 64, 128, 0, 0};
     kvq_kv_cache *c = NULL;
     char spec[600];
     snprintf(spec, sizeof spec, "kivi:layers=%s", preset);
@@ -322,7 +322,7 @@ static void test_llamacpp_blocks(void **st) {
     const char *spec[] = {"q8_0", "q4_0"};
     kvq_type ty[] = {KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_0};
     for (int i = 0; i < 2; i++) {
-        kvq_kv_geom g = {1, 2, 2, 64, 8, 0};
+        kvq_kv_geom g = {1, 2, 2, 64, 8, 0, 0};
         kvq_kv_cache *c;
         char err[128];
         assert_int_equal(kvq_kv_cache_new(&g, spec[i], NULL, &c, err, sizeof err), KVQ_OK);
@@ -347,7 +347,7 @@ static void test_pertoken_layers(void **st) {
     char path[] = "/tmp/kvq_ptl_XXXXXX";
     close(mkstemp(path));
     tu_write_file(path, "k16v16\nk2v2\n", 12);
-    kvq_kv_geom g = {2, 4, 2, 32, 64, 0};
+    kvq_kv_geom g = {2, 4, 2, 32, 64, 0, 0};
     char spec[128], err[256];
     snprintf(spec, sizeof spec, "pertoken:layers=%s", path);
     kvq_kv_cache *c;

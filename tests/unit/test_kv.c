@@ -36,7 +36,7 @@ static void naive_attn(const float *q, const float *k, const float *v, int n_vis
 
 static void check_codec(const char *spec, int n_ctx, int hd, double max_rel, int n_threads) {
     const int nh = 8, nkv = 2, nl = 2, n = n_ctx - 3;
-    kvq_kv_geom g = {nl, nh, nkv, hd, n_ctx, 0};
+    kvq_kv_geom g = {nl, nh, nkv, hd, n_ctx, 0, 0};
     kvq_kv_cache *c;
     char err[256];
     assert_int_equal(kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err), KVQ_OK);
@@ -102,7 +102,7 @@ static void test_spec_parsing(void **st) {
         if (kvq_kv_spec_parse(bad[i], &s, err, sizeof err) == KVQ_OK) fail_msg("accepted '%s'", bad[i]);
         assert_true(err[0] != 0);
     }
-    kvq_kv_geom g = {2, 4, 2, 16, 64, 0};
+    kvq_kv_geom g = {2, 4, 2, 16, 64, 0, 0};
     kvq_kv_cache *c = NULL;
     assert_int_equal(kvq_kv_cache_new(&g, "f16:k4v2", NULL, &c, err, sizeof err), KVQ_ERR_ARG);
     assert_non_null(strstr(err, "takes no options"));
@@ -113,7 +113,7 @@ static void test_spec_parsing(void **st) {
  * survives save and load exactly. */
 static void test_kivi_save_load(void **st) {
     (void)st;
-    kvq_kv_geom g = {1, 4, 2, 64, 256, 0};
+    kvq_kv_geom g = {1, 4, 2, 64, 256, 0, 0};
     char err[256];
     kvq_kv_cache *a, *b;
     assert_int_equal(kvq_kv_cache_new(&g, "kivi:k4v2", NULL, &a, err, sizeof err), KVQ_OK);
@@ -141,7 +141,7 @@ static void test_kivi_save_load(void **st) {
 
 static void test_truncate_save_load(void **st) {
     (void)st;
-    kvq_kv_geom g = {2, 4, 2, 16, 64, 0};
+    kvq_kv_geom g = {2, 4, 2, 16, 64, 0, 0};
     char err[256];
     kvq_kv_cache *a, *b;
     assert_int_equal(kvq_kv_cache_new(&g, "f16", NULL, &a, err, sizeof err), KVQ_OK);
@@ -177,7 +177,7 @@ static void test_truncate_save_load(void **st) {
         assert_memory_equal(va, vb, sizeof va);
     }
     /* a cache of another geometry refuses it */
-    kvq_kv_geom g2 = {2, 4, 2, 8, 64, 0};
+    kvq_kv_geom g2 = {2, 4, 2, 8, 64, 0, 0};
     assert_int_equal(kvq_kv_cache_new(&g2, "f16", NULL, &e, err, sizeof err), KVQ_OK);
     assert_int_equal(kvq_kv_load(e, path), KVQ_ERR_ARG);
     kvq_kv_cache_free(e);
@@ -205,7 +205,7 @@ static void test_truncate_save_load(void **st) {
 
 static void test_bytes_for(void **st) {
     (void)st;
-    kvq_kv_geom g = {5, 8, 4, 8, 512, 0}; /* stories260K */
+    kvq_kv_geom g = {5, 8, 4, 8, 512, 0, 0}; /* stories260K */
     uint64_t b;
     char err[128];
     assert_int_equal(kvq_kv_bytes_for(&g, "f16", 512, &b, err, sizeof err), KVQ_OK);
@@ -268,7 +268,7 @@ static void test_attn_kernels_isa(void **st) {
 static void test_window_policy(void **st) {
     (void)st;
     const int hd = 16, nkv = 1, nh = 1, n = 100;
-    kvq_kv_geom g = {1, nh, nkv, hd, 128, 0};
+    kvq_kv_geom g = {1, nh, nkv, hd, 128, 0, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "f32+window:sink=2,win=10", NULL, &c, err, sizeof err), KVQ_OK);

@@ -45,7 +45,7 @@ static void dense(const float *q, const float *K, const float *V, int n, int nh,
 static void test_views(void **st) {
     (void)st;
     const int nh = 8, nkv = 2, hd = 64, n = 700, row = nkv * hd;
-    kvq_kv_geom g = {1, nh, nkv, hd, 1024, 0};
+    kvq_kv_geom g = {1, nh, nkv, hd, 1024, 0, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "hier:g=64", NULL, &c, err, sizeof err), KVQ_OK);

@@ -109,7 +109,7 @@ static float *randv(int n, uint64_t seed, float scale) {
 static void test_snapkv_scores_dense(void **st) {
     (void)st;
     const int nh = 8, nkv = 2, hd = 32, n = 700, rep = nh / nkv, W = 16;
-    kvq_kv_geom g = {1, nh, nkv, hd, 1024, 64};
+    kvq_kv_geom g = {1, nh, nkv, hd, 1024, 64, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "f32+snapkv:budget=500,window=16", NULL, &c, err, sizeof err), KVQ_OK);
@@ -164,7 +164,7 @@ static double f16_out(float v, bool up) {
 static void test_hsa_brute_force(void **st) {
     (void)st;
     const int nkv = 2, hd = 16, rep = 3, P = 4;
-    kvq_kv_geom g = {1, nkv * rep, nkv, hd, 512, 0};
+    kvq_kv_geom g = {1, nkv * rep, nkv, hd, 512, 0, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "f32", NULL, &c, err, sizeof err), KVQ_OK);
@@ -269,7 +269,7 @@ static void test_compositions(void **st) {
             char codec[128], spec[256], err[256];
             snprintf(codec, sizeof codec, codecs[ci], table);
             snprintf(spec, sizeof spec, "%s+%s", codec, policies[pi]);
-            kvq_kv_geom g = {2, nh, nkv, hd, 2048, 128};
+            kvq_kv_geom g = {2, nh, nkv, hd, 2048, 128, 0};
             kvq_kv_cache *c;
             if (kvq_kv_cache_new(&g, spec, NULL, &c, err, sizeof err)) fail_msg("%s: %s", spec, err);
             prompt(c, q, k, v, n, 128, true);
@@ -333,7 +333,7 @@ static void test_compositions(void **st) {
 
 static void test_bad_options(void **st) {
     (void)st;
-    kvq_kv_geom g = {2, 8, 2, 32, 1024, 0};
+    kvq_kv_geom g = {2, 8, 2, 32, 1024, 0, 0};
     const char *bad[][2] = {
         {"f16+snapkv", "needs budget"},
         {"f16+snapkv:budget=0", "budget=0"},

@@ -101,7 +101,7 @@ static void expect_rec(const char *want) {
 
 static void test_step_order(void **st) {
     (void)st;
-    kvq_kv_geom g = {2, 4, 2, 8, 64, 8};
+    kvq_kv_geom g = {2, 4, 2, 8, 64, 8, 0};
     kvq_codec mc = mock_codec();
     kvq_kv_cache *c = mock_cache(&g, &mc);
     rec[0] = 0;
@@ -203,7 +203,7 @@ static void test_prefill_end_once(void **st) {
 static void test_accept_flushes_only_verified(void **st) {
     (void)st;
     const int hd = 16, nkv = 2, nh = 4;
-    kvq_kv_geom g = {1, nh, nkv, hd, 256, 16};
+    kvq_kv_geom g = {1, nh, nkv, hd, 256, 16, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "kivi:k4v4,g=32,r=32", NULL, &c, err, sizeof err), KVQ_OK);
@@ -250,7 +250,7 @@ static float *dense_rows(int n, int row, uint64_t seed) {
 
 static void test_memory_follows_held(void **st) {
     (void)st;
-    kvq_kv_geom g = {2, 4, 2, 32, 4096, 0};
+    kvq_kv_geom g = {2, 4, 2, 32, 4096, 0, 0};
     char err[256];
     const char *specs[] = {"f16", "f32", "kivi:k4v2", "pertoken:k4v4", "q4_0"};
     const int row = 2 * 32;
@@ -290,7 +290,7 @@ static void test_memory_follows_held(void **st) {
 /* A memory cap refuses a step up front; the cache is unchanged and usable. */
 static void test_memory_cap(void **st) {
     (void)st;
-    kvq_kv_geom g = {2, 4, 2, 32, 4096, 0};
+    kvq_kv_geom g = {2, 4, 2, 32, 4096, 0, 0};
     char err[256];
     kvq_kv_pool *pool;
     assert_int_equal(kvq_kv_pool_new(2 * 2 * 65536 + 1000, &pool), KVQ_OK); /* two f16 pages per layer fit, not three */
@@ -344,7 +344,7 @@ static double attn_err(kvq_kv_cache *c, const float *q, const float *k, const fl
 static void test_kivi_compact(void **st) {
     (void)st;
     const int nh = 8, nkv = 2, hd = 64, n = 600, n_keep = 250, row = nkv * hd;
-    kvq_kv_geom g = {1, nh, nkv, hd, 1024, 0};
+    kvq_kv_geom g = {1, nh, nkv, hd, 1024, 0, 0};
     char err[256];
     float *k = dense_rows(n, row, 3), *v = dense_rows(n, row, 4), *q = dense_rows(1, nh * hd, 5);
     int32_t *keep = malloc(sizeof(int32_t) * nkv * n_keep);
@@ -387,7 +387,7 @@ static void test_kivi_compact(void **st) {
 static void test_window_bounded(void **st) {
     (void)st;
     const int nh = 4, nkv = 2, hd = 16, row = nkv * hd, sink = 4, win = 64, n = 3000;
-    kvq_kv_geom g = {1, nh, nkv, hd, 4096, 0};
+    kvq_kv_geom g = {1, nh, nkv, hd, 4096, 0, 0};
     char err[256];
     kvq_kv_cache *c;
     assert_int_equal(kvq_kv_cache_new(&g, "f32+window:sink=4,win=64", NULL, &c, err, sizeof err), KVQ_OK);
