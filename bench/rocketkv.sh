@@ -43,21 +43,24 @@ niah() {
     done
 }
 
+# runs a command into a result file unless the file is already there (a resumed run)
+fresh() { local out=$1; shift; [ -s "$out" ] || "$@" > "$out"; }
+
 ppl() {
     python3 -c "t=open('$S/corpora/kjv.txt',encoding='utf-8').read(); open('/tmp/heldout-kjv.txt','w',encoding='utf-8').write(t[1500000:1700000])"
     head -c 120000 $S/corpora/tinystories-valid-head.txt > /tmp/ts120k.txt
     local g=$S/models/tinystories-656k
     # the full cache as prompt + decode too, saved as the KL base
-    $KVQ ppl -m $R -f /tmp/heldout-kjv.txt --ctx 4096 --kv f16 --split --save-logits /tmp/rk-base.logits --json > $OUT/ppl-recall-full.json
-    $KVQ ppl -m $g -f /tmp/ts120k.txt --ctx 512 --kv f16 --split --save-logits /tmp/ts-base.logits --json > $OUT/ppl-656k-full.json
+    [ -s /tmp/rk-base.logits ] || $KVQ ppl -m $R -f /tmp/heldout-kjv.txt --ctx 4096 --kv f16 --split --save-logits /tmp/rk-base.logits --json > $OUT/ppl-recall-full.json
+    [ -s /tmp/ts-base.logits ] || $KVQ ppl -m $g -f /tmp/ts120k.txt --ctx 512 --kv f16 --split --save-logits /tmp/ts-base.logits --json > $OUT/ppl-656k-full.json
     for p in window snapkv hsa rocket rocket-mt; do
         for b in $BUDGETS; do
-            $KVQ ppl -m $R -f /tmp/heldout-kjv.txt --ctx 4096 --kv "$(spec $p $b)" --kl-base /tmp/rk-base.logits --json > $OUT/ppl-recall-$p-$b.json
-            [ $b -lt 256 ] && $KVQ ppl -m $g -f /tmp/ts120k.txt --ctx 512 --kv "$(spec $p $b)" --kl-base /tmp/ts-base.logits --json > $OUT/ppl-656k-$p-$b.json
+            fresh $OUT/ppl-recall-$p-$b.json $KVQ ppl -m $R -f /tmp/heldout-kjv.txt --ctx 4096 --kv "$(spec $p $b)" --kl-base /tmp/rk-base.logits --json
+            [ $b -lt 256 ] && fresh $OUT/ppl-656k-$p-$b.json $KVQ ppl -m $g -f /tmp/ts120k.txt --ctx 512 --kv "$(spec $p $b)" --kl-base /tmp/ts-base.logits --json
         done
     done
     for kv in kivi:k4v2 kivi:k4v2+rocket:budget=256; do
-        $KVQ ppl -m $R -f /tmp/heldout-kjv.txt --ctx 4096 --kv $kv --split --kl-base /tmp/rk-base.logits --json > "$OUT/ppl-recall-${kv//[:+=,]/_}.json"
+        fresh "$OUT/ppl-recall-${kv//[:+=,]/_}.json" $KVQ ppl -m $R -f /tmp/heldout-kjv.txt --ctx 4096 --kv $kv --split --kl-base /tmp/rk-base.logits --json
     done
 }
 

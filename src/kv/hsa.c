@@ -6,6 +6,7 @@
 #include <string.h>
 #include "../core/fp16.h"
 #include "../kernels/types.h"
+#include "kv_simd.h"
 #include "topk.h"
 
 /* fp16 of v rounded towards -inf (down) or +inf (up). */
@@ -154,26 +155,28 @@ static void page_scores(const kvq_hsa *s, int il, int h, const float *q, int n_q
         for (int g = 0; g < n_q; g++) {
             const float qi = q[(size_t)g * hd + i];
             float *ug = u + (size_t)g * n_pages;
+#pragma omp simd
             for (int p = 0; p < n_pages; p++) ug[p] += qi * row[p];
         }
     }
+    /* per head, the softmax over tokens of u / tau (a page counts once per token it holds),
+     * exponentials by the attention kernels' vectorized softmax step */
+    const kvq_attn_kernels *ak = kvq_attn_kernels_active();
+    const int last = n_vis - (n_pages - 1) * P;
     memset(score, 0, (size_t)n_pages * sizeof(float));
     for (int g = 0; g < n_q; g++) {
         const float *qg = q + (size_t)g * hd;
         float sel = 0, all = 0;
         for (int j = 0; j < r; j++) sel += fabsf(qg[I[j]]);
         for (int i = 0; i < hd; i++) all += fabsf(qg[i]);
-        const float tau = all > 0 ? sqrtf((float)hd * sel / all) : 1.0f, itau = tau > 0 ? 1.0f / tau : 1.0f;
-        float *ug = u + (size_t)g * n_pages, m = -INFINITY;
-        for (int p = 0; p < n_pages; p++) m = ug[p] > m ? ug[p] : m;
-        double z = 0;
-        for (int p = 0; p < n_pages; p++) {
-            const int cnt = p == n_pages - 1 ? n_vis - p * P : P;
-            ug[p] = (float)cnt * expf((ug[p] - m) * itau);
-            z += ug[p];
-        }
-        const float iz = z > 0 ? (float)(1.0 / z) : 0.0f;
-        for (int p = 0; p < n_pages; p++) score[p] += ug[p] * iz;
+        const float tau = all > 0 ? sqrtf((float)hd * sel / all) : 1.0f;
+        float *ug = u + (size_t)g * n_pages, m = -INFINITY, l = 0;
+        ak->softmax_step(ug, n_pages, tau > 0 ? 1.0f / tau : 1.0f, &m, &l);
+        const double z = (double)P * l + (double)(last - P) * ug[n_pages - 1];
+        const float w = z > 0 ? (float)(P / z) : 0.0f;
+#pragma omp simd
+        for (int p = 0; p < n_pages; p++) score[p] += ug[p] * w;
+        score[n_pages - 1] += z > 0 ? ug[n_pages - 1] * (float)((last - P) / z) : 0.0f;
     }
 }
 

@@ -224,5 +224,30 @@ if [ -f models/kvq-recall/model.safetensors ] && need $M/stories260K/stories260K
     python3 -c "import sys; sys.exit(0 if $p8 < $p4 else 1)" && ok "hier: the 8-bit view ($p8) beats the 4-bit view ($p4)" || bad "hier views $p8 $p4"
 fi
 
+# 12. AQUA-KV: calibration, the codec, and the cold tier.
+if need $M/stories260K/stories260K.bin $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $S/corpora/tinystories-valid-head.txt; then
+    L2C="-m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin"
+    G=$M/tinystories-656k/TinyStories-656K-Q8_0.gguf
+    tail -c 200000 $S/corpora/tinystories-valid-head.txt > $TMP/aq-calib.txt
+    $KVQ calibrate aqua $L2C -f $TMP/aq-calib.txt --tokens 8192 --ctx 256 -o $TMP/260k-aqua.gguf >$TMP/o 2>$TMP/e \
+        && [ "$(grep -cE '^ +[1-4] ' $TMP/o)" = 4 ] && ok "calibrate aqua fits 4 predictors and reports them" || bad "calibrate aqua ($(tail -c 200 $TMP/e))"
+    f=$($KVQ ppl $L2C -f $TMP/ts100k.txt --ctx 256 --kv f16 --split --json | jget ppl)
+    a=$($KVQ ppl $L2C -f $TMP/ts100k.txt --ctx 256 --kv aqua:pred=$TMP/260k-aqua.gguf,mode=cached --split --json | jget ppl)
+    within "$a" "$f" 0.10 && ok "aqua 2-bit ppl $a within 10% of f16 $f" || bad "aqua ppl $a vs f16 $f"
+    $KVQ calibrate aqua -m $G -f $TMP/aq-calib.txt --tokens 8192 -o $TMP/656k-aqua.gguf >/dev/null 2>&1
+    # a prompt long enough that most of the session lies beyond aqua's sinks and window
+    lp="$(head -c 1600 $S/corpora/tinystories-valid-head.txt)"
+    $KVQ run -m $G -p "$lp" -n 20 --temp 0 --save-session $TMP/f16s.kvq >/dev/null 2>&1
+    $KVQ run -m $G -p "$lp" -n 20 --temp 0 --save-session $TMP/aqs.kvq --session-kv aqua:pred=$TMP/656k-aqua.gguf >/dev/null 2>&1
+    b=$($KVQ run -m $G -n 20 --temp 0 --load-session $TMP/aqs.kvq 2>$TMP/e)
+    sa=$(stat -c %s $TMP/aqs.kvq); sf=$(stat -c %s $TMP/f16s.kvq)
+    [ -n "$b" ] && grep -qE "restored [0-9]{3} tokens" $TMP/e && [ $sa -lt $((sf / 2)) ] \
+        && ok "cold tier: an aqua session ($sa bytes, f16 $sf) restores into f16 and continues" || bad "aqua session ($sa vs $sf)"
+    expect_fail "aqua predictors of another model" "another model" $KVQ run -m $G --kv aqua:pred=$TMP/260k-aqua.gguf
+    head -c 3000 $TMP/aq-calib.txt > $TMP/short.txt
+    expect_fail "calibration text too short" "too few" $KVQ calibrate aqua -m $G -f $TMP/short.txt -o $TMP/x.gguf
+    expect_fail "aqua without predictors" "pred=" $KVQ run -m $G --kv aqua
+fi
+
 echo "golden: $pass passed, $fail failed"
 [ $fail -eq 0 ]

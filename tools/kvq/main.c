@@ -10,14 +10,18 @@ static void usage(FILE *f) {
             "commands:\n"
             "  run   -m MODEL [--tokenizer FILE] [-p TEXT] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
             "        [--seed S] [--kv SPEC] [-t THREADS] [--ctx N] [--kv-memory BYTES] [--weights TYPE|FILE]\n"
-            "        [--save-session FILE] [--load-session FILE]      generate text\n"
+            "        [--save-session FILE] [--session-kv SPEC] [--load-session FILE]\n"
+            "        [--speculate quantspec[:gamma=G][,adaptive]] [--gamma G] [--draft-weights TYPE|FILE]\n"
+            "        generate text (--session-kv: the cache format of the saved session, e.g. aqua)\n"
             "  ppl   -m MODEL -f TEXT [--ctx N] [--chars N] [--kv SPEC] [--score half|all]\n"
-            "        [--save-logits FILE] [--kl-base FILE] [--json]    perplexity and KL divergence\n"
+            "        [--split] [--view draft|full] [--save-logits FILE] [--kl-base FILE] [--json]\n"
+            "        perplexity and KL divergence (--split: prompt then token-by-token decode)\n"
             "  info  MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
             "  tokenize -m MODEL -p TEXT [--bos] [--special] [--pieces]     token ids of a text\n"
             "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF]\n"
             "        random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
+            "        [--speculate quantspec[:gamma=G]] [--draft-weights TYPE|FILE] [--no-bw]\n"
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
             "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi|pertoken] [--tokens N] [--ctx N] [-o FILE]\n"
             "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
@@ -26,11 +30,12 @@ static void usage(FILE *f) {
             "  calibrate aqua -m MODEL -f CALIB.txt -o PRED.gguf [--tokens N] [--ctx N] [--bits 2|3|4]\n"
             "        [--quantizer higgs|uniform]    fit AQUA-KV's cross-layer predictors\n"
             "  niah  -m MODEL [--kv SPEC] --lengths 512,1024 --depths 0,0.5,1 [--task passkey|needle|multikey|kv]\n"
-            "        [-n SAMPLES] [--seed S] [--haystack FILE] [--json] [--plot FILE.png]   retrieval grid\n"
+            "        [-n SAMPLES] [--turns 1|2] [--seed S] [--haystack FILE] [--json] [--plot FILE.png]\n"
+            "        retrieval grid\n"
             "\n"
             "MODEL is a .gguf file, a llama2.c .bin (with --tokenizer), or a Hugging Face folder.\n"
-            "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16, kivi, pertoken, q8_0, q4_0;\n"
-            "         policies: full, window. See README.md.\n");
+            "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16, q8_0, q4_0, kivi, pertoken, hier,\n"
+            "         aqua; policies: full, window, snapkv, hsa, rocket, rocket-mt. See README.md.\n");
 }
 
 int main(int argc, char **argv) {
