@@ -8,7 +8,7 @@
 #   bench/aquakv.sh hot       decode speed of the live (stream) cache against depth, next to kivi
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KVQ=build/kvq
+KVQ=${KVQ:-build/kvq}
 S=../shared
 OUT=bench/results/aquakv
 mkdir -p $OUT

@@ -7,7 +7,7 @@
 #                                 (Q4_0) at depths 0, 4K and 32K; run on a quiet machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KVQ=build/kvq
+KVQ=${KVQ:-build/kvq}
 S=../shared
 OUT=bench/results/quantspec
 mkdir -p $OUT

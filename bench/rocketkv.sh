@@ -8,7 +8,7 @@
 # Accuracy does not depend on timing: these may run beside other work. Speed is bench/rocketkv_speed.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KVQ=build/kvq
+KVQ=${KVQ:-build/kvq}
 R=models/kvq-recall
 OUT=bench/results/rocketkv
 S=../shared

@@ -9,10 +9,9 @@
  * an 8-bit code on a 16x finer grid: the target view reads m8 + s8 (16U + L),
  * the draft view reads m + s4 U. The planes are packed apart (KIVI's layout,
  * kvquant.h), so the draft view streams only U and its (m, s4): about half
- * the bytes. Attention runs on the codes through KIVI's fused kernels: the
- * upper plane is a 4-bit KIVI block as it is, and the target view combines
- * the planes into 8-bit KIVI codes a block (or a tile of value rows) at a
- * time in cache.
+ * the bytes. Attention runs on the codes in place (hier_kernels.c): the
+ * draft view's kernels touch the upper plane only, the target view's combine
+ * both planes in registers.
  *
  * The full-precision buffer holds the newest tokens, between G and 2G of
  * them verified plus any pending (speculative) ones. A block is quantized as
@@ -28,6 +27,7 @@
 #include <string.h>
 #include "../core/cpu.h"
 #include "../kernels/types.h"
+#include "hier_kernels.h"
 #include "kivi_kernels.h"
 #include "kv.h"
 #include "kv_simd.h"
@@ -49,7 +49,7 @@ typedef struct hstate {
     uint16_t *wk, *wv;      /* fp16 rows of tokens [w0, n): [head][wcap][hd] */
     int wcap;
     uint64_t wbytes;
-    const kvq_kivi_kernels *kk;
+    const kvq_hier_kernels *hk;
     const kvq_attn_kernels *ak;
     kvq_vec_dot_fn f16dot;
     kvq_from_float_fn to_f16;
@@ -145,7 +145,7 @@ static kvq_status hier_init(kvq_kv_layer *L) {
     L->page = s->P;
     L->page_bytes = s->head_bytes * (size_t)L->n_head_kv;
     const int isa = kvq_isa_active();
-    s->kk = kvq_kivi_kernels_isa(isa);
+    s->hk = kvq_hier_kernels_isa(isa);
     s->ak = kvq_attn_kernels_isa(isa);
     s->f16dot = kvq_traits(KVQ_TYPE_F16)->vec_dot;
     s->to_f16 = kvq_traits(KVQ_TYPE_F16)->from_float;
@@ -198,14 +198,6 @@ static inline uint16_t *wrow(const kvq_kv_layer *L, const hstate *s, uint16_t *w
     return w + ((size_t)h * s->wcap + (size_t)(t - s->w0)) * (size_t)L->head_dim;
 }
 
-/* The target grid's (m8, s8) from the stored (m, s4). */
-static inline void target_ms(kvq_f16 m, kvq_f16 s4, kvq_f16 *m8, kvq_f16 *s8) {
-    const float fm = kvq_f16_to_f32(m), fs = kvq_f16_to_f32(s4);
-    *m8 = kvq_f32_to_f16(fm - 0.5f * fs);
-    *s8 = kvq_f32_to_f16(fs / 16.0f);
-    if (*s8 == 0) *s8 = 0x0001;
-}
-
 /* Quantizes n values x[i*stride] into packed U and L codes and (m, s4). */
 static void quant_group(const float *x, int stride, int n, uint8_t *up, uint8_t *lo, kvq_f16 *m_out, kvq_f16 *s_out) {
     float lo_v = x[0], hi_v = x[0];
@@ -218,7 +210,7 @@ static void quant_group(const float *x, int stride, int n, uint8_t *up, uint8_t 
     kvq_f16 mh = kvq_f32_to_f16(lo_v), sh = kvq_f32_to_f16(range / 15.0f);
     if (kvq_f16_to_f32(sh) == 0) sh = 0x0001;
     kvq_f16 m8h, s8h;
-    target_ms(mh, sh, &m8h, &s8h);
+    kvq_hier_target_ms(mh, sh, &m8h, &s8h);
     const float m = kvq_f16_to_f32(mh), s4 = kvq_f16_to_f32(sh), m8 = kvq_f16_to_f32(m8h), s8 = kvq_f16_to_f32(s8h);
     uint8_t u[1024], l[1024];
     for (int i = 0; i < n; i++) {
@@ -309,44 +301,20 @@ static inline int boundary(const hstate *s, int vis) {
     return b;
 }
 
-/* The block of slot t as 8-bit codes (the planes combined) and its target (m8, s8). */
-static void target_block(const kvq_kv_layer *L, const hstate *s, int h, int t, uint8_t *c8, kvq_f16 *ms8) {
-    const int hd = L->head_dim, G = s->G, half = G / 2;
-    const uint8_t *u = kblock(s, h, t, false), *l = kblock(s, h, t, true);
-    for (int d = 0; d < hd; d++) {
-        const uint8_t *ud = u + (size_t)d * half, *ld = l + (size_t)d * half;
-        uint8_t *o = c8 + (size_t)d * G;
-        for (int k = 0; k < half; k++) {
-            o[k] = (uint8_t)((ud[k] << 4) | (ld[k] & 15));
-            o[half + k] = (uint8_t)((ud[k] & 0xf0) | (ld[k] >> 4));
-        }
-    }
-    const kvq_f16 *ms = kms(L, s, h, t);
-    for (int d = 0; d < hd; d++) target_ms(ms[d], ms[hd + d], &ms8[d], &ms8[hd + d]);
-}
-
 static void hier_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q,
                     float *scores) {
     const hstate *s = L->state;
     const int G = s->G, hd = L->head_dim, b = boundary(s, vis), qend = t0 + n < b ? t0 + n : b;
+    const bool draft = view == KVQ_VIEW_DRAFT;
     float tmp[64 * 256];
-    uint8_t c8[256 * 256];
-    kvq_f16 ms8[2 * 1024];
     for (int b0 = t0 / G * G; b0 < qend; b0 += G) {
         const bool whole = b0 >= t0 && b0 + G <= t0 + n;
-        const uint8_t *codes = kblock(s, h, b0, false);
+        const uint8_t *up = kblock(s, h, b0, false), *lo = draft ? NULL : kblock(s, h, b0, true);
         const kvq_f16 *ms = kms(L, s, h, b0);
-        int kb = 4;
-        if (view != KVQ_VIEW_DRAFT) {
-            target_block(L, s, h, b0, c8, ms8);
-            codes = c8;
-            ms = ms8;
-            kb = 8;
-        }
         for (int g0 = 0; g0 < n_q; g0 += 64) {
             const int ng = n_q - g0 < 64 ? n_q - g0 : 64;
             float *dst = whole ? scores + (size_t)g0 * n + (b0 - t0) : tmp;
-            s->kk->qk_block(codes, ms, G, hd, kb, q + (size_t)g0 * hd, ng, dst, whole ? n : G);
+            s->hk->qk(up, lo, ms, G, hd, q + (size_t)g0 * hd, ng, dst, whole ? n : G);
             if (!whole) {
                 const int a = b0 > t0 ? b0 : t0, e = b0 + G < qend ? b0 + G : qend;
                 for (int g = 0; g < ng; g++)
@@ -365,38 +333,9 @@ static void hier_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int
                     float *out) {
     const hstate *s = L->state;
     const int hd = L->head_dim, b = boundary(s, vis), qend = t0 + n < b ? t0 + n : b;
-    if (qend > t0) {
-        const int m = qend - t0;
-        if (view == KVQ_VIEW_DRAFT) {
-            s->kk->av_rows(vplane(s, h, t0, false), t0 % s->P, vms(s, h, t0), m, hd, 4, s->vg, w, n, n_q, out);
-        } else {
-            /* the rows as 8-bit codes in KIVI's quad layout, a tile at a time */
-            uint8_t stack[128 * 256];
-            uint8_t *c8 = (size_t)(m + 3) / 4 * 4 * hd <= sizeof stack ? stack : malloc((size_t)(m + 3) / 4 * 4 * hd);
-            kvq_f16 ms8[128 * 2 * 64];
-            if (!c8) return; /* cannot happen for sane shapes (tiles of 128, heads up to 1024) */
-            const int gb = kvq_code_bytes(s->vg, 4), half = s->vg / 2;
-            for (int i = 0; i < m; i++) {
-                const int t = t0 + i;
-                uint8_t ur[512], lr[512], row[1024];
-                kvq_vrow_get(vplane(s, h, t, false), t % s->P, (int)s->vrow, ur);
-                kvq_vrow_get(vplane(s, h, t, true), t % s->P, (int)s->vrow, lr);
-                for (int gr = 0; gr < s->ng; gr++)
-                    for (int k = 0; k < half; k++) {
-                        const uint8_t uu = ur[gr * gb + k], ll = lr[gr * gb + k];
-                        row[gr * s->vg + k] = (uint8_t)((uu << 4) | (ll & 15));
-                        row[gr * s->vg + half + k] = (uint8_t)((uu & 0xf0) | (ll >> 4));
-                    }
-                kvq_vrow_put(c8, i, hd, row);
-                const kvq_f16 *vm = vms(s, h, t);
-                for (int gr = 0; gr < s->ng; gr++)
-                    target_ms(vm[2 * gr], vm[2 * gr + 1], &ms8[((size_t)i * s->ng + gr) * 2],
-                              &ms8[((size_t)i * s->ng + gr) * 2 + 1]);
-            }
-            s->kk->av_rows(c8, 0, ms8, m, hd, 8, s->vg, w, n, n_q, out);
-            if (c8 != stack) free(c8);
-        }
-    }
+    if (qend > t0)
+        s->hk->av(vplane(s, h, t0, false), view == KVQ_VIEW_DRAFT ? NULL : vplane(s, h, t0, true), t0 % s->P,
+                  vms(s, h, t0), qend - t0, hd, s->vg, w, n, n_q, out);
     const int w0 = t0 > b ? t0 : b;
     if (w0 < t0 + n) s->ak->av_f16(wrow(L, s, s->wv, h, w0), t0 + n - w0, hd, w + (w0 - t0), n, n_q, out);
 }
@@ -417,7 +356,7 @@ static void token_at(const kvq_kv_layer *L, const hstate *s, int view, int h, in
         for (int d = 0; d < hd; d++) {
             const int cu = kvq_code_at(u + (size_t)d * cb, G, 4, t % G), cl = kvq_code_at(l + (size_t)d * cb, G, 4, t % G);
             kvq_f16 m8, s8;
-            target_ms(ms[d], ms[hd + d], &m8, &s8);
+            kvq_hier_target_ms(ms[d], ms[hd + d], &m8, &s8);
             k[d] = draft ? kvq_f16_to_f32(ms[d]) + kvq_f16_to_f32(ms[hd + d]) * cu
                          : kvq_f16_to_f32(m8) + kvq_f16_to_f32(s8) * (16 * cu + cl);
         }
@@ -431,7 +370,7 @@ static void token_at(const kvq_kv_layer *L, const hstate *s, int view, int h, in
             const int gr = d / s->vg, cu = kvq_code_at(ur + (size_t)gr * gb, s->vg, 4, d % s->vg),
                       cl = kvq_code_at(lr + (size_t)gr * gb, s->vg, 4, d % s->vg);
             kvq_f16 m8, s8;
-            target_ms(vm[2 * gr], vm[2 * gr + 1], &m8, &s8);
+            kvq_hier_target_ms(vm[2 * gr], vm[2 * gr + 1], &m8, &s8);
             v[d] = draft ? kvq_f16_to_f32(vm[2 * gr]) + kvq_f16_to_f32(vm[2 * gr + 1]) * cu
                          : kvq_f16_to_f32(m8) + kvq_f16_to_f32(s8) * (16 * cu + cl);
         }

@@ -10,6 +10,8 @@
 #include <string.h>
 #include "context/context.h"
 #include "core/fp16.h"
+#include "core/cpu.h"
+#include "kv/hier_kernels.h"
 #include "kv/kv.h"
 #include "testutil.h"
 
@@ -105,6 +107,50 @@ static void test_views(void **st) {
                      2ull * (768 / 64 * (64 * 64 + 64 * 4) + 768 * (64 + 4) + (800 - 704) * 64 * 4));
     kvq_kv_cache_free(c);
     free(k); free(v); free(q); free(K8); free(V8); free(K4); free(V4); free(k2); free(q2);
+}
+
+/* Every ISA's hier kernels against the scalar reference: both views, blocks
+ * of 16..128 tokens, value groups of 16..64, runs starting and ending inside
+ * a quad of 4 tokens, query counts that are not multiples of 4. */
+static void test_kernels(void **st) {
+    (void)st;
+    const kvq_hier_kernels *ref = kvq_hier_kernels_isa(KVQ_ISA_SCALAR);
+    uint64_t r = 7;
+    for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
+        if (!kvq_isa_supported(isa)) continue;
+        const kvq_hier_kernels *k = kvq_hier_kernels_isa(isa);
+        for (int G = 16; G <= 128; G *= 2)
+            for (int hd = 32; hd <= 128; hd *= 2) {
+                const int nq = 7, n = 37, vg = G < hd ? G : hd;
+                static uint8_t up[128 * 128], lo[128 * 128];
+                static kvq_f16 ms[2 * 128 * 64];
+                for (size_t i = 0; i < sizeof up; i++) {
+                    up[i] = (uint8_t)(tu_randn(&r) * 1e4);
+                    lo[i] = (uint8_t)(tu_randn(&r) * 1e4);
+                }
+                for (int i = 0; i < 2 * 128 * 64; i++) ms[i] = kvq_f32_to_f16(i & 1 ? fabsf(tu_randn(&r)) : tu_randn(&r));
+                float q[7 * 128], a[7 * 128], b[7 * 128], w[7 * 40], oa[7 * 128], ob[7 * 128];
+                for (int i = 0; i < nq * hd; i++) q[i] = tu_randn(&r);
+                for (int i = 0; i < nq * 40; i++) w[i] = fabsf(tu_randn(&r));
+                for (int view = 0; view < 2; view++) {
+                    const uint8_t *l = view ? NULL : lo;
+                    ref->qk(up, l, ms, G, hd, q, nq, a, 128);
+                    k->qk(up, l, ms, G, hd, q, nq, b, 128);
+                    for (int g = 0; g < nq; g++) {
+                        const double e = tu_nmse(a + g * 128, b + g * 128, (size_t)G);
+                        if (e > 1e-10) fail_msg("qk isa %d view %d G %d hd %d: nmse %.3g", isa, view, G, hd, e);
+                    }
+                    for (int t0 = 0; t0 < 4; t0 += 3) {
+                        memset(oa, 0, sizeof oa);
+                        memset(ob, 0, sizeof ob);
+                        ref->av(up, l, t0, ms, n, hd, vg, w, 40, nq, oa);
+                        k->av(up, l, t0, ms, n, hd, vg, w, 40, nq, ob);
+                        const double e = tu_nmse(oa, ob, (size_t)nq * hd);
+                        if (e > 1e-10) fail_msg("av isa %d view %d vg %d hd %d t0 %d: nmse %.3g", isa, view, vg, hd, t0, e);
+                    }
+                }
+            }
+    }
 }
 
 /* The broken rejection step a test must catch: on rejection, draw from p
@@ -256,6 +302,7 @@ static void test_greedy_and_rollback(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_views),
         cmocka_unit_test(test_sampling_distribution),
         cmocka_unit_test(test_greedy_and_rollback),
