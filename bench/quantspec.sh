@@ -28,29 +28,43 @@ quality() {
 }
 
 accept() {
+    # acceptance by gamma (greedy), and end-to-end decode tok/s against plain decoding (hier, f16);
+    # one thread: at these model sizes a second thread adds only fork/join noise
     : > $OUT/accept.txt
     local L2C="-m $S/models/stories260K/stories260K.bin --tokenizer $S/models/stories260K/tok512.bin"
-    for g in 2 4 6 8; do
-        for m in "stories260K|$L2C|Once upon a time" "656k|-m $S/models/tinystories-656k/TinyStories-656K-Q8_0.gguf|Once upon a time"; do
-            IFS='|' read -r name args p <<< "$m"
-            $KVQ run $args -p "$p" -n 400 --temp 0 --kv hier --speculate quantspec:gamma=$g 2>&1 >/dev/null \
-                | grep quantspec | sed "s/^/$name gamma $g: /" | tee -a $OUT/accept.txt
-        done
-        for chars in 2600 5200 10400; do # kvq-recall continuing filler prompts of about 1K, 2K and 4K tokens
-            p=$(python3 -c "t=open('$S/corpora/kjv.txt',encoding='utf-8').read()[1500000:]; print(t[:$chars])")
-            $KVQ run -m models/kvq-recall -p "$p" -n 200 --temp 0 --kv hier --speculate quantspec:gamma=$g --ctx 4600 2>&1 >/dev/null \
-                | grep -E "quantspec|prefill" | tr '\n' ' ' | sed "s/^/recall kjv $chars chars gamma $g: /" | tee -a $OUT/accept.txt
+    echo "Once upon a time" > /tmp/qs-p-story.txt
+    local cases=("stories260K|$L2C|/tmp/qs-p-story.txt|400|512" "656k|-m $S/models/tinystories-656k/TinyStories-656K-Q8_0.gguf|/tmp/qs-p-story.txt|400|512")
+    for chars in 2600 5200 10400; do # kvq-recall continuing filler prompts of about 1K, 2K and 4K tokens
+        python3 -c "print(open('$S/corpora/kjv.txt',encoding='utf-8').read()[1500000:1500000+$chars], end='')" > /tmp/qs-p-$chars.txt
+        cases+=("recall-kjv-$chars|-m models/kvq-recall|/tmp/qs-p-$chars.txt|200|4600")
+    done
+    for c in "${cases[@]}"; do
+        IFS='|' read -r name args pf n ctx <<< "$c"
+        for g in plain-f16 plain-hier 2 4 6 8 adaptive; do
+            case $g in
+            plain-f16) sp="--kv f16" ;;
+            plain-hier) sp="--kv hier" ;;
+            adaptive) sp="--kv hier --speculate quantspec:adaptive" ;;
+            *) sp="--kv hier --speculate quantspec:gamma=$g" ;;
+            esac
+            $KVQ run $args -p "$(cat $pf)" -n $n --temp 0 --ctx $ctx -t 1 $sp 2>&1 >/dev/null | grep -E "quantspec|prefill" \
+                | sed 's/kvq: //' | tr '\n' ' ' | sed "s/^/$name $g: /" >> $OUT/accept.txt
             echo >> $OUT/accept.txt
         done
     done
+    cat $OUT/accept.txt
 }
 
 speed() {
-    local M=${M:-/work/synth/llama3.2-1b-q4_0.gguf}
+    # Q4_0 weights: the draft weight set (q4_0) is the target's own bytes; Q8_0 weights: the draft
+    # reads half of them, as the paper's 4-bit draft of a 16-bit model does
+    local M=${M:-/work/synth/llama3.2-1b-q4_0.gguf} M8=${M8:-/work/synth/llama3.2-1b-q8_0.gguf}
+    [ -f "$M8" ] || build/kvq synth --preset llama3.2-1b --type q8_0 --ctx 40000 -o "$M8"
     echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); uptime: $(uptime)" > $OUT/speed.txt
     for d in 0 4096 32768; do
-        build/kvq bench -m "$M" --kv f16 --kv hier --speculate quantspec -p 0 -n 12 --depth $d -r 3 --json > $OUT/speed-$d.json
-        cat $OUT/speed-$d.json >> $OUT/speed.txt
+        $KVQ bench -m "$M" --kv f16 --kv hier --speculate quantspec -p 0 -n 12 --depth $d -r 3 --json > $OUT/speed-$d.json
+        $KVQ bench -m "$M8" --kv f16 --kv hier --speculate quantspec -p 0 -n 12 --depth $d -r 3 --json > $OUT/speed-q8_0-$d.json
+        cat $OUT/speed-$d.json $OUT/speed-q8_0-$d.json >> $OUT/speed.txt
     done
 }
 

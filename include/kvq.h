@@ -120,6 +120,8 @@ typedef struct kvq_kv_report {
                                    whole) and fixed buffers (contexts only); what a memory cap bounds */
     uint64_t bytes_alloc_max;   /* bytes_allocated at a full context */
     int32_t n_tokens;           /* tokens (slots) cached right now (contexts only) */
+    uint64_t aux_bytes;         /* held once, outside the per-token figures: AQUA-KV's predictors
+                                   (shared by every context of the spec); 0 for other codecs */
 } kvq_kv_report;
 
 kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_kv_report *r,

@@ -221,9 +221,11 @@ kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_
     kvq_kv_spec s;
     uint64_t bytes;
     kvq_status st = kvq_kv_spec_parse(spec, &s, err, err_cap);
-    if (!st) st = kvq_kv_bytes_for(&g, spec, n_ctx, &bytes, err, err_cap);
+    uint64_t aux = 0;
+    if (!st) st = kvq_kv_bytes_for_ex(&g, spec, n_ctx, &bytes, &aux, err, err_cap);
     if (st) return st;
     fill_report(&g, &s, bytes, r);
+    r->aux_bytes = aux;
     kvq_kv_alloc_bound(&g, spec, &r->bytes_alloc_max, NULL, 0);
     return KVQ_OK;
 }

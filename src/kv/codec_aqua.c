@@ -127,6 +127,11 @@ static void aqua_release(void *cfgs, int n_layer) {
     }
 }
 
+static uint64_t aqua_aux_bytes(const void *cfgs, int n_layer) {
+    const aqua_cfg *c = cfgs;
+    return n_layer > 0 && c[0].pred ? c[0].pred->n_params * sizeof(float) : 0;
+}
+
 static size_t row_bytes(const kvq_kv_layer *L, const aqua_cfg *c) {
     const int C = L->n_head_kv * L->head_dim;
     kvq_resq q;
@@ -618,7 +623,7 @@ static kvq_status aqua_load(kvq_kv_layer *L, FILE *f) {
 
 const kvq_codec kvq_codec_aqua = {
     .name = "aqua", .prerope = true, .cfg_size = sizeof(aqua_cfg), .configure = aqua_configure,
-    .release = aqua_release, .bytes_for = aqua_bytes_for, .init = aqua_init, .destroy = aqua_destroy,
+    .release = aqua_release, .aux_bytes = aqua_aux_bytes, .bytes_for = aqua_bytes_for, .init = aqua_init, .destroy = aqua_destroy,
     .reserve = aqua_reserve, .append = aqua_append, .prepare = aqua_prepare, .commit = aqua_commit, .qk = aqua_qk,
     .av = aqua_av, .read = aqua_read, .truncate = aqua_truncate, .save = aqua_save, .load = aqua_load,
 };

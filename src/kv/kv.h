@@ -77,6 +77,9 @@ typedef struct kvq_codec {
     kvq_status (*configure)(const kvq_kv_spec *s, const kvq_kv_geom *g, void *cfgs, char *err, size_t err_cap);
     /* Frees what configure loaded (a predictor file). NULL: nothing. */
     void (*release)(void *cfgs, int n_layer);
+    /* Bytes the codec holds once, whatever the number of tokens (AQUA-KV's
+     * predictors), not counted in bytes_for. NULL: none. */
+    uint64_t (*aux_bytes)(const void *cfgs, int n_layer);
     /* Exact bytes one layer holds with n tokens: codes, scales, mins, windows, aux. */
     uint64_t (*bytes_for)(const kvq_kv_layer *L, int64_t n);
     /* Sets L->page (slots per page) and the fixed buffers; pages come with reserve. */
@@ -223,6 +226,9 @@ void       kvq_kv_cache_free(kvq_kv_cache *c);
 /* Bytes a spec needs for n tokens over all layers, without allocating. */
 kvq_status kvq_kv_bytes_for(const kvq_kv_geom *g, const char *spec, int64_t n, uint64_t *bytes, char *err,
                             size_t err_cap);
+/* Bytes a spec holds once outside the per-token cache (codec aux_bytes); aux may be NULL. */
+kvq_status kvq_kv_bytes_for_ex(const kvq_kv_geom *g, const char *spec, int64_t n, uint64_t *bytes, uint64_t *aux,
+                               char *err, size_t err_cap);
 
 /* ---- the step protocol: what the forward pass calls -------------------
  *   kvq_kv_step_begin(c, {n, pos, mode, view})     room for n tokens in every layer

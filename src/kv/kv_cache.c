@@ -45,6 +45,11 @@ static kvq_status check_geom(const kvq_kv_geom *g, char *err, size_t cap) {
 
 kvq_status kvq_kv_bytes_for(const kvq_kv_geom *g, const char *spec_s, int64_t n, uint64_t *bytes, char *err,
                             size_t err_cap) {
+    return kvq_kv_bytes_for_ex(g, spec_s, n, bytes, NULL, err, err_cap);
+}
+
+kvq_status kvq_kv_bytes_for_ex(const kvq_kv_geom *g, const char *spec_s, int64_t n, uint64_t *bytes, uint64_t *aux,
+                               char *err, size_t err_cap) {
     kvq_kv_spec spec;
     kvq_status st = check_geom(g, err, err_cap);
     if (!st) st = kvq_kv_spec_parse(spec_s, &spec, err, err_cap);
@@ -57,6 +62,7 @@ kvq_status kvq_kv_bytes_for(const kvq_kv_geom *g, const char *spec_s, int64_t n,
         kvq_kv_layer L = layer_shell(g, codec, cfgs, il);
         *bytes += codec->bytes_for(&L, n);
     }
+    if (aux) *aux = codec->aux_bytes ? codec->aux_bytes(cfgs, g->n_layer) : 0;
     if (codec->release) codec->release(cfgs, g->n_layer);
     free(cfgs);
     return KVQ_OK;

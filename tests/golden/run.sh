@@ -243,6 +243,12 @@ if need $M/stories260K/stories260K.bin $M/tinystories-656k/TinyStories-656K-Q8_0
     sa=$(stat -c %s $TMP/aqs.kvq); sf=$(stat -c %s $TMP/f16s.kvq)
     [ -n "$b" ] && grep -qE "restored [0-9]{3} tokens" $TMP/e && [ $sa -lt $((sf / 2)) ] \
         && ok "cold tier: an aqua session ($sa bytes, f16 $sf) restores into f16 and continues" || bad "aqua session ($sa vs $sf)"
+    j=$($KVQ info $G --kv aqua:pred=$TMP/656k-aqua.gguf --json)
+    python3 -c "
+import json,sys; k=json.loads(sys.argv[1])['kv'][0]
+C=4*16; want=(2-1)*(3*C*C+2*C)*4   # one predicted layer: A [C][C], B [C][2C], two biases, f32
+sys.exit(0 if k['aux_bytes']==want and k['break_even_tokens']>0 else 1)" "$j" \
+        && ok "info reports the predictors' bytes and their break-even" || bad "aqua info: $j"
     expect_fail "aqua predictors of another model" "another model" $KVQ run -m $G --kv aqua:pred=$TMP/260k-aqua.gguf
     head -c 3000 $TMP/aq-calib.txt > $TMP/short.txt
     expect_fail "calibration text too short" "too few" $KVQ calibrate aqua -m $G -f $TMP/short.txt -o $TMP/x.gguf

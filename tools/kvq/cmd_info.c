@@ -1,4 +1,5 @@
 /* kvq info: what a model file holds and what a KV configuration costs. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,14 +91,34 @@ int cmd_info(int argc, char **argv) {
         }
         char res[32];
         cli_human_bytes((double)r.bytes_reserved, res, sizeof res);
-        if (json)
+        /* shared predictors pay off once the cache they shrink outgrows them: at the
+         * steady-state rates (a long context, windows amortized away), the tokens
+         * whose saving against f16 equals the predictors' bytes */
+        long even = -1;
+        if (r.aux_bytes) {
+            kvq_kv_report a, f;
+            if (!kvq_kv_describe(m, specs[i], 1 << 20, &a, err, sizeof err) &&
+                !kvq_kv_describe(m, "f16", 1 << 20, &f, err, sizeof err) && f.bytes_per_token > a.bytes_per_token)
+                even = (long)ceil((double)r.aux_bytes / (f.bytes_per_token - a.bytes_per_token));
+        }
+        if (json) {
             printf("%s{\"spec\": \"%s\", \"ctx\": %ld, \"bytes_per_token\": %.3f, \"bits_per_value\": %.4f, "
-                   "\"bytes_reserved\": %llu}",
+                   "\"bytes_reserved\": %llu, \"aux_bytes\": %llu, \"break_even_tokens\": %ld}",
                    i ? ", " : "", r.spec, n_ctx, r.bytes_per_token, r.bits_per_value,
-                   (unsigned long long)r.bytes_reserved);
-        else
+                   (unsigned long long)r.bytes_reserved, (unsigned long long)r.aux_bytes, even);
+        } else {
             printf("kv %-9s %.1f bytes/token, %.3f bits/value; %s for %ld tokens\n", r.spec, r.bytes_per_token,
                    r.bits_per_value, res, n_ctx);
+            if (r.aux_bytes) {
+                char ab[32];
+                cli_human_bytes((double)r.aux_bytes, ab, sizeof ab);
+                if (even > 0)
+                    printf("   + %s held once (predictors, shared by all contexts); they pay for themselves against f16 beyond about %ld tokens\n",
+                           ab, even);
+                else
+                    printf("   + %s held once (predictors, shared by all contexts); never less than f16 with them\n", ab);
+            }
+        }
     }
     if (json) printf("]}\n");
     if (tensors && !json) {
