@@ -4,7 +4,8 @@
 #                             evaluation text) -> bench/results/aquakv/pred-*.gguf and the per-layer tables
 #   bench/aquakv.sh quality   ppl and KL against f16 (prompt half + decoded half), at equal true bits with
 #                             kivi and pertoken, the predictor ablation, HIGGS vs uniform; passkey on kvq-recall
-#   bench/aquakv.sh cold      session save / restore against re-prefilling, and file sizes
+#   bench/aquakv.sh cold      session save / restore against re-prefilling, and file sizes (kvq-recall at
+#                             1K and 4K tokens; synthetic Llama-3.2-1B at 32K, speed only)
 #   bench/aquakv.sh hot       decode speed of the live (stream) cache against depth, next to kivi
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,14 @@ cold() {
         done
     done
     cat $OUT/cold.txt
+    # 32K on synthetic Llama-3.2-1B (random weights: speed and size only): predictors fitted on its own
+    # random-weight activations, then the round trip at depth against the prefill rate of the same run
+    local M=${M:-/work/synth/llama3.2-1b-q4_0.gguf}
+    [ -f ${SYNTH_PRED:-/work/synth/aqua-pred-llama3.2-1b.gguf} ] || $KVQ calibrate aqua -m "$M" -f /tmp/aq-calib-ts.txt --tokens 2048 --ctx 512 \
+        -o ${SYNTH_PRED:-/work/synth/aqua-pred-llama3.2-1b.gguf} > $OUT/calib-synth-llama3.2-1b.txt
+    $KVQ bench -m "$M" --kv f16 -p 512 -n 4 --depth 32768 -r 3 --session aqua:pred=${SYNTH_PRED:-/work/synth/aqua-pred-llama3.2-1b.gguf} --json \
+        > $OUT/cold-synth-32768-aqua.json
+    $KVQ bench -m "$M" --kv f16 -p 0 -n 4 --depth 32768 -r 3 --session same --json > $OUT/cold-synth-32768-f16.json
 }
 
 hot() {

@@ -249,6 +249,11 @@ import json,sys; k=json.loads(sys.argv[1])['kv'][0]
 C=4*16; want=(2-1)*(3*C*C+2*C)*4   # one predicted layer: A [C][C], B [C][2C], two biases, f32
 sys.exit(0 if k['aux_bytes']==want and k['break_even_tokens']>0 else 1)" "$j" \
         && ok "info reports the predictors' bytes and their break-even" || bad "aqua info: $j"
+    j=$($KVQ bench -m $G -p 0 -n 2 --depth 300 -r 1 --no-bw --session aqua:pred=$TMP/656k-aqua.gguf --json)
+    python3 -c "
+import json,sys; r=[x for x in json.loads(sys.argv[1])['results'] if x['test']=='session@300']
+sys.exit(0 if r and r[0]['file_bytes']>0 and r[0]['load_s']>0 and r[0]['session_kv'].startswith('aqua') else 1)" "$j" \
+        && ok "bench --session times the cold tier round trip" || bad "bench --session: $j"
     expect_fail "aqua predictors of another model" "another model" $KVQ run -m $G --kv aqua:pred=$TMP/260k-aqua.gguf
     head -c 3000 $TMP/aq-calib.txt > $TMP/short.txt
     expect_fail "calibration text too short" "too few" $KVQ calibrate aqua -m $G -f $TMP/short.txt -o $TMP/x.gguf

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "cli.h"
 
 #define MAX_KV 8
@@ -72,8 +74,44 @@ static int spec_costs(kvq_ctx *c, int32_t draft_set, int gamma, long depth, int 
     return rc;
 }
 
+/* The cold tier at a depth: the context saved through spec (or its own codec),
+ * then restored into a fresh context like it; each the median over reps. */
+static int session_costs(kvq_ctx *c, const kvq_ctx_params *cp, kvq_model *m, const char *spec, long depth, int reps,
+                         double *save_s, double *load_s, uint64_t *file_bytes) {
+    char path[] = "/tmp/kvq-bench-session-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return cli_fail("bench: cannot create a temporary session file"), 1;
+    close(fd);
+    double *sv = malloc((size_t)reps * 2 * sizeof *sv), *lv = sv + reps;
+    int rc = kvq_ctx_truncate(c, (int32_t)depth) != KVQ_OK;
+    kvq_ctx *b = NULL;
+    rc = rc || kvq_ctx_new(m, cp, &b) != KVQ_OK;
+    for (int r = 0; r < reps && !rc; r++) {
+        double t0 = cli_now();
+        rc = (spec ? kvq_ctx_save_as(c, path, spec) : kvq_ctx_save(c, path)) != KVQ_OK;
+        double t1 = cli_now();
+        rc = rc || kvq_ctx_truncate(b, 0) != KVQ_OK;
+        double t2 = cli_now();
+        rc = rc || kvq_ctx_load(b, path) != KVQ_OK || kvq_ctx_n_past(b) != (int32_t)depth;
+        double t3 = cli_now();
+        sv[r] = t1 - t0;
+        lv[r] = t3 - t2;
+    }
+    struct stat st;
+    if (!rc && stat(path, &st) == 0) {
+        *file_bytes = (uint64_t)st.st_size;
+        *save_s = summarize(sv, reps).med;
+        *load_s = summarize(lv, reps).med;
+    }
+    unlink(path);
+    kvq_ctx_free(b);
+    free(sv);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
-    const char *model = NULL, *kvs[MAX_KV], *speculate = NULL, *draft_w = "q4_0";
+    const char *model = NULL, *kvs[MAX_KV], *speculate = NULL, *draft_w = "q4_0", *session_kv = NULL;
+    bool session = false;
     int n_kv = 0, n_depth = 0;
     long depths[MAX_DEPTH], n_prefill = 512, n_gen = 32, threads = 0, reps = 3, verbose = 0;
     bool json = false, no_bw = false;
@@ -94,6 +132,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-r")) { if (!cli_int(a, v, 1, 100, &reps)) return 2; }
         else if (!strcmp(a, "--speculate")) speculate = v;
         else if (!strcmp(a, "--draft-weights")) draft_w = v;
+        else if (!strcmp(a, "--session")) { session = true; if (strcmp(v, "same")) session_kv = v; }
         else return cli_fail("bench: unknown option '%s'", a), 2;
     }
     if (!model) return cli_fail("bench: no model given (-m MODEL)"), 2;
@@ -255,6 +294,26 @@ int cmd_bench(int argc, char **argv) {
                        kv_gbs);
             }
             first = 0;
+            if (session && depths[d] > 0) {
+                double ss = 0, ls = 0;
+                uint64_t fb = 0;
+                if (session_costs(c, &cp, m, session_kv, depths[d], (int)reps, &ss, &ls, &fb)) {
+                    rc = cli_fail("bench: the session round trip at depth %ld failed", depths[d]);
+                    break;
+                }
+                if (json)
+                    printf(", {\"kv\": \"%s\", \"test\": \"session@%ld\", \"depth\": %ld, \"session_kv\": \"%s\", "
+                           "\"save_s\": %.4f, \"load_s\": %.4f, \"file_bytes\": %llu}",
+                           r.spec, depths[d], depths[d], session_kv ? session_kv : r.spec, ss, ls,
+                           (unsigned long long)fb);
+                else {
+                    char fbs[32];
+                    cli_human_bytes((double)fb, fbs, sizeof fbs);
+                    printf("%-22s session@%ld: saved as %s in %.3f s (%s, %.2f bits per cached value), restored in %.3f s\n",
+                           r.spec, depths[d], session_kv ? session_kv : r.spec, ss, fbs,
+                           (double)fb * 8 / ((double)depths[d] * 2 * info.n_layer * info.n_head_kv * info.head_dim), ls);
+                }
+            }
             if (speculate && !strncmp(r.spec, "hier", 4)) {
                 double dm, vm, pm;
                 if (spec_costs(c, draft_set, gamma, depths[d], (int)reps, &dm, &vm, &pm)) { rc = 1; break; }

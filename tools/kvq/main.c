@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF]\n"
             "        random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
-            "        [--speculate quantspec[:gamma=G]] [--draft-weights TYPE|FILE] [--no-bw]\n"
+            "        [--speculate quantspec[:gamma=G]] [--draft-weights TYPE|FILE] [--session same|SPEC] [--no-bw]\n"
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
             "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi|pertoken] [--tokens N] [--ctx N] [-o FILE]\n"
             "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
