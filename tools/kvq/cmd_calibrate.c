@@ -3,10 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "cli.h"
 
 static void on_progress(void *user, int stage, int done, int total, const char *msg) {
     (void)user;
+    /* a redrawn bar on a terminal; in a log, only the finished steps of the fit */
+    if (!isatty(STDERR_FILENO)) {
+        if (stage == 2) fprintf(stderr, "[2/2] %d/%d %s\n", done, total, msg);
+        return;
+    }
     const int w = 30, f = total ? done * w / total : w;
     fprintf(stderr, "\r[%d/2] [%.*s%*s] %d/%d %s   ", stage, f, "##############################", w - f, "", done, total, msg);
     if (done == total) fputc('\n', stderr);
