@@ -28,9 +28,10 @@ def calib():
                     rows.setdefault(int(m.group(1)), {})[b] = m.groups()[1:]
         if not rows:
             continue
-        print(f"\n**{label}** (held-out tokens; explained variance EV = 1 - residual variance / variance; "
-              f"relMSE after quantizing the residual; 2-bit HIGGS predictors unless stated)\n")
-        print("| layer | EV keys from k(l-1) | EV values from k(l) | EV values from [k(l), v(l-1)] | relMSE k / v, 2 bits | 3 bits | 4 bits | 2-bit uniform |")
+        print(f"\n**{label}**: held-out tokens. EV = 1 - prediction error / variance (centred); relMSE = prediction "
+              f"error / signal energy. The predictors' inputs are the layer below's reconstructions at the residual "
+              f"bits the file is fitted for (EV columns: 2-bit HIGGS), so the bits act only through those inputs.\n")
+        print("| layer | EV keys from k(l-1) | EV values from k(l) | EV values from [k(l), v(l-1)] | relMSE k / v, fitted for 2 bits | 3 bits | 4 bits | 2-bit uniform |")
         print("|---|---|---|---|---|---|---|---|")
         for l in sorted(rows):
             r = rows[l]
