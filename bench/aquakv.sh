@@ -72,7 +72,7 @@ cold() {
     # 32K on synthetic Llama-3.2-1B (random weights: speed and size only): predictors fitted on its own
     # random-weight activations, then the round trip at depth against the prefill rate of the same run
     local M=${M:-/work/synth/llama3.2-1b-q4_0.gguf}
-    [ -f ${SYNTH_PRED:-/work/synth/aqua-pred-llama3.2-1b.gguf} ] || $KVQ calibrate aqua -m "$M" -f /tmp/aq-calib-ts.txt --tokens 2048 --ctx 512 \
+    [ -f ${SYNTH_PRED:-/work/synth/aqua-pred-llama3.2-1b.gguf} ] || $KVQ calibrate aqua -m "$M" -f /tmp/aq-calib-ts.txt --tokens 8704 --ctx 512 \
         -o ${SYNTH_PRED:-/work/synth/aqua-pred-llama3.2-1b.gguf} > $OUT/calib-synth-llama3.2-1b.txt
     $KVQ bench -m "$M" --kv f16 -p 512 -n 4 --depth 32768 -r 3 --session aqua:pred=${SYNTH_PRED:-/work/synth/aqua-pred-llama3.2-1b.gguf} --json \
         > $OUT/cold-synth-32768-aqua.json
@@ -80,9 +80,10 @@ cold() {
 }
 
 hot() {
+    # 128 decoded tokens per run: one window chunk compressed per run, as in steady decoding
     for d in 1024 4096; do
         $KVQ bench -m $R --kv kivi:k2v2 --kv aqua:pred=$OUT/pred-recall-2.gguf --kv aqua:pred=$OUT/pred-recall-2.gguf,mode=cached \
-            --kv f16 -p 0 -n 8 --depth $d -r 3 --json > $OUT/hot-$d.json
+            --kv f16 -p 0 -n 128 --depth $d -r 3 --json > $OUT/hot-$d.json
     done
 }
 

@@ -79,12 +79,16 @@ def cold():
     print("|---|---|---|---|---|---|---|")
     for chars in ("2600", "10400"):
         for fmt in ("f16", "aqua"):
-            save = re.search(rf"recall {chars} chars save {fmt}[^:]*: .*?prefill (\d+) tokens in ([\d.]+) s.*?saved .*? in ([\d.]+) s.*? size (\d+)", t)
+            line = next((l for l in t.splitlines() if re.match(rf"recall {chars} chars save {fmt}", l)), "")
+            pre = re.search(r"prefill (\d+) tokens in ([\d.]+) s", line)
+            sv = re.search(r"saved \d+ tokens .*? in ([\d.]+) s", line)
+            size = re.search(r"size (\d+)", line)
+            save = (pre.group(1), pre.group(2), sv.group(1), size.group(1)) if pre and sv and size else None
             r16 = re.search(rf"recall {chars} chars restore {fmt}[^ ]* into f16: .*?restored (\d+) tokens .*? in ([\d.]+) s", t)
             rk = re.search(rf"recall {chars} chars restore {fmt}[^ ]* into kivi:k4v2: .*?restored (\d+) tokens .*? in ([\d.]+) s", t)
             if not save:
                 continue
-            print(f"| {save.group(1)} tokens | {fmt} | {int(save.group(4)) / 1024:.1f} KiB | {save.group(2)} s | {save.group(3)} s | "
+            print(f"| {save[0]} tokens | {fmt} | {int(save[3]) / 1024:.1f} KiB | {save[1]} s | {save[2]} s | "
                   f"{r16.group(2) + ' s' if r16 else '-'} | {rk.group(2) + ' s' if rk else '-'} |")
     a, f = load(D / "cold-synth-32768-aqua.json"), load(D / "cold-synth-32768-f16.json")
     if a and f:

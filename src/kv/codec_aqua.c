@@ -17,8 +17,9 @@
  *     ping-pong scratch shared by the layers: memory stays compressed,
  *     N * 3C^2 multiply-adds per layer per step);
  *   mode=cached: the reconstructions are kept (f32, rotated) from the
- *     moment a chunk is compressed: decode costs what an f32 cache does, and
- *     so does the memory. Both read exactly the same values.
+ *     moment a chunk is compressed: no per-step rebuild, but f32 memory (and,
+ *     measured, 4-5x f16's decode time; docs/aquakv.md). Both modes read
+ *     exactly the same values.
  * The practical use on a CPU is the cold tier: a session saved through this
  * codec is about 2 bits per value and restores into any hot codec.
  * Spec: aqua:pred=FILE|none[,bits=2|3|4][,q=higgs|uniform][,mode=stream|cached] */
