@@ -82,8 +82,8 @@ static int session_costs(kvq_ctx *c, const kvq_ctx_params *cp, kvq_model *m, con
     int fd = mkstemp(path);
     if (fd < 0) return cli_fail("bench: cannot create a temporary session file"), 1;
     close(fd);
-    double *sv = malloc((size_t)reps * 2 * sizeof *sv), *lv = sv + reps;
-    int rc = kvq_ctx_truncate(c, (int32_t)depth) != KVQ_OK;
+    double *sv = malloc((size_t)reps * 2 * sizeof *sv), *lv = sv ? sv + reps : NULL;
+    int rc = !sv || kvq_ctx_truncate(c, (int32_t)depth) != KVQ_OK;
     kvq_ctx *b = NULL;
     rc = rc || kvq_ctx_new(m, cp, &b) != KVQ_OK;
     for (int r = 0; r < reps && !rc; r++) {
