@@ -148,8 +148,9 @@ static uint64_t aqua_bytes_for(const kvq_kv_layer *L, int64_t n) {
     const astate *s = L->state;
     const int64_t nc = s && n == L->n ? s->nc : compressed_for(n);
     const uint64_t C = (uint64_t)L->n_head_kv * L->head_dim;
-    /* codes and scales of both rows, the position, and the fp16 sinks and window with theirs */
-    return (uint64_t)nc * row_bytes(L, c) + (uint64_t)(n - nc) * (C * 4 + 4);
+    /* codes and scales of both rows, the position, and the fp16 sinks and window with theirs;
+     * mode=cached also holds every compressed token's f32 reconstruction of k and v */
+    return (uint64_t)nc * (row_bytes(L, c) + (c->cached ? C * 2 * sizeof(float) : 0)) + (uint64_t)(n - nc) * (C * 4 + 4);
 }
 
 static kvq_status fbuf_resize(kvq_kv_layer *L, astate *s, int w) {
