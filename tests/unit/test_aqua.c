@@ -168,8 +168,9 @@ static void test_codec_attention(void **st) {
         kvq_resq q0, q2;
         kvq_resq_init(&q0, KVQ_RESQ_HIGGS, 4, C);
         kvq_resq_init(&q2, KVQ_RESQ_HIGGS, 2, C);
+        /* mode=cached also holds the f32 reconstruction (k and v) of every compressed token */
         assert_int_equal(used, 640ull * (2 * q0.row_bytes + 4) + 2 * 640ull * (2 * q2.row_bytes + 4) +
-                                   3ull * 60 * (C * 4 + 4));
+                                   3ull * 60 * (C * 4 + 4) + (m ? 3ull * 640 * C * 2 * 4 : 0));
         for (int il = 0; il < L; il++) {
             const kvq_kv_layer *Ly = &c->layers[il];
             float *K = malloc((size_t)n * C * 4), *V = malloc((size_t)n * C * 4);
@@ -238,6 +239,10 @@ static void test_bad_predictors(void **st) {
     assert_int_equal(kvq_kv_cache_new(&g, "aqua:pred=none,bits=5", NULL, &c, err, sizeof err), KVQ_ERR_ARG);
     assert_int_equal(kvq_kv_cache_new(&g, "aqua:pred=none+snapkv:budget=64", NULL, &c, err, sizeof err),
                      KVQ_ERR_UNSUPPORTED); /* eviction needs positions the generic rebuild does not keep */
+    /* a KV width beyond the codec's row buffers (40 KV heads of 128) is refused, not overrun */
+    kvq_kv_geom wide = {2, 40, 40, 128, 256, 0, 0};
+    assert_int_equal(kvq_kv_cache_new(&wide, "aqua:pred=none", NULL, &c, err, sizeof err), KVQ_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "KV width of 5120"));
     unlink(path);
 }
 
