@@ -37,6 +37,8 @@
 #define SINK 4
 #define WIN 128
 #define PAGE 256
+#define MAX_C 4096  /* KV width n_head_kv * head_dim */
+#define MAX_HD 256
 
 typedef struct aqua_cfg {
     kvq_aqua_pred *pred; /* shared by the layers; NULL: no predictor (the ablation) */
@@ -63,8 +65,6 @@ typedef struct astate {
     float *ck, *cv;         /* mode=cached: rotated k and v of every compressed token [cap][C] */
     size_t ccap;
     ashared *sh;
-    bool scratch_valid;     /* stream mode: this step's reconstruction is in sh */
-    int step_slots;
     kvq_to_float_fn from_f16;
     kvq_from_float_fn to_f16;
     const kvq_attn_kernels *ak;
@@ -97,6 +97,11 @@ static kvq_status aqua_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, voi
         return KVQ_ERR_ARG;
     }
     const int C = g->n_head_kv * g->head_dim;
+    if (C > MAX_C || g->head_dim > MAX_HD) { /* the per-row and per-tile buffers below live on the stack */
+        snprintf(err, cap, "aqua: a KV width of %d (%d KV heads of %d) is beyond the supported %d (heads of at most %d)",
+                 C, g->n_head_kv, g->head_dim, MAX_C, MAX_HD);
+        return KVQ_ERR_UNSUPPORTED;
+    }
     kvq_aqua_pred *p = NULL;
     if (strcmp(pred, "none")) {
         p = calloc(1, sizeof *p);
@@ -226,6 +231,12 @@ static inline uint8_t *crow(const astate *s, int i) {
     const int t = SINK + i;
     return kvq_page(&s->pages, t) + (size_t)(t % PAGE) * s->row;
 }
+/* The position stored with compressed slot i. */
+static inline int32_t cpos(const astate *s, int i) {
+    int32_t p;
+    memcpy(&p, crow(s, i) + 2 * s->q.row_bytes, 4);
+    return p;
+}
 /* fp16 row of slot t (a sink or a window token) */
 static inline int frow(const astate *s, int t) { return t < SINK ? t : t - s->nc; }
 
@@ -281,6 +292,25 @@ static void predict_v(const kvq_kv_layer *L, const float *khat, const float *vpr
     mat_rows(c->pred->B[L->il], c->pred->b[L->il], C, 2 * C, tmp, n, pv);
 }
 
+/* Compressed slots [i0, i0 + n) of this layer (pre-RoPE): the predictions from the
+ * layer below's reconstructions kp, vp [n][C] plus the stored residuals. tmp: [n][2C]. */
+static void rebuild(const kvq_kv_layer *L, const float *kp, const float *vp, int i0, int n, float *k, float *v,
+                    float *tmp) {
+    const astate *s = L->state;
+    const int C = s->C;
+    float r[MAX_C];
+    predict_k(L, kp, n, k);
+    for (int i = 0; i < n; i++) {
+        kvq_resq_dequant(&s->q, crow(s, i0 + i), r);
+        for (int j = 0; j < C; j++) k[(size_t)i * C + j] += r[j];
+    }
+    predict_v(L, k, vp, n, v, tmp);
+    for (int i = 0; i < n; i++) {
+        kvq_resq_dequant(&s->q, crow(s, i0 + i) + s->q.row_bytes, r);
+        for (int j = 0; j < C; j++) v[(size_t)i * C + j] += r[j];
+    }
+}
+
 /* The layer's reconstruction of compressed slots [i0, i0 + n) (indices past the
  * sinks) into k, v [n][C] (pre-RoPE). Uses the layer below's cached chunk when it
  * matches, and rebuilds the chain below otherwise (conversions append layer by
@@ -303,20 +333,7 @@ static kvq_status recon(const kvq_kv_layer *L, int i0, int n, float *k, float *v
             else st = recon(L->prev, i0, n, kp, vp);
         }
     }
-    if (!st) {
-        predict_k(L, kp, n, k);
-        for (int i = 0; i < n; i++) {
-            float r[4096];
-            kvq_resq_dequant(&s->q, crow(s, i0 + i), r);
-            for (int j = 0; j < C; j++) k[(size_t)i * C + j] += r[j];
-        }
-        predict_v(L, k, vp, n, v, tmp);
-        for (int i = 0; i < n; i++) {
-            float r[4096];
-            kvq_resq_dequant(&s->q, crow(s, i0 + i) + s->q.row_bytes, r);
-            for (int j = 0; j < C; j++) v[(size_t)i * C + j] += r[j];
-        }
-    }
+    if (!st) rebuild(L, kp, vp, i0, n, k, v, tmp);
     if (kp && kp != ((const astate *)L->prev->state)->lk) { free(kp); free(vp); }
     free(tmp);
     return st;
@@ -362,7 +379,7 @@ static kvq_status compress_chunk(kvq_kv_layer *L, astate *s) {
         }
         predict_k(L, kp, WIN, pk);
         for (int i = 0; i < WIN; i++) {
-            float rr[4096];
+            float rr[MAX_C];
             uint8_t *row = crow(s, i0 + i);
             for (int j = 0; j < C; j++) rr[j] = k[(size_t)i * C + j] - pk[(size_t)i * C + j];
             kvq_resq_quant(&s->q, rr, row);
@@ -371,7 +388,7 @@ static kvq_status compress_chunk(kvq_kv_layer *L, astate *s) {
         }
         predict_v(L, s->lk, vp, WIN, pv, tmp);
         for (int i = 0; i < WIN; i++) {
-            float rr[4096];
+            float rr[MAX_C];
             uint8_t *row = crow(s, i0 + i);
             for (int j = 0; j < C; j++) rr[j] = v[(size_t)i * C + j] - pv[(size_t)i * C + j];
             kvq_resq_quant(&s->q, rr, row + s->q.row_bytes);
@@ -424,7 +441,6 @@ static kvq_status aqua_prepare(kvq_kv_layer *L, const kvq_kv_step *st) {
     (void)st;
     astate *s = L->state;
     const aqua_cfg *c = L->cfg;
-    s->scratch_valid = false;
     if (c->cached || !s->nc) return KVQ_OK;
     ashared *sh = s->sh;
     const int C = s->C, n = s->nc;
@@ -444,25 +460,13 @@ static kvq_status aqua_prepare(kvq_kv_layer *L, const kvq_kv_step *st) {
     const float *below = L->il ? sh->buf[(L->il - 1) % 2] : NULL;
     float *k = me, *v = me + (size_t)sh->cap * C, *tmp = malloc((size_t)n * 2 * C * sizeof(float));
     if (!tmp) return KVQ_ERR_NOMEM;
-    predict_k(L, below, n, k);
-    for (int i = 0; i < n; i++) {
-        float r[4096];
-        kvq_resq_dequant(&s->q, crow(s, i), r);
-        for (int j = 0; j < C; j++) k[(size_t)i * C + j] += r[j];
-    }
-    predict_v(L, k, below ? below + (size_t)sh->cap * C : NULL, n, v, tmp);
-    for (int i = 0; i < n; i++) {
-        float r[4096];
-        kvq_resq_dequant(&s->q, crow(s, i) + s->q.row_bytes, r);
-        for (int j = 0; j < C; j++) v[(size_t)i * C + j] += r[j];
-    }
+    rebuild(L, below, below ? below + (size_t)sh->cap * C : NULL, 0, n, k, v, tmp);
     free(tmp);
     int32_t *pos = malloc((size_t)n * sizeof *pos);
     if (!pos) return KVQ_ERR_NOMEM;
-    for (int i = 0; i < n; i++) memcpy(&pos[i], crow(s, i) + 2 * s->q.row_bytes, 4);
+    for (int i = 0; i < n; i++) pos[i] = cpos(s, i);
     rotate(L, k, pos, n, sh->rk);
     free(pos);
-    s->scratch_valid = true;
     return KVQ_OK;
 }
 
@@ -481,7 +485,7 @@ static void gather(const kvq_kv_layer *L, int h, int t0, int n, float *kr, float
             if (vr) memcpy(vr + (size_t)i * hd, vs + (size_t)h * hd, (size_t)hd * sizeof(float));
         } else {
             const int r = frow(s, t);
-            float full[4096];
+            float full[MAX_C];
             if (kr) {
                 s->from_f16(s->fk + (size_t)r * C, full, C);
                 L->cache->rope(L->cache->rope_user, full, 1, &s->fpos[r], L->n_head_kv);
@@ -496,7 +500,7 @@ static void aqua_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int
                     float *scores) {
     (void)view; (void)vis;
     const int hd = L->head_dim;
-    float kr[128 * 256];
+    float kr[128 * MAX_HD];
     for (int c0 = 0; c0 < n; c0 += 128) {
         const int m = n - c0 < 128 ? n - c0 : 128;
         gather(L, h, t0 + c0, m, kr, NULL);
@@ -513,7 +517,7 @@ static void aqua_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int
                     float *out) {
     (void)view; (void)vis;
     const astate *s = L->state;
-    float vr[128 * 256];
+    float vr[128 * MAX_HD];
     for (int c0 = 0; c0 < n; c0 += 128) {
         const int m = n - c0 < 128 ? n - c0 : 128;
         gather(L, h, t0 + c0, m, NULL, vr);
@@ -534,7 +538,7 @@ static void aqua_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, 
             float *kk = malloc((size_t)m * C * sizeof(float)), *vv = malloc((size_t)m * C * sizeof(float));
             int32_t *pos = malloc((size_t)m * sizeof *pos);
             if (!kk || !vv || !pos || recon(L, ci, m, kk, vv)) { free(kk); free(vv); free(pos); return; }
-            for (int i = 0; i < m; i++) memcpy(&pos[i], crow(s, ci + i) + 2 * s->q.row_bytes, 4);
+            for (int i = 0; i < m; i++) pos[i] = cpos(s, ci + i);
             rotate(L, kk, pos, m, kk);
             if (ko) memcpy(ko, kk, (size_t)m * C * sizeof(float));
             if (vo) memcpy(vo, vv, (size_t)m * C * sizeof(float));
@@ -563,7 +567,7 @@ static void aqua_truncate(kvq_kv_layer *L, int n) {
                     for (int i = 0; i < m; i++) {
                         s->to_f16(kk + (size_t)i * C, s->fk + (size_t)(SINK + i) * C, C);
                         s->to_f16(vv + (size_t)i * C, s->fv + (size_t)(SINK + i) * C, C);
-                        memcpy(&s->fpos[SINK + i], crow(s, keep_c + i) + 2 * s->q.row_bytes, 4);
+                        s->fpos[SINK + i] = cpos(s, keep_c + i);
                     }
                 free(kk);
                 free(vv);
@@ -601,6 +605,12 @@ static kvq_status aqua_save(const kvq_kv_layer *L, FILE *f) {
 
 static kvq_status aqua_load(kvq_kv_layer *L, FILE *f) {
     astate *s = L->state;
+    if (((const aqua_cfg *)L->cfg)->cached) { /* its kept reconstructions are not in the file */
+        L->n = 0;
+        return kvq_err(L->cache->lg, KVQ_ERR_UNSUPPORTED,
+                       "aqua mode=cached cannot be restored from a file (its kept reconstructions are not "
+                       "stored): save the session with --session-kv aqua:pred=...,mode=stream, or use mode=stream");
+    }
     int32_t nc;
     if (fread(&nc, 4, 1, f) != 1 || nc < 0 || nc % WIN || nc > L->n - SINK || L->n - nc > SINK + 2 * WIN + L->n_batch + 64) {
         L->n = 0;
@@ -613,13 +623,7 @@ static kvq_status aqua_load(kvq_kv_layer *L, FILE *f) {
     s->nc = nc;
     s->last = -1;
     kvq_status st = aqua_io(L, f, false);
-    if (st) { s->nc = 0; L->n = 0; return st; }
-    if (((const aqua_cfg *)L->cfg)->cached) { /* rebuild the kept reconstructions */
-        const int keep = s->nc;
-        s->nc = 0;
-        (void)keep;
-        st = KVQ_ERR_UNSUPPORTED;
-    }
+    if (st) { s->nc = 0; L->n = 0; }
     return st;
 }
 

@@ -355,10 +355,9 @@ static void token_at(const kvq_kv_layer *L, const hstate *s, int view, int h, in
         const kvq_f16 *ms = kms(L, s, h, t);
         for (int d = 0; d < hd; d++) {
             const int cu = kvq_code_at(u + (size_t)d * cb, G, 4, t % G), cl = kvq_code_at(l + (size_t)d * cb, G, 4, t % G);
-            kvq_f16 m8, s8;
-            kvq_hier_target_ms(ms[d], ms[hd + d], &m8, &s8);
-            k[d] = draft ? kvq_f16_to_f32(ms[d]) + kvq_f16_to_f32(ms[hd + d]) * cu
-                         : kvq_f16_to_f32(m8) + kvq_f16_to_f32(s8) * (16 * cu + cl);
+            float mn, sc;
+            kvq_hier_view_ms(!draft, ms[d], ms[hd + d], &mn, &sc);
+            k[d] = mn + sc * (float)(draft ? cu : 16 * cu + cl);
         }
     }
     if (v) {
@@ -369,10 +368,9 @@ static void token_at(const kvq_kv_layer *L, const hstate *s, int view, int h, in
         for (int d = 0; d < hd; d++) {
             const int gr = d / s->vg, cu = kvq_code_at(ur + (size_t)gr * gb, s->vg, 4, d % s->vg),
                       cl = kvq_code_at(lr + (size_t)gr * gb, s->vg, 4, d % s->vg);
-            kvq_f16 m8, s8;
-            kvq_hier_target_ms(vm[2 * gr], vm[2 * gr + 1], &m8, &s8);
-            v[d] = draft ? kvq_f16_to_f32(vm[2 * gr]) + kvq_f16_to_f32(vm[2 * gr + 1]) * cu
-                         : kvq_f16_to_f32(m8) + kvq_f16_to_f32(s8) * (16 * cu + cl);
+            float mn, sc;
+            kvq_hier_view_ms(!draft, vm[2 * gr], vm[2 * gr + 1], &mn, &sc);
+            v[d] = mn + sc * (float)(draft ? cu : 16 * cu + cl);
         }
     }
 }

@@ -4,24 +4,7 @@
 #include <string.h>
 #include "../core/cpu.h"
 #include "kivi_kernels.h"
-
-/* code j of n packed 4-bit codes (kvquant.h: byte j % (n/2), nibble j / (n/2)) */
-static inline int nib(const uint8_t *p, int n, int j) {
-    const int nb = n / 2;
-    return (p[j % nb] >> (4 * (j / nb))) & 15;
-}
-
-/* The (min, step) a view reads for a stored (m, s4). */
-static inline void view_ms(bool target, kvq_f16 m, kvq_f16 s4, float *mn, float *sc) {
-    if (target) {
-        kvq_f16 m8, s8;
-        kvq_hier_target_ms(m, s4, &m8, &s8);
-        m = m8;
-        s4 = s8;
-    }
-    *mn = kvq_f16_to_f32(m);
-    *sc = kvq_f16_to_f32(s4);
-}
+#include "kvquant.h"
 
 /* ------------------------------------------------------------------ scalar */
 static void qk_ref(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, int G, int hd, const float *q, int nq,
@@ -32,11 +15,11 @@ static void qk_ref(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, int 
         for (int j = 0; j < G; j++) acc[j] = 0;
         for (int d = 0; d < hd; d++) {
             float mn, sc;
-            view_ms(lo != NULL, ms[d], ms[hd + d], &mn, &sc);
+            kvq_hier_view_ms(lo != NULL, ms[d], ms[hd + d], &mn, &sc);
             const float qd = q[(size_t)g * hd + d];
             for (int j = 0; j < G; j++) {
-                int c = nib(up + (size_t)d * nb, G, j);
-                if (lo) c = 16 * c + nib(lo + (size_t)d * nb, G, j);
+                int c = kvq_code_at(up + (size_t)d * nb, G, 4, j);
+                if (lo) c = 16 * c + kvq_code_at(lo + (size_t)d * nb, G, 4, j);
                 acc[j] += qd * (mn + sc * (float)c);
             }
         }
@@ -52,10 +35,10 @@ static void av_ref(const uint8_t *up, const uint8_t *lo, int t0, const kvq_f16 *
         if (lo) kvq_vrow_get(lo, t0 + i, rb, lr);
         for (int gr = 0; gr < ng; gr++) {
             float mn, sc;
-            view_ms(lo != NULL, ms[((size_t)i * ng + gr) * 2], ms[((size_t)i * ng + gr) * 2 + 1], &mn, &sc);
+            kvq_hier_view_ms(lo != NULL, ms[((size_t)i * ng + gr) * 2], ms[((size_t)i * ng + gr) * 2 + 1], &mn, &sc);
             for (int c = 0; c < vg; c++) {
-                int code = nib(ur + gr * gb, vg, c);
-                if (lo) code = 16 * code + nib(lr + gr * gb, vg, c);
+                int code = kvq_code_at(ur + gr * gb, vg, 4, c);
+                if (lo) code = 16 * code + kvq_code_at(lr + gr * gb, vg, 4, c);
                 const float v = mn + sc * (float)code;
                 for (int g = 0; g < nq; g++) out[(size_t)g * hd + gr * vg + c] += w[(size_t)g * ldw + i] * v;
             }
@@ -89,7 +72,7 @@ T2 static void qk_avx2(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, 
     if (G % 16 || hd > 1024) { qk_ref(up, lo, ms, G, hd, q, nq, s, lds); return; }
     const int nb = G / 2;
     float mn[1024], sc[1024], qs[4][1024];
-    for (int d = 0; d < hd; d++) view_ms(lo != NULL, ms[d], ms[hd + d], &mn[d], &sc[d]);
+    for (int d = 0; d < hd; d++) kvq_hier_view_ms(lo != NULL, ms[d], ms[hd + d], &mn[d], &sc[d]);
     for (int g0 = 0; g0 < nq; g0 += 4) {
         const int ng = nq - g0 < 4 ? nq - g0 : 4;
         float base[4] = {0};
@@ -149,7 +132,7 @@ T2 static void av_avx2(const uint8_t *up, const uint8_t *lo, int t0, const kvq_f
                 float m4[4], s4[4];
                 for (int e = 0; e < 4; e++) {
                     const kvq_f16 *p = ms + ((size_t)(i + e) * ng + gr) * 2;
-                    view_ms(lo != NULL, p[0], p[1], &m4[e], &s4[e]);
+                    kvq_hier_view_ms(lo != NULL, p[0], p[1], &m4[e], &s4[e]);
                 }
                 __m256 wv[4];
                 for (int g = 0; g < nqb; g++) {

@@ -11,6 +11,7 @@
  * quads of 4 tokens (kvq_vrow_byte); ms = (m, s4) per group, token after token. */
 #ifndef KVQ_KV_HIER_KERNELS_H
 #define KVQ_KV_HIER_KERNELS_H
+#include <stdbool.h>
 #include <stdint.h>
 #include "../core/fp16.h"
 
@@ -32,6 +33,15 @@ static inline void kvq_hier_target_ms(kvq_f16 m, kvq_f16 s4, kvq_f16 *m8, kvq_f1
     *m8 = kvq_f32_to_f16(fm - 0.5f * fs);
     *s8 = kvq_f32_to_f16(fs / 16.0f);
     if (*s8 == 0) *s8 = 0x0001;
+}
+
+/* The (minimum, step) a view reads for a stored (m, s4): the draft view's as
+ * stored, the target view's (m8, s8); a value is then mn + sc * code, with
+ * code = U (draft) or 16 U + L (target). */
+static inline void kvq_hier_view_ms(bool target, kvq_f16 m, kvq_f16 s4, float *mn, float *sc) {
+    if (target) kvq_hier_target_ms(m, s4, &m, &s4);
+    *mn = kvq_f16_to_f32(m);
+    *sc = kvq_f16_to_f32(s4);
 }
 
 #endif
