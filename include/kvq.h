@@ -190,6 +190,13 @@ void kvq_ctx_set_attn_tap(kvq_ctx *c, kvq_attn_tap_fn fn, void *user);
  * it to collect AQUA-KV's training data. */
 typedef void (*kvq_kv_tap_fn)(void *user, int layer, const float *k, const float *v, int n_rows, int row_len);
 void kvq_ctx_set_kv_tap(kvq_ctx *c, kvq_kv_tap_fn fn, void *user);
+/* Research hook: the input rows of each layer's linear products
+ * ([n_rows][row_len]): which 0 feeds Q/K/V, 1 the output projection, 2
+ * gate/up, 3 down. kvq quantize collects GPTQ's Hessians with it. */
+typedef enum kvq_linear_input { KVQ_LIN_QKV, KVQ_LIN_O, KVQ_LIN_GATE_UP, KVQ_LIN_DOWN } kvq_linear_input;
+typedef void (*kvq_linear_tap_fn)(void *user, int layer, kvq_linear_input which, const float *x, int n_rows,
+                                  int row_len);
+void kvq_ctx_set_linear_tap(kvq_ctx *c, kvq_linear_tap_fn fn, void *user);
 
 int32_t    kvq_ctx_n_past(const kvq_ctx *c);
 int32_t    kvq_ctx_n_ctx(const kvq_ctx *c);
@@ -381,6 +388,39 @@ kvq_status kvq_aqua_calibrate(const kvq_aqua_calib_params *p, const char *out_pa
  * blocks keep their type). */
 kvq_status kvq_quantize_gguf(const char *in, const char *out, const char *type, int32_t n_threads, kvq_log_fn log,
                              void *log_user);
+
+/* Weight quantization (kvq quantize --method rtn|gptq|slim): each layer's
+ * seven matrices into SliM-LLM's group-wise mixed-precision type (average
+ * exactly `bits`; docs/weight-quantization.md), with GPTQ's Hessians (and
+ * SBA's KL rows) collected from the model on the calibration tokens in
+ * windows of ctx. Writes a GGUF of the whole model (tokenizer included when
+ * the input is a GGUF). rtn needs no tokens. */
+#define KVQ_WQUANT_MAX_LAYERS 256
+typedef struct kvq_wquant_params {
+    const kvq_model *model;
+    const kvq_token *tokens;
+    int32_t n_tokens, ctx;
+    const char *method; /* "rtn", "gptq", "slim" */
+    int32_t bits, group, n_threads;
+    kvq_log_fn log;
+    void *log_user;
+    /* stage 0: calibration (done/total tokens); 1: matrices quantized */
+    void (*progress)(void *user, int stage, int done, int total, const char *what);
+    void *progress_user;
+} kvq_wquant_params;
+typedef struct kvq_wquant_layer {
+    float rel_err; /* tr(dW H dW^T) / tr(W H W^T) on calibration data; -1 without */
+    float kl;      /* SBA's KL proxy at the chosen allocation (slim); -1 otherwise */
+    int32_t p;     /* groups at bits-1 (as many at bits+1) */
+    int32_t group; /* the group size used */
+    bool kept;     /* rows that do not divide into groups of 32: kept in their type */
+} kvq_wquant_layer;
+typedef struct kvq_wquant_report {
+    int32_t n_layer;
+    kvq_wquant_layer mat[KVQ_WQUANT_MAX_LAYERS][7]; /* q, k, v, o, gate, up, down */
+    uint64_t bytes_in, bytes_out, values;           /* of the layer matrices */
+} kvq_wquant_report;
+kvq_status kvq_wquantize(const kvq_wquant_params *p, const char *out_path, kvq_wquant_report *r);
 
 /* ------------------------------------------------------------------ misc */
 

@@ -173,6 +173,11 @@ void kvq_ctx_set_attn_tap(kvq_ctx *c, kvq_attn_tap_fn fn, void *user) {
     c->tap_user = user;
 }
 
+void kvq_ctx_set_linear_tap(kvq_ctx *c, kvq_linear_tap_fn fn, void *user) {
+    c->lin_tap = fn;
+    c->lin_tap_user = user;
+}
+
 void kvq_ctx_set_kv_tap(kvq_ctx *c, kvq_kv_tap_fn fn, void *user) {
     c->kv_tap = fn;
     c->kv_tap_user = user;

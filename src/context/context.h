@@ -25,6 +25,8 @@ struct kvq_ctx {
     void *tap_user;
     kvq_kv_tap_fn kv_tap;
     void *kv_tap_user;
+    kvq_linear_tap_fn lin_tap;
+    void *lin_tap_user;
 };
 
 /* One forward pass over n <= n_batch tokens at positions n_past.. through

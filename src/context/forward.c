@@ -10,7 +10,7 @@
 #include "context.h"
 
 static kvq_matw matw(const kvq_tensor *t) {
-    return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux};
+    return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux, t->aux_bytes};
 }
 
 static void add_bias(const kvq_tensor *b, int n, int rows, float *y) {
@@ -101,6 +101,7 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, const kvq
         {
             const kvq_tensor *W3[] = {&w->wq, &w->wk, &w->wv}, *B3[] = {&w->bq, &w->bk, &w->bv};
             float *Y3[] = {c->q, c->k, c->v};
+            if (c->lin_tap) c->lin_tap(c->lin_tap_user, l, KVQ_LIN_QKV, c->xb, n, E);
             linear_multi(c, W3, B3, 3, c->xb, n, Y3);
         }
         if (c->kv_tap) c->kv_tap(c->kv_tap_user, l, c->k, c->v, n, h->n_head_kv * h->head_dim);
@@ -110,6 +111,7 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, const kvq
             return st;
         }
         if (c->tap) c->tap(c->tap_user, l, c->att, n, Q);
+        if (c->lin_tap) c->lin_tap(c->lin_tap_user, l, KVQ_LIN_O, c->att, n, Q);
         linear(c, &w->wo, NULL, c->att, n, c->xb);
         PAR_TOKENS
         for (int t = 0; t < n; t++) {
@@ -119,10 +121,12 @@ kvq_status kvq_forward(struct kvq_ctx *c, const kvq_token *tok, int n, const kvq
         {
             const kvq_tensor *W2[] = {&w->w_gate, &w->w_up};
             float *Y2[] = {c->hb, c->hb2};
+            if (c->lin_tap) c->lin_tap(c->lin_tap_user, l, KVQ_LIN_GATE_UP, c->xb, n, E);
             linear_multi(c, W2, NULL, 2, c->xb, n, Y2);
         }
         PAR_TOKENS
         for (int t = 0; t < n; t++) kvq_swiglu(c->hb + (size_t)t * F, c->hb2 + (size_t)t * F, F);
+        if (c->lin_tap) c->lin_tap(c->lin_tap_user, l, KVQ_LIN_DOWN, c->hb, n, F);
         linear(c, &w->w_down, NULL, c->hb, n, c->xb);
         PAR_TOKENS
         for (int t = 0; t < n; t++) kvq_add(c->x + (size_t)t * E, c->xb + (size_t)t * E, E);

@@ -76,8 +76,8 @@ void kvq_rope_apply(float *x, int n_heads, int head_dim, int n_rot, bool neox, c
 
 size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
     const kvq_type_traits *t = kvq_traits(wtype);
-    if (!t || t->dot_type == KVQ_TYPE_F32) return 0;
-    size_t s = kvq_row_size((int)t->dot_type, cols) * (size_t)n;
+    if (!t) return 0;
+    size_t s = t->dot_type == KVQ_TYPE_F32 ? 0 : kvq_row_size((int)t->dot_type, cols) * (size_t)n;
     if (kvq_gemm_i8_ok(wtype, cols)) {
         size_t a = kvq_gemm_i8_act_size(cols, n);
         if (a > s) s = a;
@@ -124,8 +124,13 @@ static void matmul_gemm(const kvq_matw *W, const float *X, int n, float *Y, int 
                 B = (const float *)((const uint8_t *)W->data + (size_t)r0 * W->row_bytes);
             } else {
                 if (!tile) continue; /* out of memory: rows stay unset; cannot happen in practice */
-                for (int64_t r = 0; r < nr; r++)
-                    t->to_float((const uint8_t *)W->data + (size_t)(r0 + r) * W->row_bytes, tile + (size_t)r * cols, cols);
+                if (!t->to_float) {
+                    t->matvec->dequant(W, r0, nr, tile);
+                } else {
+                    for (int64_t r = 0; r < nr; r++)
+                        t->to_float((const uint8_t *)W->data + (size_t)(r0 + r) * W->row_bytes, tile + (size_t)r * cols,
+                                    cols);
+                }
                 B = tile;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)nr, (int)cols, 1.0f, X, (int)cols, B,
@@ -193,6 +198,11 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
         while (rb >= first_rb[m + 1]) m++;
         const kvq_matw *w = &W[m];
         const int64_t r0 = (rb - first_rb[m]) * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
+        if (own && own->rows_w) { /* rows that need their companions */
+            for (int tk = 0; tk < n; tk++)
+                own->rows_w(w, r0, r1, (const uint8_t *)xq + (size_t)tk * xrow, Y[m] + (size_t)tk * w->rows + r0);
+            continue;
+        }
         if (rows_fn && n == 1) {
             rows_fn((const uint8_t *)w->data + (size_t)r0 * w->row_bytes, w->row_bytes, (int)(r1 - r0), xq, cols, Y[m] + r0);
             continue;

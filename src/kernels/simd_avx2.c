@@ -6,6 +6,7 @@
 #include "quant_ref.h"
 #include "simd.h"
 #include "simd_x86.h"
+#include "slim.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -134,6 +135,7 @@ void kvq_simd_install_avx2(kvq_type_traits *t) {
     t[KVQ_TYPE_Q8_0].vec_dot = q8_0_dot;
     t[KVQ_TYPE_Q8_0].to_float = q8_0_to_float;
     t[KVQ_TYPE_Q4_0].to_float = q4_0_to_float;
+    for (int ty = KVQ_TYPE_SLIM2; ty <= KVQ_TYPE_SLIM4; ty++) t[ty].matvec = &kvq_slim_kernel_avx2;
 }
 
 /* ------------------------------------------------------ 4/5/6-bit weights */

@@ -261,9 +261,10 @@ T_512 static void q8_K_from_float(const float *src, void *dst, int64_t n) {
 }
 
 void kvq_simd_install_avx512(kvq_type_traits *t, bool vbmi) {
-    static const kvq_matvec_kernel Q4_0 = {kvq_q4_0x4_act_size, kvq_q4_0x4_quant, kvq_q4_0x4_dot_vbmi,
-                                           kvq_q4_0x4_rows_vbmi};
-    static const kvq_matvec_kernel Q4_K = {kvq_q4_Kx_act_size, kvq_q4_Kx_quant, kvq_q4_Kx_dot_512, kvq_q4_Kx_rows_512};
+    static const kvq_matvec_kernel Q4_0 = {.act_size = kvq_q4_0x4_act_size, .quant = kvq_q4_0x4_quant,
+                                           .dot = kvq_q4_0x4_dot_vbmi, .rows = kvq_q4_0x4_rows_vbmi};
+    static const kvq_matvec_kernel Q4_K = {.act_size = kvq_q4_Kx_act_size, .quant = kvq_q4_Kx_quant,
+                                           .dot = kvq_q4_Kx_dot_512, .rows = kvq_q4_Kx_rows_512};
     if (vbmi) t[KVQ_TYPE_Q4_0].matvec = &Q4_0;
     t[KVQ_TYPE_Q4_K].matvec = &Q4_K;
     t[KVQ_TYPE_Q8_K].from_float = q8_K_from_float;

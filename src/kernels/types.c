@@ -8,6 +8,7 @@
 #include "../core/cpu.h"
 #include "quant_ref.h"
 #include "simd.h"
+#include "slim.h"
 
 typedef struct { const char *name; int32_t blck, size; } type_desc;
 
@@ -32,6 +33,10 @@ static const type_desc DESC[KVQ_TYPE_COUNT] = {
     [KVQ_TYPE_I64] = {"i64", 1, 8},
     [KVQ_TYPE_F64] = {"f64", 1, 8},
     [KVQ_TYPE_BF16] = {"bf16", 1, 2},
+    /* codes only: 8 values take N bytes on average (slim.h) */
+    [KVQ_TYPE_SLIM2] = {"slim2", 8, 2},
+    [KVQ_TYPE_SLIM3] = {"slim3", 8, 3},
+    [KVQ_TYPE_SLIM4] = {"slim4", 8, 4},
 };
 
 const char *kvq_type_name(int type) {
@@ -63,6 +68,10 @@ static const kvq_type_traits SCALAR[KVQ_TYPE_COUNT] = {
     REF(q4_1, KVQ_TYPE_Q4_1, KVQ_TYPE_Q8_1),  REF(q4_K, KVQ_TYPE_Q4_K, KVQ_TYPE_Q8_K),
     REF(q5_K, KVQ_TYPE_Q5_K, KVQ_TYPE_Q8_K),  REF(q6_K, KVQ_TYPE_Q6_K, KVQ_TYPE_Q8_K),
     REF(q8_K, KVQ_TYPE_Q8_K, KVQ_TYPE_Q8_K),
+#define SLIM(T, ENUM) [ENUM] = {#T, 0, 0, KVQ_TYPE_F32, .matvec = &kvq_slim_kernel_ref, .companions = {"bits", "dm"}, \
+                                .check_aux = kvq_slim_check}
+    SLIM(slim2, KVQ_TYPE_SLIM2), SLIM(slim3, KVQ_TYPE_SLIM3), SLIM(slim4, KVQ_TYPE_SLIM4),
+#undef SLIM
 };
 
 static kvq_type_traits TABLES[KVQ_ISA_COUNT][KVQ_TYPE_COUNT];
@@ -76,7 +85,7 @@ static void build_tables(void) {
     for (int isa = 0; isa < KVQ_ISA_COUNT; isa++)
         for (int t = 0; t < KVQ_TYPE_COUNT; t++) {
             TABLES[isa][t] = SCALAR[t];
-            if (SCALAR[t].to_float) {
+            if (SCALAR[t].to_float || SCALAR[t].matvec) {
                 TABLES[isa][t].blck = DESC[t].blck;
                 TABLES[isa][t].type_size = DESC[t].size;
             }
@@ -93,7 +102,7 @@ const kvq_type_traits *kvq_traits_isa(kvq_type t, int isa) {
     pthread_once(&tables_once, build_tables);
     static const void *const T[KVQ_ISA_COUNT] = {TABLES[KVQ_ISA_SCALAR], TABLES[KVQ_ISA_AVX2], TABLES[KVQ_ISA_AVX512]};
     const kvq_type_traits *table = kvq_isa_pick(isa, T);
-    return table[t].to_float ? &table[t] : NULL;
+    return table[t].to_float || table[t].matvec ? &table[t] : NULL;
 }
 
 const kvq_type_traits *kvq_traits(kvq_type t) { return kvq_traits_isa(t, kvq_isa_active()); }

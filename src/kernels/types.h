@@ -30,7 +30,12 @@ typedef enum kvq_type {
     KVQ_TYPE_I64 = 27,
     KVQ_TYPE_F64 = 28,
     KVQ_TYPE_BF16 = 30,
-    KVQ_TYPE_COUNT = 40
+    /* kvq's own ids, far from ggml's: SliM-LLM's mixed-precision groups of
+     * average width 2, 3, 4 (slim.h); other engines do not know them */
+    KVQ_TYPE_SLIM2 = 64,
+    KVQ_TYPE_SLIM3 = 65,
+    KVQ_TYPE_SLIM4 = 66,
+    KVQ_TYPE_COUNT = 67
 } kvq_type;
 
 #define KVQ_QK8_0 32
@@ -90,11 +95,16 @@ typedef void (*kvq_rows_fn)(const void *w, size_t row_bytes, int n_rows, const v
  * once per product in the order the weight nibbles come out of a block, and
  * the dot is inlined into a row loop (which matters for short rows). A mixed
  * precision type (per-group bit widths) enters the same way. */
+struct kvq_matw;
 typedef struct kvq_matvec_kernel {
     size_t (*act_size)(int64_t cols);
     void (*quant)(const float *x, void *act, int64_t cols);
     kvq_vec_dot_fn dot;
     kvq_rows_fn rows;
+    /* For a type whose rows need their companions (dot and rows NULL):
+     * y[r - r0] for rows r0..r1-1, and rows to f32 for the batched product. */
+    void (*rows_w)(const struct kvq_matw *W, int64_t r0, int64_t r1, const void *act, float *y);
+    void (*dequant)(const struct kvq_matw *W, int64_t r0, int64_t nr, float *dst);
 } kvq_matvec_kernel;
 
 /* Companion tensors a type needs beside its codes (per-group bit widths,
@@ -112,6 +122,9 @@ typedef struct kvq_type_traits {
     kvq_vec_dot_fn vec_dot;
     const kvq_matvec_kernel *matvec; /* NULL: decode uses vec_dot on dot_type activations */
     const char *companions[KVQ_TENSOR_AUX]; /* suffixes of companion tensors (NULL-ended) */
+    /* Validates bound companions against the shape: NULL, or a message in msg. */
+    const char *(*check_aux)(int type, int64_t cols, int64_t rows, const void *const *aux, const uint64_t *aux_bytes,
+                             char *msg, size_t cap);
 } kvq_type_traits;
 
 /* Static description (names and sizes) of any type GGUF can hold; NULL for ids
@@ -126,7 +139,8 @@ int32_t kvq_type_size(int type);
 size_t kvq_row_size(int type, int64_t n);
 
 /* Kernel table for the active ISA (see cpu.h). NULL entries: type not
- * supported for compute. */
+ * supported for compute. A type with companions (slim) has no to_float or
+ * vec_dot: only its matvec entry computes with it. */
 const kvq_type_traits *kvq_traits(kvq_type t);
 /* Kernel table for a specific ISA; used by tests to compare paths. */
 const kvq_type_traits *kvq_traits_isa(kvq_type t, int isa);

@@ -40,7 +40,9 @@ static kvq_status f32_vector(struct kvq_model *m, const kvq_gguf_tensor *gt, kvq
     const void *data = gt->data;
     if (gt->type != KVQ_TYPE_F32) {
         const kvq_type_traits *tr = kvq_traits((kvq_type)gt->type);
-        if (!tr) return kvq_err(&m->lg, KVQ_ERR_UNSUPPORTED, "tensor '%s' type unsupported", name);
+        if (!tr || !tr->to_float)
+            return kvq_err(&m->lg, KVQ_ERR_UNSUPPORTED, "tensor '%s' has type %s, which kvq cannot read as a vector",
+                           name, kvq_type_name((int)gt->type) ? kvq_type_name((int)gt->type) : "?");
         float *buf = malloc((size_t)want * sizeof(float));
         kvq_status st = kvq_model_own(m, buf);
         if (st) return st;
@@ -68,6 +70,11 @@ static kvq_status bind_companions(struct kvq_model *m, kvq_tensor *t, const char
         t->aux[i] = ct->data;
         t->aux_bytes[i] = ct->nbytes;
     }
+    char msg[200];
+    const char *bad = tr && tr->check_aux ? tr->check_aux(t->type, t->ne[0], t->ne[1], t->aux, t->aux_bytes, msg,
+                                                          sizeof msg)
+                                          : NULL;
+    if (bad) return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' (%s): %s", name, kvq_type_name(t->type), bad);
     return KVQ_OK;
 }
 
@@ -204,6 +211,9 @@ kvq_status kvq_load_gguf(struct kvq_model *m, const char *path) {
     h->rope_freq_scale = 1.0f;
     h->norm_eps = 1e-5f;
     h->rope_neox = ad ? ad->neox : false;
+    /* kvq quantize keeps an HF checkpoint's rotation (halves) and says so */
+    bool halves;
+    if (kvq_gguf_get_bool(&m->gguf, "kvq.rope.halves", false, &halves, lg) == KVQ_OK) h->rope_neox = halves;
     if (m->vocab_only) {
         h->n_vocab = m->has_vocab ? m->vocab.n : 0;
         return m->has_vocab ? KVQ_OK : kvq_err(lg, KVQ_ERR_FORMAT, "file has no tokenizer");
@@ -267,6 +277,10 @@ kvq_status kvq_load_gguf(struct kvq_model *m, const char *path) {
         (st = matrix(m, &m->out_norm, "output_norm.weight", E, 1, true)) ||
         (st = matrix(m, &m->output, "output.weight", E, h->n_vocab, false)))
         return st;
+    /* rows of the embedding are looked up one at a time, without companions */
+    if (!kvq_traits(m->tok_embd.type)->to_float)
+        return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "token_embd.weight has type %s, which kvq uses only for products",
+                       kvq_type_name(m->tok_embd.type));
     if (!m->output.data) m->output = m->tok_embd;
     m->layers = calloc((size_t)h->n_layer, sizeof *m->layers);
     if (!m->layers) return kvq_err(lg, KVQ_ERR_NOMEM, "out of memory");

@@ -138,7 +138,13 @@ void kvq_model_free(kvq_model *m) {
 }
 
 static uint64_t tensor_elems(const kvq_tensor *t) { return t->data ? (uint64_t)(t->ne[0] * t->ne[1]) : 0; }
-static uint64_t tensor_bytes(const kvq_tensor *t) { return t->data ? t->row_bytes * (uint64_t)t->ne[1] : 0; }
+/* codes and the companions (a mixed-precision type's bit map, scales, zeros) */
+static uint64_t tensor_bytes(const kvq_tensor *t) {
+    if (!t->data) return 0;
+    uint64_t b = t->row_bytes * (uint64_t)t->ne[1];
+    for (int i = 0; i < KVQ_TENSOR_AUX; i++) b += t->aux_bytes[i];
+    return b;
+}
 
 /* Visits every weight tensor, including the output head when it is not tied. */
 static int all_tensors(const kvq_model *m, const kvq_tensor **list, int cap) {

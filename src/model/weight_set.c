@@ -121,7 +121,13 @@ kvq_status kvq_model_add_weight_set(kvq_model *m, const char *source, int32_t n_
     return KVQ_OK;
 }
 
-static uint64_t tbytes(const kvq_tensor *t) { return t->data ? t->row_bytes * (uint64_t)t->ne[1] : 0; }
+/* codes and the companions (a mixed-precision type's bit map, scales, zeros) */
+static uint64_t tbytes(const kvq_tensor *t) {
+    if (!t->data) return 0;
+    uint64_t b = t->row_bytes * (uint64_t)t->ne[1];
+    for (int i = 0; i < KVQ_TENSOR_AUX; i++) b += t->aux_bytes[i];
+    return b;
+}
 
 uint64_t kvq_model_weight_set_bytes(const kvq_model *m, int32_t set) {
     if (set < 0 || set >= kvq_model_n_weight_sets(m)) return 0;

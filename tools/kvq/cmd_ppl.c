@@ -32,7 +32,7 @@ static size_t utf8_prefix(const char *s, size_t len, long n) {
 }
 
 int cmd_ppl(int argc, char **argv) {
-    const char *model = NULL, *tok = NULL, *file = NULL, *kv = "f16", *save = NULL, *base = NULL;
+    const char *model = NULL, *tok = NULL, *file = NULL, *kv = "f16", *save = NULL, *base = NULL, *weights = NULL;
     long n_ctx = 512, chars = -1, threads = 0, verbose = 0, batch = -1;
     bool json = false, score_all = false, split = false;
     int view = KVQ_VIEW_FULL;
@@ -52,6 +52,7 @@ int cmd_ppl(int argc, char **argv) {
             else return cli_fail("--view expects 'full' or 'draft', got '%s'", v), 2;
         }
         else if (!strcmp(a, "--save-logits")) save = v;
+        else if (!strcmp(a, "--weights")) weights = v;
         else if (!strcmp(a, "--kl-base")) base = v;
         else if (!strcmp(a, "--ctx")) { if (!cli_int(a, v, 4, 1 << 20, &n_ctx)) return 2; }
         else if (!strcmp(a, "--chars")) { if (!cli_int(a, v, 1, 1L << 40, &chars)) return 2; }
@@ -89,6 +90,13 @@ int cmd_ppl(int argc, char **argv) {
     cli_log lg = {(int)verbose};
     kvq_model *m = cli_load_model(model, tok, false, &lg);
     if (!m) { free(text); return 1; }
+    int32_t wset = 0;
+    if (weights && kvq_model_add_weight_set(m, weights, (int32_t)threads, &wset)) {
+        cli_fail("cannot make a weight set from '%s' (a type such as q4_0, or a file of the same model)", weights);
+        kvq_model_free(m);
+        free(text);
+        return 1;
+    }
     kvq_model_info info;
     kvq_model_get_info(m, &info);
     const int V = info.n_vocab;
@@ -174,6 +182,7 @@ int cmd_ppl(int argc, char **argv) {
         if (kvq_ctx_truncate(c, 0)) goto out;
         kvq_eval_opts eo = kvq_eval_default_opts();
         eo.view = view; /* the draft view reads hier's upper plane */
+        eo.weight_set = wset;
         if (policy) {
             kvq_eval_opts po = eo;
             po.prompt_end = true;

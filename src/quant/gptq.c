@@ -1,0 +1,291 @@
+/* RTN, GPTQ and SliM-LLM for one linear layer (see gptq.h). */
+#include "gptq.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../kernels/slim.h"
+
+kvq_wq_params kvq_wq_default_params(void) {
+    return (kvq_wq_params){.method = KVQ_WQ_SLIM, .bits = 2, .group = 128, .damp = 0.01f, .sqc_lambda = 0.1f,
+                           .sqc_steps = 51, .sba_candidates = 16, .n_threads = 1};
+}
+
+static float f16r(float x) { return kvq_f16_to_f32(kvq_f32_to_f16(x)); }
+
+void kvq_wq_fit(const float *w, int n, int b, float tau, float *d, float *m) {
+    if (b == 1) { /* sign(w - mu) * mean|w - mu| + mu */
+        double mu = 0, a = 0;
+        for (int i = 0; i < n; i++) mu += w[i];
+        mu /= n;
+        for (int i = 0; i < n; i++) a += fabs(w[i] - mu);
+        a /= n;
+        *d = f16r((float)(2 * a));
+        *m = f16r((float)(mu - a));
+        return;
+    }
+    float lo = w[0], hi = w[0];
+    for (int i = 1; i < n; i++) {
+        lo = fminf(lo, w[i]);
+        hi = fmaxf(hi, w[i]);
+    }
+    *d = f16r(tau * (hi - lo) / (float)((1 << b) - 1));
+    *m = f16r(tau * lo);
+}
+
+/* SQC: the tau whose fit minimizes salient and ordinary errors, each
+ * averaged over its own weights. sal: per-weight salience of the group. */
+static void fit_sqc(const float *w, const float *sal, int n, int b, float lambda, int steps, float *d, float *m) {
+    kvq_wq_fit(w, n, b, 1.0f, d, m);
+    if (b == 1 || steps < 2) return;
+    double mean = 0, var = 0;
+    for (int i = 0; i < n; i++) mean += sal[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += (sal[i] - mean) * (sal[i] - mean);
+    const double thr = mean + 3 * sqrt(var / n);
+    double best = INFINITY;
+    for (int s = 0; s < steps; s++) {
+        const float tau = 1.0f - lambda + 2.0f * lambda * (float)s / (float)(steps - 1);
+        float dd, mm;
+        kvq_wq_fit(w, n, b, tau, &dd, &mm);
+        double es = 0, eu = 0;
+        int ns = 0;
+        for (int i = 0; i < n; i++) {
+            const float e = w[i] - (dd * (float)kvq_wq_code(w[i], dd, mm, b) + mm);
+            if (sal[i] > thr) es += e * e, ns++;
+            else eu += e * e;
+        }
+        const double loss = (ns ? es / ns : 0) + (n > ns ? eu / (n - ns) : 0);
+        if (loss < best) best = loss, *d = dd, *m = mm;
+    }
+}
+
+typedef struct { double s; int g; } sal_idx;
+static int by_salience(const void *a, const void *b) {
+    const sal_idx *x = a, *y = b;
+    return x->s < y->s ? -1 : x->s > y->s ? 1 : x->g - y->g;
+}
+
+void kvq_wq_sba_bits(const double *salience, int ng, int N, int p, int8_t *bits) {
+    sal_idx *o = malloc((size_t)ng * sizeof *o);
+    for (int g = 0; g < ng; g++) bits[g] = (int8_t)N;
+    if (!o) return;
+    for (int g = 0; g < ng; g++) o[g] = (sal_idx){salience[g], g};
+    qsort(o, (size_t)ng, sizeof *o, by_salience);
+    for (int i = 0; i < p && i < ng / 2; i++) {
+        bits[o[i].g] = (int8_t)(N - 1);
+        bits[o[ng - 1 - i].g] = (int8_t)(N + 1);
+    }
+    free(o);
+}
+
+/* Round-to-nearest of the whole matrix at the given widths into Wq. */
+static void rtn_matrix(const float *W, int64_t rows, int64_t cols, int G, const int8_t *bits, float *Wq) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t g = 0; g < cols / G; g++) {
+            const float *w = W + r * cols + g * G;
+            float d, m;
+            kvq_wq_fit(w, G, bits[g], 1.0f, &d, &m);
+            for (int i = 0; i < G; i++) Wq[r * cols + g * G + i] = d * (float)kvq_wq_code(w[i], d, m, bits[g]) + m;
+        }
+}
+
+/* KL(softmax(X W^T) || softmax(X Wq^T)), mean over the ns rows. */
+static double kl_proxy(const float *X, int ns, const float *W, const float *Wq, int64_t rows, int64_t cols, float *Y,
+                       float *Yq) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ns, (int)rows, (int)cols, 1.0f, X, (int)cols, W, (int)cols,
+                0.0f, Y, (int)rows);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ns, (int)rows, (int)cols, 1.0f, X, (int)cols, Wq, (int)cols,
+                0.0f, Yq, (int)rows);
+    double kl = 0;
+    for (int s = 0; s < ns; s++) {
+        const float *a = Y + (size_t)s * rows, *b = Yq + (size_t)s * rows;
+        double ma = -INFINITY, mb = -INFINITY, za = 0, zb = 0, k = 0;
+        for (int64_t r = 0; r < rows; r++) ma = fmax(ma, a[r]), mb = fmax(mb, b[r]);
+        for (int64_t r = 0; r < rows; r++) za += exp(a[r] - ma), zb += exp(b[r] - mb);
+        const double la = ma + log(za), lb = mb + log(zb);
+        for (int64_t r = 0; r < rows; r++) k += exp(a[r] - la) * ((a[r] - la) - (b[r] - lb));
+        kl += k;
+    }
+    return kl / ns;
+}
+
+/* H + damping, dead columns set to 1; then U, the upper Cholesky factor of
+ * H^-1 (row-major, in place). Raises the damping until H is positive definite. */
+static kvq_status inverse_factor(float *Hd, const float *H, int64_t cols, float damp, const kvq_logger *lg) {
+    double mean = 0;
+    for (int64_t j = 0; j < cols; j++) mean += H[j * cols + j];
+    mean /= (double)cols;
+    if (!(mean > 0)) mean = 1;
+    for (int attempt = 0; attempt < 6; attempt++, damp *= 10) {
+        memcpy(Hd, H, (size_t)(cols * cols) * sizeof *Hd);
+        for (int64_t j = 0; j < cols; j++) {
+            if (H[j * cols + j] <= 0) Hd[j * cols + j] = 1;
+            Hd[j * cols + j] += (float)(damp * mean);
+        }
+        /* row-major upper = column-major lower of the same symmetric matrix */
+        if (LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)cols, Hd, (lapack_int)cols)) continue;
+        if (LAPACKE_spotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)cols, Hd, (lapack_int)cols)) continue;
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t j = 0; j < i; j++) Hd[i * cols + j] = Hd[j * cols + i];
+        if (LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)cols, Hd, (lapack_int)cols)) continue;
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t j = 0; j < i; j++) Hd[i * cols + j] = 0;
+        if (attempt) kvq_logf(lg, KVQ_LOG_INFO, "gptq: Hessian damped %.2g of its mean diagonal", damp);
+        return KVQ_OK;
+    }
+    return kvq_err(lg, KVQ_ERR_ARG, "gptq: the Hessian is not positive definite even with damping %.2g", damp);
+}
+
+/* The pass over the groups: fit, quantize column by column with error
+ * feedback (GPTQ/SLIM) or directly (RTN), pack the codes. W is consumed. */
+static void quantize_groups(const kvq_wq_params *p, float *W, int64_t rows, int64_t cols, const float *U,
+                            const float *hinv_diag, const int8_t *bits, uint8_t *codes, kvq_f16 *dm, float *Wq) {
+    const int G = p->group, ng = (int)(cols / G), N = p->bits;
+    const size_t row_bytes = (size_t)cols * (size_t)N / 8;
+    const bool gptq = p->method != KVQ_WQ_RTN;
+    float *E = gptq ? malloc((size_t)rows * G * sizeof *E) : NULL;
+    uint8_t *q = malloc((size_t)rows * G);
+    float *dd = malloc((size_t)rows * sizeof *dd), *mm = malloc((size_t)rows * sizeof *mm);
+    size_t off = 0;
+    for (int g = 0; g < ng; g++) {
+        const int b = bits[g];
+        const int64_t j0 = (int64_t)g * G;
+#pragma omp parallel for schedule(static) num_threads(p->n_threads)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *w = W + r * cols + j0;
+            if (p->method == KVQ_WQ_SLIM) {
+                float sal[KVQ_SLIM_CHUNK * 64];
+                for (int i = 0; i < G; i++) sal[i] = w[i] * w[i] / (hinv_diag[j0 + i] * hinv_diag[j0 + i]);
+                fit_sqc(w, sal, G, b, p->sqc_lambda, p->sqc_steps, &dd[r], &mm[r]);
+            } else {
+                kvq_wq_fit(w, G, b, 1.0f, &dd[r], &mm[r]);
+            }
+            dm[(r * ng + g) * 2] = kvq_f32_to_f16(dd[r]);
+            dm[(r * ng + g) * 2 + 1] = kvq_f32_to_f16(mm[r]);
+        }
+        for (int i = 0; i < G; i++) {
+            const int64_t j = j0 + i;
+#pragma omp parallel for schedule(static) num_threads(p->n_threads)
+            for (int64_t r = 0; r < rows; r++) {
+                float *w = W + r * cols;
+                const int c = kvq_wq_code(w[j], dd[r], mm[r], b);
+                const float v = dd[r] * (float)c + mm[r];
+                q[r * G + i] = (uint8_t)c;
+                Wq[r * cols + j] = v;
+                if (!gptq) continue;
+                const float e = (w[j] - v) / U[j * cols + j];
+                E[r * G + i] = e;
+                for (int k = i + 1; k < G; k++) w[j0 + k] -= e * U[j * cols + j0 + k];
+            }
+        }
+        /* the block's error onto the columns after it */
+        if (gptq && j0 + G < cols)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(cols - j0 - G), G, -1.0f, E, G,
+                        U + j0 * cols + j0 + G, (int)cols, 1.0f, W + j0 + G, (int)cols);
+        for (int64_t r = 0; r < rows; r++)
+            for (int c = 0; c < G / KVQ_SLIM_CHUNK; c++)
+                kvq_slim_pack_chunk(q + r * G + c * KVQ_SLIM_CHUNK, b,
+                                    codes + (size_t)r * row_bytes + off + (size_t)c * (size_t)kvq_slim_chunk_bytes(b));
+        off += (size_t)G * (size_t)b / 8;
+    }
+    free(E);
+    free(q);
+    free(dd);
+    free(mm);
+}
+
+/* tr(dW H dW^T) / tr(W H W^T) */
+static double rel_err(const float *W, const float *Wq, int64_t rows, int64_t cols, const float *H) {
+    float *D = malloc((size_t)(rows * cols) * sizeof *D), *DH = malloc((size_t)(rows * cols) * sizeof *DH);
+    if (!D || !DH) { free(D); free(DH); return -1; }
+    double num = 0, den = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < rows * cols; i++) D[i] = pass ? W[i] : W[i] - Wq[i];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, D, (int)cols, H,
+                    (int)cols, 0.0f, DH, (int)cols);
+        double s = 0;
+        for (int64_t i = 0; i < rows * cols; i++) s += (double)D[i] * DH[i];
+        if (pass) den = s;
+        else num = s;
+    }
+    free(D);
+    free(DH);
+    return den > 0 ? num / den : -1;
+}
+
+kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, int64_t cols, const float *H,
+                         const float *X, int ns, int8_t *bits, uint8_t *codes, kvq_f16 *dm, kvq_wq_report *rep,
+                         const kvq_logger *lg) {
+    const int N = p->bits, G = p->group;
+    if (N < 2 || N > 4) return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: %d bits (2, 3, 4 are supported)", N);
+    if (G < KVQ_SLIM_CHUNK || G % KVQ_SLIM_CHUNK || G > KVQ_SLIM_CHUNK * 64 || cols % G)
+        return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: group %d does not divide rows of %lld into multiples of 32",
+                       G, (long long)cols);
+    if (p->method != KVQ_WQ_RTN && !H)
+        return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: GPTQ and SliM-LLM need calibration data");
+    if (p->method == KVQ_WQ_SLIM && (!X || ns < 1))
+        return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: SliM-LLM needs calibration rows for its KL");
+    const int ng = (int)(cols / G);
+    const size_t n = (size_t)(rows * cols);
+    float *Wc = malloc(n * sizeof *Wc), *Wq = malloc(n * sizeof *Wq);
+    float *U = p->method != KVQ_WQ_RTN ? malloc((size_t)(cols * cols) * sizeof *U) : NULL;
+    float *hd = malloc((size_t)cols * sizeof *hd);
+    double *sal = malloc((size_t)ng * sizeof *sal);
+    kvq_status st = KVQ_OK;
+    if (!Wc || !Wq || !hd || !sal || (p->method != KVQ_WQ_RTN && !U)) { st = KVQ_ERR_NOMEM; goto out; }
+    *rep = (kvq_wq_report){.rel_err = -1, .kl = -1, .p = 0};
+    for (int g = 0; g < ng; g++) bits[g] = (int8_t)N;
+    if (U) {
+        if ((st = inverse_factor(U, H, cols, p->damp, lg))) goto out;
+        /* [H^-1]_jj is the squared norm of column j of U */
+        for (int64_t j = 0; j < cols; j++) {
+            double s = 0;
+            for (int64_t i = 0; i <= j; i++) s += (double)U[i * cols + j] * U[i * cols + j];
+            hd[j] = (float)s;
+        }
+    }
+    if (p->method == KVQ_WQ_SLIM) {
+        for (int g = 0; g < ng; g++) {
+            double s = 0;
+            for (int64_t r = 0; r < rows; r++)
+                for (int i = 0; i < G; i++) {
+                    const double w = W[r * cols + (int64_t)g * G + i], h = hd[(int64_t)g * G + i];
+                    s += w * w / (h * h);
+                }
+            sal[g] = s;
+        }
+        float *Y = malloc((size_t)ns * (size_t)rows * sizeof *Y), *Yq = malloc((size_t)ns * (size_t)rows * sizeof *Yq);
+        if (!Y || !Yq) { free(Y); free(Yq); st = KVQ_ERR_NOMEM; goto out; }
+        /* p = 0 (uniform) and up to sba_candidates values spread over 1..ng/2-1 */
+        const int pmax = ng / 2 - 1 > 0 ? ng / 2 - 1 : 0;
+        const int step = pmax > p->sba_candidates ? (pmax + p->sba_candidates - 1) / p->sba_candidates : 1;
+        double best = INFINITY;
+        int best_p = 0;
+        for (int pp = 0; pp <= pmax; pp = pp ? pp + step : 1) {
+            kvq_wq_sba_bits(sal, ng, N, pp, bits);
+            rtn_matrix(W, rows, cols, G, bits, Wq);
+            const double kl = kl_proxy(X, ns, W, Wq, rows, cols, Y, Yq);
+            if (kl < best) best = kl, best_p = pp;
+            if (!pmax) break;
+        }
+        free(Y);
+        free(Yq);
+        kvq_wq_sba_bits(sal, ng, N, best_p, bits);
+        rep->kl = best;
+        rep->p = best_p;
+    }
+    memcpy(Wc, W, n * sizeof *Wc);
+    quantize_groups(p, Wc, rows, cols, U, hd, bits, codes, dm, Wq);
+    if (H) rep->rel_err = rel_err(W, Wq, rows, cols, H);
+out:
+    free(Wc);
+    free(Wq);
+    free(U);
+    free(hd);
+    free(sal);
+    return st;
+}
