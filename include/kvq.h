@@ -402,6 +402,9 @@ typedef struct kvq_wquant_params {
     int32_t n_tokens, ctx;
     const char *method; /* "rtn", "gptq", "slim" */
     int32_t bits, group, n_threads;
+    /* NULL: the slim type; "q4_0" or "q4_1": standard blocks (GGUF input only), whose
+     * codes GPTQ (or RTN) chooses, so other engines load the file unchanged */
+    const char *std_type;
     kvq_log_fn log;
     void *log_user;
     /* stage 0: calibration (done/total tokens); 1: matrices quantized */
@@ -409,7 +412,7 @@ typedef struct kvq_wquant_params {
     void *progress_user;
 } kvq_wquant_params;
 typedef struct kvq_wquant_layer {
-    float rel_err; /* tr(dW H dW^T) / tr(W H W^T) on calibration data; -1 without */
+    float rel_err; /* ||dW X^T||^2 / ||W X^T||^2 on 256 sampled calibration rows; -1 without */
     float kl;      /* SBA's KL proxy at the chosen allocation (slim); -1 otherwise */
     int32_t p;     /* groups at bits-1 (as many at bits+1) */
     int32_t group; /* the group size used */
@@ -419,6 +422,7 @@ typedef struct kvq_wquant_report {
     int32_t n_layer;
     kvq_wquant_layer mat[KVQ_WQUANT_MAX_LAYERS][7]; /* q, k, v, o, gate, up, down */
     uint64_t bytes_in, bytes_out, values;           /* of the layer matrices */
+    uint64_t quant_bytes, quant_values;             /* of those quantized (not kept) */
 } kvq_wquant_report;
 kvq_status kvq_wquantize(const kvq_wquant_params *p, const char *out_path, kvq_wquant_report *r);
 

@@ -69,6 +69,7 @@ static const kvq_type_traits SCALAR[KVQ_TYPE_COUNT] = {
     REF(q5_K, KVQ_TYPE_Q5_K, KVQ_TYPE_Q8_K),  REF(q6_K, KVQ_TYPE_Q6_K, KVQ_TYPE_Q8_K),
     REF(q8_K, KVQ_TYPE_Q8_K, KVQ_TYPE_Q8_K),
 #define SLIM(T, ENUM) [ENUM] = {#T, 0, 0, KVQ_TYPE_F32, .matvec = &kvq_slim_kernel_ref, .companions = {"bits", "dm"}, \
+                                .companion_types = {KVQ_TYPE_I8, KVQ_TYPE_F16}, \
                                 .check_aux = kvq_slim_check}
     SLIM(slim2, KVQ_TYPE_SLIM2), SLIM(slim3, KVQ_TYPE_SLIM3), SLIM(slim4, KVQ_TYPE_SLIM4),
 #undef SLIM

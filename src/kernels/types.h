@@ -122,6 +122,7 @@ typedef struct kvq_type_traits {
     kvq_vec_dot_fn vec_dot;
     const kvq_matvec_kernel *matvec; /* NULL: decode uses vec_dot on dot_type activations */
     const char *companions[KVQ_TENSOR_AUX]; /* suffixes of companion tensors (NULL-ended) */
+    kvq_type companion_types[KVQ_TENSOR_AUX]; /* and the GGUF type each must have */
     /* Validates bound companions against the shape: NULL, or a message in msg. */
     const char *(*check_aux)(int type, int64_t cols, int64_t rows, const void *const *aux, const uint64_t *aux_bytes,
                              char *msg, size_t cap);

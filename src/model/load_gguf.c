@@ -67,6 +67,10 @@ static kvq_status bind_companions(struct kvq_model *m, kvq_tensor *t, const char
         const kvq_gguf_tensor *ct = kvq_gguf_tensor_find(&m->gguf, cname);
         if (!ct) return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' of type %s needs its companion '%s'", name,
                                 kvq_type_name(t->type), cname);
+        if (ct->type != (uint32_t)tr->companion_types[i])
+            return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' has type %s; it must be %s", cname,
+                           kvq_type_name((int)ct->type) ? kvq_type_name((int)ct->type) : "?",
+                           kvq_type_name(tr->companion_types[i]));
         t->aux[i] = ct->data;
         t->aux_bytes[i] = ct->nbytes;
     }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../kernels/slim.h"
+#include "../kernels/types.h"
 
 kvq_wq_params kvq_wq_default_params(void) {
     return (kvq_wq_params){.method = KVQ_WQ_SLIM, .bits = 2, .group = 128, .damp = 0.01f, .sqc_lambda = 0.1f,
@@ -140,24 +141,40 @@ static kvq_status inverse_factor(float *Hd, const float *H, int64_t cols, float 
     return kvq_err(lg, KVQ_ERR_ARG, "gptq: the Hessian is not positive definite even with damping %.2g", damp);
 }
 
-/* The pass over the groups: fit, quantize column by column with error
- * feedback (GPTQ/SLIM) or directly (RTN), pack the codes. W is consumed. */
-static void quantize_groups(const kvq_wq_params *p, float *W, int64_t rows, int64_t cols, const float *U,
-                            const float *hinv_diag, const int8_t *bits, uint8_t *codes, kvq_f16 *dm, float *Wq) {
-    const int G = p->group, ng = (int)(cols / G), N = p->bits;
-    const size_t row_bytes = (size_t)cols * (size_t)N / 8;
+/* Q4_0's own fit and rounding (ggml's reference): d = (the value of
+ * largest magnitude) / -8, q = round(w / d) + 8 in 0..15; as an affine code,
+ * w = d q + m with m = -8 d. */
+static void fit_q4_0(const float *w, int n, float *d, float *m) {
+    float amax = 0, mx = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(w[i]) > amax) amax = fabsf(w[i]), mx = w[i];
+    *d = f16r(mx / -8.0f);
+    *m = -8.0f * *d;
+}
+static int code_q4_0(float w, float d) {
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    const int q = (int)(w * id + 8.5f);
+    return q < 0 ? 0 : q > 15 ? 15 : q;
+}
+
+/* The pass over the groups: fit each (row, group), quantize column by
+ * column with error feedback (GPTQ/SLIM) or directly (RTN). W is consumed;
+ * q receives every code (rows x cols), dm the (d, m) pairs, Wq the values. */
+static void quantize_groups(const kvq_wq_params *p, bool q4_0, float *W, int64_t rows, int64_t cols, const float *U,
+                            const float *hinv_diag, const int8_t *bits, uint8_t *q, kvq_f16 *dm, float *Wq) {
+    const int G = p->group, ng = (int)(cols / G);
     const bool gptq = p->method != KVQ_WQ_RTN;
     float *E = gptq ? malloc((size_t)rows * G * sizeof *E) : NULL;
-    uint8_t *q = malloc((size_t)rows * G);
     float *dd = malloc((size_t)rows * sizeof *dd), *mm = malloc((size_t)rows * sizeof *mm);
-    size_t off = 0;
     for (int g = 0; g < ng; g++) {
         const int b = bits[g];
         const int64_t j0 = (int64_t)g * G;
 #pragma omp parallel for schedule(static) num_threads(p->n_threads)
         for (int64_t r = 0; r < rows; r++) {
             const float *w = W + r * cols + j0;
-            if (p->method == KVQ_WQ_SLIM) {
+            if (q4_0) {
+                fit_q4_0(w, G, &dd[r], &mm[r]);
+            } else if (p->method == KVQ_WQ_SLIM) {
                 float sal[KVQ_SLIM_CHUNK * 64];
                 for (int i = 0; i < G; i++) sal[i] = w[i] * w[i] / (hinv_diag[j0 + i] * hinv_diag[j0 + i]);
                 fit_sqc(w, sal, G, b, p->sqc_lambda, p->sqc_steps, &dd[r], &mm[r]);
@@ -172,9 +189,9 @@ static void quantize_groups(const kvq_wq_params *p, float *W, int64_t rows, int6
 #pragma omp parallel for schedule(static) num_threads(p->n_threads)
             for (int64_t r = 0; r < rows; r++) {
                 float *w = W + r * cols;
-                const int c = kvq_wq_code(w[j], dd[r], mm[r], b);
+                const int c = q4_0 ? code_q4_0(w[j], dd[r]) : kvq_wq_code(w[j], dd[r], mm[r], b);
                 const float v = dd[r] * (float)c + mm[r];
-                q[r * G + i] = (uint8_t)c;
+                q[r * cols + j] = (uint8_t)c;
                 Wq[r * cols + j] = v;
                 if (!gptq) continue;
                 const float e = (w[j] - v) / U[j * cols + j];
@@ -186,40 +203,51 @@ static void quantize_groups(const kvq_wq_params *p, float *W, int64_t rows, int6
         if (gptq && j0 + G < cols)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(cols - j0 - G), G, -1.0f, E, G,
                         U + j0 * cols + j0 + G, (int)cols, 1.0f, W + j0 + G, (int)cols);
-        for (int64_t r = 0; r < rows; r++)
-            for (int c = 0; c < G / KVQ_SLIM_CHUNK; c++)
-                kvq_slim_pack_chunk(q + r * G + c * KVQ_SLIM_CHUNK, b,
-                                    codes + (size_t)r * row_bytes + off + (size_t)c * (size_t)kvq_slim_chunk_bytes(b));
-        off += (size_t)G * (size_t)b / 8;
     }
     free(E);
-    free(q);
     free(dd);
     free(mm);
 }
 
-/* tr(dW H dW^T) / tr(W H W^T) */
-static double rel_err(const float *W, const float *Wq, int64_t rows, int64_t cols, const float *H) {
-    float *D = malloc((size_t)(rows * cols) * sizeof *D), *DH = malloc((size_t)(rows * cols) * sizeof *DH);
-    if (!D || !DH) { free(D); free(DH); return -1; }
+/* Codes into the slim layout (kernels/slim.h). */
+static void pack_slim(const uint8_t *q, int64_t rows, int64_t cols, int G, int N, const int8_t *bits, uint8_t *codes) {
+    const size_t row_bytes = (size_t)cols * (size_t)N / 8;
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *o = codes + (size_t)r * row_bytes;
+        for (int64_t c = 0; c < cols / KVQ_SLIM_CHUNK; c++) {
+            const int b = bits[c * KVQ_SLIM_CHUNK / G];
+            kvq_slim_pack_chunk(q + r * cols + c * KVQ_SLIM_CHUNK, b, o);
+            o += kvq_slim_chunk_bytes(b);
+        }
+    }
+}
+
+/* ||(W - Wq) X^T||^2 / ||W X^T||^2 over the ns sampled calibration rows: the
+ * layer's relative output error, an estimate of tr(dW H dW^T) / tr(W H W^T)
+ * at rows x cols x ns operations instead of rows x cols^2. */
+static double rel_err(const float *W, const float *Wq, int64_t rows, int64_t cols, const float *X, int ns) {
+    float *D = malloc((size_t)(rows * cols) * sizeof *D), *Y = malloc((size_t)ns * (size_t)rows * sizeof *Y);
+    if (!D || !Y) { free(D); free(Y); return -1; }
     double num = 0, den = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int64_t i = 0; i < rows * cols; i++) D[i] = pass ? W[i] : W[i] - Wq[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, D, (int)cols, H,
-                    (int)cols, 0.0f, DH, (int)cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ns, (int)rows, (int)cols, 1.0f, X, (int)cols, D, (int)cols,
+                    0.0f, Y, (int)rows);
         double s = 0;
-        for (int64_t i = 0; i < rows * cols; i++) s += (double)D[i] * DH[i];
+        for (size_t i = 0; i < (size_t)ns * (size_t)rows; i++) s += (double)Y[i] * Y[i];
         if (pass) den = s;
         else num = s;
     }
     free(D);
-    free(DH);
+    free(Y);
     return den > 0 ? num / den : -1;
 }
 
-kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, int64_t cols, const float *H,
-                         const float *X, int ns, int8_t *bits, uint8_t *codes, kvq_f16 *dm, kvq_wq_report *rep,
-                         const kvq_logger *lg) {
+/* Everything but the packing: checks, H^-1's factor, SBA, the pass. q:
+ * rows x cols codes; dm: (d, m) per (row, group). */
+static kvq_status wq_core(const kvq_wq_params *p, bool q4_0, const float *W, int64_t rows, int64_t cols,
+                          const float *H, const float *X, int ns, int8_t *bits, uint8_t *q, kvq_f16 *dm,
+                          kvq_wq_report *rep, const kvq_logger *lg) {
     const int N = p->bits, G = p->group;
     if (N < 2 || N > 4) return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: %d bits (2, 3, 4 are supported)", N);
     if (G < KVQ_SLIM_CHUNK || G % KVQ_SLIM_CHUNK || G > KVQ_SLIM_CHUNK * 64 || cols % G)
@@ -260,8 +288,8 @@ kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, i
         }
         float *Y = malloc((size_t)ns * (size_t)rows * sizeof *Y), *Yq = malloc((size_t)ns * (size_t)rows * sizeof *Yq);
         if (!Y || !Yq) { free(Y); free(Yq); st = KVQ_ERR_NOMEM; goto out; }
-        /* p = 0 (uniform) and up to sba_candidates values spread over 1..ng/2-1 */
-        const int pmax = ng / 2 - 1 > 0 ? ng / 2 - 1 : 0;
+        /* p = 0 (uniform) and up to sba_candidates values spread over 1..ng/2 */
+        const int pmax = ng / 2;
         const int step = pmax > p->sba_candidates ? (pmax + p->sba_candidates - 1) / p->sba_candidates : 1;
         double best = INFINITY;
         int best_p = 0;
@@ -270,7 +298,6 @@ kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, i
             rtn_matrix(W, rows, cols, G, bits, Wq);
             const double kl = kl_proxy(X, ns, W, Wq, rows, cols, Y, Yq);
             if (kl < best) best = kl, best_p = pp;
-            if (!pmax) break;
         }
         free(Y);
         free(Yq);
@@ -279,13 +306,64 @@ kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, i
         rep->p = best_p;
     }
     memcpy(Wc, W, n * sizeof *Wc);
-    quantize_groups(p, Wc, rows, cols, U, hd, bits, codes, dm, Wq);
-    if (H) rep->rel_err = rel_err(W, Wq, rows, cols, H);
+    quantize_groups(p, q4_0, Wc, rows, cols, U, hd, bits, q, dm, Wq);
+    if (X && ns > 0) rep->rel_err = rel_err(W, Wq, rows, cols, X, ns);
 out:
     free(Wc);
     free(Wq);
     free(U);
     free(hd);
     free(sal);
+    return st;
+}
+
+kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, int64_t cols, const float *H,
+                         const float *X, int ns, int8_t *bits, uint8_t *codes, kvq_f16 *dm, kvq_wq_report *rep,
+                         const kvq_logger *lg) {
+    uint8_t *q = malloc((size_t)(rows * cols));
+    if (!q) return KVQ_ERR_NOMEM;
+    kvq_status st = wq_core(p, false, W, rows, cols, H, X, ns, bits, q, dm, rep, lg);
+    if (!st) pack_slim(q, rows, cols, p->group, p->bits, bits, codes);
+    free(q);
+    return st;
+}
+
+kvq_status kvq_wq_matrix_q4(const kvq_wq_params *p, int type, const float *W, int64_t rows, int64_t cols,
+                            const float *H, const float *X, int ns, void *out, kvq_wq_report *rep,
+                            const kvq_logger *lg) {
+    if (type != KVQ_TYPE_Q4_0 && type != KVQ_TYPE_Q4_1)
+        return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "weight quantization: GPTQ writes q4_0 and q4_1 blocks");
+    if (p->method == KVQ_WQ_SLIM)
+        return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: SliM-LLM's widths need the slim type, not %s",
+                       kvq_type_name(type));
+    kvq_wq_params pp = *p;
+    pp.bits = 4;
+    pp.group = 32;
+    const int ng = (int)(cols / 32);
+    uint8_t *q = malloc((size_t)(rows * cols));
+    int8_t *bits = malloc((size_t)ng + 1);
+    kvq_f16 *dm = malloc((size_t)(rows * ng) * 2 * sizeof *dm);
+    kvq_status st = q && bits && dm ? KVQ_OK : KVQ_ERR_NOMEM;
+    if (!st) st = wq_core(&pp, type == KVQ_TYPE_Q4_0, W, rows, cols, H, X, ns, bits, q, dm, rep, lg);
+    for (int64_t r = 0; !st && r < rows; r++)
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *c = q + r * cols + (int64_t)g * 32;
+            const kvq_f16 *e = dm + (size_t)(r * ng + g) * 2;
+            uint8_t *qs;
+            if (type == KVQ_TYPE_Q4_0) {
+                kvq_block_q4_0 *b = (kvq_block_q4_0 *)out + r * ng + g;
+                b->d = e[0];
+                qs = b->qs;
+            } else {
+                kvq_block_q4_1 *b = (kvq_block_q4_1 *)out + r * ng + g;
+                b->d = e[0];
+                b->m = e[1];
+                qs = b->qs;
+            }
+            for (int i = 0; i < 16; i++) qs[i] = (uint8_t)(c[i] | c[i + 16] << 4);
+        }
+    free(q);
+    free(bits);
+    free(dm);
     return st;
 }

@@ -36,18 +36,26 @@ typedef struct kvq_wq_params {
 kvq_wq_params kvq_wq_default_params(void);
 
 typedef struct kvq_wq_report {
-    double rel_err; /* tr(dW H dW^T) / tr(W H W^T): the layer's relative output error on calibration data */
+    double rel_err; /* ||dW X^T||^2 / ||W X^T||^2 on the sampled calibration rows (-1 without) */
     double kl;      /* SBA's KL at the chosen p (slim), else -1 */
     int p;          /* groups at N-1 (and at N+1) */
 } kvq_wq_report;
 
 /* Quantizes W (rows x cols, row-major f32). H (cols x cols, the mean of
- * x x^T over calibration rows) is needed by GPTQ and SLiM and optional for
- * RTN (it only scores). X (ns x cols): calibration rows for SBA's KL.
+ * x x^T over calibration rows) is needed by GPTQ and SliM. X (ns x cols):
+ * sampled calibration rows, for SBA's KL and the reported error (optional
+ * for RTN and GPTQ).
  * Writes bits[ng], codes (rows x cols*N/8 bytes) and dm (rows x ng x 2). */
 kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, int64_t cols, const float *H,
                          const float *X, int ns, int8_t *bits, uint8_t *codes, kvq_f16 *dm, kvq_wq_report *rep,
                          const kvq_logger *lg);
+
+/* GPTQ (or RTN) into standard GGUF blocks every engine reads: q4_0 (ggml's
+ * scale rule: the largest-magnitude value over -8) or q4_1 (min and range),
+ * blocks of 32 fit when the pass reaches them. out: rows x row_size(type). */
+kvq_status kvq_wq_matrix_q4(const kvq_wq_params *p, int type, const float *W, int64_t rows, int64_t cols,
+                            const float *H, const float *X, int ns, void *out, kvq_wq_report *rep,
+                            const kvq_logger *lg);
 
 /* Helpers exposed for tests. */
 /* Fits (d, m) of one group of n weights at width b with range scale tau. */

@@ -68,6 +68,14 @@ kvq_status kvq_quantize_rtn_gguf(const char *in, const char *out, kvq_type type,
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)(t->name.n < 255 ? t->name.n : 255), t->name.s);
         const bool matrix = t->n_dims == 2 && kvq_requant_gguf_name(name, tied);
+        /* a type that cannot be read row by row (slim: its companions are
+         * copied as they are) keeps its codes: requantizing a slim file
+         * to q4_0 rounds only its head */
+        const kvq_type_traits *srct = t->type < KVQ_TYPE_COUNT ? kvq_traits_isa((kvq_type)t->type, KVQ_ISA_SCALAR) : NULL;
+        if (matrix && srct && !srct->to_float) {
+            kvq_gguf_add_tensor(w, name, t->type, (int)t->n_dims, t->ne, t->data, t->nbytes);
+            continue;
+        }
         if (!matrix || t->type == (uint32_t)type || !kvq_requant_fits(type, t->ne[0])) {
             if (matrix && t->type != (uint32_t)type)
                 kvq_logf(lg, KVQ_LOG_INFO, "%s: rows of %lld do not divide into %s blocks; kept as %s", name,

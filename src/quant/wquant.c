@@ -24,6 +24,7 @@
 #include "../io/gguf_write.h"
 #include "../kernels/slim.h"
 #include "../model/model.h"
+#include "requant.h"
 #include "gptq.h"
 
 #define N_SAMPLE 256
@@ -83,7 +84,8 @@ static int group_for(int G, int64_t cols) {
 static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_model *m, const kvq_tensor *t,
                                const calib_in *ci, qmat *q, kvq_wquant_layer *rep, const kvq_logger *lg) {
     const int64_t cols = t->ne[0], rows = t->ne[1];
-    const int G = group_for(p->group, cols);
+    const int std_type = p->std_type ? kvq_type_parse(p->std_type) : -1;
+    const int G = std_type >= 0 ? (cols % 32 ? 0 : 32) : group_for(p->group, cols);
     q->type = -1;
     const kvq_type_traits *tr = kvq_traits(t->type);
     if (!G || !tr || !tr->to_float) {
@@ -95,22 +97,30 @@ static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_model *m, c
     if (!W) return KVQ_ERR_NOMEM;
     for (int64_t r = 0; r < rows; r++) tr->to_float((const uint8_t *)t->data + (size_t)r * t->row_bytes, W + r * cols, cols);
     q->ng = (int)(cols / G);
-    q->bits = malloc((size_t)q->ng);
-    q->codes = malloc((size_t)(rows * cols) * (size_t)p->bits / 8);
-    q->dm = malloc((size_t)rows * q->ng * 2 * sizeof *q->dm);
-    kvq_status st = q->bits && q->codes && q->dm ? KVQ_OK : KVQ_ERR_NOMEM;
     kvq_wq_params wp = kvq_wq_default_params();
     wp.method = !strcmp(p->method, "rtn") ? KVQ_WQ_RTN : !strcmp(p->method, "gptq") ? KVQ_WQ_GPTQ : KVQ_WQ_SLIM;
     wp.bits = p->bits;
     wp.group = G;
     wp.n_threads = p->n_threads;
     kvq_wq_report r;
-    if (!st)
-        st = kvq_wq_matrix(&wp, W, rows, cols, ci ? ci->H : NULL, ci ? ci->X : NULL, ci ? ci->ns : 0, q->bits,
-                           q->codes, q->dm, &r, lg);
+    kvq_status st;
+    if (std_type >= 0) {
+        q->codes = malloc(kvq_row_size(std_type, cols) * (size_t)rows);
+        st = q->codes ? kvq_wq_matrix_q4(&wp, std_type, W, rows, cols, ci ? ci->H : NULL, ci ? ci->X : NULL,
+                                         ci ? ci->ns : 0, q->codes, &r, lg)
+                      : KVQ_ERR_NOMEM;
+    } else {
+        q->bits = malloc((size_t)q->ng);
+        q->codes = malloc((size_t)(rows * cols) * (size_t)p->bits / 8);
+        q->dm = malloc((size_t)rows * q->ng * 2 * sizeof *q->dm);
+        st = q->bits && q->codes && q->dm ? KVQ_OK : KVQ_ERR_NOMEM;
+        if (!st)
+            st = kvq_wq_matrix(&wp, W, rows, cols, ci ? ci->H : NULL, ci ? ci->X : NULL, ci ? ci->ns : 0, q->bits,
+                               q->codes, q->dm, &r, lg);
+    }
     free(W);
     if (st) return st;
-    q->type = kvq_slim_type(p->bits);
+    q->type = std_type >= 0 ? std_type : kvq_slim_type(p->bits);
     rep->rel_err = (float)r.rel_err;
     rep->kl = (float)r.kl;
     rep->p = r.p;
@@ -172,15 +182,40 @@ static kvq_status write_model(const kvq_wquant_params *p, const kvq_model *m, qm
         /* GGUF's llama rotates adjacent pairs, qwen2 halves */
         if (h->rope_neox != !strcmp(arch, "qwen2")) kvq_gguf_set_bool(w, "kvq.rope.halves", h->rope_neox);
     }
-    snprintf(name, sizeof name, "%s (%s %d-bit, kvq)", m->name[0] ? m->name : "model", p->method, p->bits);
+    if (p->std_type)
+        snprintf(name, sizeof name, "%s (%s %s, kvq)", m->name[0] ? m->name : "model", p->method, p->std_type);
+    else
+        snprintf(name, sizeof name, "%s (%s %d-bit, kvq)", m->name[0] ? m->name : "model", p->method, p->bits);
     kvq_gguf_set_str(w, "general.name", name);
     kvq_gguf_set_str(w, "kvq.weights.method", p->method);
-    kvq_gguf_set_u32(w, "kvq.weights.bits", (uint32_t)p->bits);
-    kvq_gguf_set_u32(w, "kvq.weights.group", (uint32_t)p->group);
+    if (!p->std_type) {
+        kvq_gguf_set_u32(w, "kvq.weights.bits", (uint32_t)p->bits);
+        kvq_gguf_set_u32(w, "kvq.weights.group", (uint32_t)p->group);
+    }
 
-    put_tensor(w, "token_embd.weight", &m->tok_embd, false);
+    /* The head (and the embedding tied to it) keeps its type, as in the
+     * paper; into a standard type it is rounded to that type as `--type`
+     * alone does, so the two files differ only in the layers' codes. */
+    const bool tied = m->output.data == m->tok_embd.data;
+    const int std_type = p->std_type ? kvq_type_parse(p->std_type) : -1;
+    void *head = NULL;
+    kvq_tensor ht = m->output;
+    if (std_type >= 0 && (int)ht.type != std_type && kvq_requant_fits((kvq_type)std_type, ht.ne[0])) {
+        const size_t rb = kvq_row_size(std_type, ht.ne[0]);
+        head = malloc(rb * (size_t)ht.ne[1]);
+        if (!head || kvq_requant_rows(ht.data, ht.type, ht.row_bytes, ht.ne[0], ht.ne[1], (kvq_type)std_type, head,
+                                      p->n_threads)) {
+            free(head);
+            kvq_gguf_writer_free(w);
+            return kvq_err(lg, KVQ_ERR_NOMEM, "quantize: cannot round the output head to %s", p->std_type);
+        }
+        ht.type = (kvq_type)std_type;
+        ht.data = head;
+        ht.row_bytes = rb;
+    }
+    put_tensor(w, "token_embd.weight", tied ? &ht : &m->tok_embd, false);
     put_tensor(w, "output_norm.weight", &m->out_norm, true);
-    if (m->output.data != m->tok_embd.data) put_tensor(w, "output.weight", &m->output, false);
+    if (!tied) put_tensor(w, "output.weight", &ht, false);
     if (!gguf && h->rope_freq_factors) {
         const int64_t ne[1] = {h->n_rot / 2};
         kvq_gguf_add_tensor(w, "rope_freqs.weight", KVQ_TYPE_F32, 1, ne, h->rope_freq_factors,
@@ -205,6 +240,11 @@ static kvq_status write_model(const kvq_wquant_params *p, const kvq_model *m, qm
                 kvq_gguf_add_tensor(w, name, (uint32_t)t->type, 2, ne, t->data, t->row_bytes * (uint64_t)rows);
                 continue;
             }
+            if (!qm->dm) { /* a standard block type */
+                kvq_gguf_add_tensor(w, name, (uint32_t)qm->type, 2, ne, qm->codes,
+                                    kvq_row_size(qm->type, cols) * (uint64_t)rows);
+                continue;
+            }
             const size_t rb = (size_t)cols * (size_t)p->bits / 8;
             kvq_gguf_add_tensor(w, name, (uint32_t)qm->type, 2, ne, qm->codes, rb * (uint64_t)rows);
             char cn[192];
@@ -217,6 +257,7 @@ static kvq_status write_model(const kvq_wquant_params *p, const kvq_model *m, qm
     }
     if (!st) st = kvq_gguf_write(w, out, lg);
     kvq_gguf_writer_free(w);
+    free(head);
     return st;
 }
 
@@ -283,6 +324,9 @@ static kvq_status run(const kvq_wquant_params *p, const char *out, kvq_wquant_re
                         for (int j = i; j < C; j++) ci->H[(size_t)j * C + i] = ci->H[(size_t)i * C + j] *= s;
                 }
         }
+        /* the forward pass keeps OpenBLAS single-threaded (kvq threads its
+         * products itself); the factorizations here are BLAS's to thread */
+        openblas_set_num_threads(p->n_threads);
         for (int l = l0; l < l1 && !st; l++)
             for (int i = 0; i < N_MAT && !st; i++) {
                 const calib_in *ci = calib ? &in[l - l0][MAT_INPUT[i]] : NULL;
@@ -292,6 +336,7 @@ static kvq_status run(const kvq_wquant_params *p, const char *out, kvq_wquant_re
                 rep->kept = q[l][i].type < 0;
                 if (p->progress) p->progress(p->progress_user, 1, l * N_MAT + i + 1, L * N_MAT, MAT_NAME[i]);
             }
+        openblas_set_num_threads(1);
         for (int l = l0; calib && l < l1; l++)
             for (int k = 0; k < 4; k++) {
                 free(in[l - l0][k].H);
@@ -305,9 +350,16 @@ static kvq_status run(const kvq_wquant_params *p, const char *out, kvq_wquant_re
                 const kvq_tensor *t = layer_mat(&m->layers[l], i);
                 R->bytes_in += t->row_bytes * (uint64_t)t->ne[1];
                 R->bytes_out += q[l][i].type < 0 ? t->row_bytes * (uint64_t)t->ne[1]
-                                                 : (uint64_t)(t->ne[0] * t->ne[1]) * (uint64_t)p->bits / 8 +
-                                                       (uint64_t)q[l][i].ng * (1 + 4 * (uint64_t)t->ne[1]);
+                                : !q[l][i].dm  ? kvq_row_size(q[l][i].type, t->ne[0]) * (uint64_t)t->ne[1]
+                                               : (uint64_t)(t->ne[0] * t->ne[1]) * (uint64_t)p->bits / 8 +
+                                                     (uint64_t)q[l][i].ng * (1 + 4 * (uint64_t)t->ne[1]);
                 R->values += (uint64_t)(t->ne[0] * t->ne[1]);
+                if (q[l][i].type >= 0) {
+                    R->quant_values += (uint64_t)(t->ne[0] * t->ne[1]);
+                    R->quant_bytes += !q[l][i].dm ? kvq_row_size(q[l][i].type, t->ne[0]) * (uint64_t)t->ne[1]
+                                                  : (uint64_t)(t->ne[0] * t->ne[1]) * (uint64_t)p->bits / 8 +
+                                                        (uint64_t)q[l][i].ng * (1 + 4 * (uint64_t)t->ne[1]);
+                }
             }
         st = write_model(p, m, q, out, lg);
     }
@@ -329,7 +381,19 @@ kvq_status kvq_wquantize(const kvq_wquant_params *p, const char *out_path, kvq_w
     if (!p->method || (strcmp(p->method, "rtn") && strcmp(p->method, "gptq") && strcmp(p->method, "slim")))
         return kvq_err(lg, KVQ_ERR_ARG, "quantize: method '%s' is not one of rtn, gptq, slim",
                        p->method ? p->method : "");
-    if (p->bits < 2 || p->bits > 4) return kvq_err(lg, KVQ_ERR_ARG, "quantize: --bits %d (2, 3, 4)", p->bits);
+    if (p->std_type) {
+        const int t = kvq_type_parse(p->std_type);
+        if (t != KVQ_TYPE_Q4_0 && t != KVQ_TYPE_Q4_1)
+            return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "quantize: --method %s writes q4_0 or q4_1 blocks (not '%s')",
+                           p->method, p->std_type);
+        if (!strcmp(p->method, "slim"))
+            return kvq_err(lg, KVQ_ERR_ARG, "quantize: SliM-LLM's mixed widths need its own type (--bits N)");
+        if (strcmp(p->model->format, "gguf"))
+            return kvq_err(lg, KVQ_ERR_ARG, "quantize: standard types are written from a GGUF input only (its "
+                                            "metadata, tokenizer and rotary layout are copied)");
+    } else if (p->bits < 2 || p->bits > 4) {
+        return kvq_err(lg, KVQ_ERR_ARG, "quantize: --bits %d (2, 3, 4)", p->bits);
+    }
     if (p->group < 32 || p->group % 32 || p->group > 2048)
         return kvq_err(lg, KVQ_ERR_ARG, "quantize: --group %d is not a multiple of 32 in 32..2048", p->group);
     if (strcmp(p->method, "rtn") && p->n_tokens < 2 * N_SAMPLE)

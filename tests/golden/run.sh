@@ -288,6 +288,17 @@ if need $M/tinystories-656k/model.safetensors $G $S/corpora/tinystories-valid-he
     [ "$out" == "$want" ] && ok "slim3 file reloads; greedy text pinned" || bad "slim3 greedy: $out"
     out2=$(KVQ_ISA=scalar $KVQ run -m $TMP/g3.gguf -p "Once upon a time" -n 40 --temp 0 2>/dev/null | trim)
     [ "$out2" == "$out" ] && ok "slim3 scalar kernels give the same text" || bad "slim3 scalar: $out2"
+    # GPTQ into standard q4_0 blocks: a better file of the same size that any GGUF reader loads
+    $KVQ quantize -m $G -f $TMP/wq-calib.txt --method gptq --type q4_0 -o $TMP/gq4.gguf >/dev/null 2>&1
+    $KVQ quantize -m $G --type q4_0 -o $TMP/rq4.gguf >/dev/null 2>&1
+    $KVQ ppl -m $G -f $TMP/wq-eval.txt --kv f32 --save-logits $TMP/g.logits >/dev/null 2>&1
+    gq=$($KVQ ppl -m $TMP/gq4.gguf -f $TMP/wq-eval.txt --kv f32 --kl-base $TMP/g.logits --json 2>/dev/null | jget kl_mean)
+    rq=$($KVQ ppl -m $TMP/rq4.gguf -f $TMP/wq-eval.txt --kv f32 --kl-base $TMP/g.logits --json 2>/dev/null | jget kl_mean)
+    sg=$(stat -c %s $TMP/gq4.gguf); sr=$(stat -c %s $TMP/rq4.gguf)
+    # the same tensors; the files differ only by a metadata key and the name
+    python3 -c "import sys; g,r,a,b=map(float,sys.argv[1:]); sys.exit(0 if g < 0.9*r and abs(a-b) < 256 else 1)" "$gq" "$rq" "$sg" "$sr" \
+        && ok "gptq q4_0 KL $gq < rtn q4_0 KL $rq, same size ($sg vs $sr bytes)" || bad "gptq q4_0 KL $gq ($sg B) vs rtn $rq ($sr B)"
+    expect_fail "quantize: gptq into an unsupported standard type" "q4_0 or q4_1" $KVQ quantize -m $G -f $TMP/wq-calib.txt --method gptq --type q4_K -o $TMP/x.gguf
     head -c 1000 $TMP/wq-calib.txt > $TMP/short.txt
     expect_fail "quantize: calibration text too short" "at least 512 tokens" $KVQ quantize -m $H -f $TMP/short.txt --method slim --bits 2 -o $TMP/x.gguf
     expect_fail "quantize: bits out of range" "--bits expects" $KVQ quantize -m $H --method rtn --bits 5 -o $TMP/x.gguf

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core/cpu.h"
+#include "kernels/quant_ref.h"
 #include "kernels/slim.h"
 #include "quant/gptq.h"
 #include "testutil.h"
@@ -261,6 +262,67 @@ static void test_gptq_direct(void **st) {
     free(W); free(X); free(H); free(codes); free(dm); free(Wq); free(Wd);
 }
 
+/* GPTQ into q4_0 / q4_1 blocks: kvq's scalar dequantizers read back values
+ * that are valid codes of the block (each one d*(q-8) or d*q+m with q in
+ * 0..15), and GPTQ's output error is below RTN's. */
+static void test_gptq_q4_blocks(void **st) {
+    (void)st;
+    uint64_t s = 17;
+    const int rows = 16, cols = 256, n = 600, nb = cols / 32;
+    float *W = malloc(rows * cols * sizeof *W), *X = malloc((size_t)n * cols * sizeof *X), *H = calloc(cols * cols, sizeof *H);
+    for (int i = 0; i < rows * cols; i++) W[i] = tu_randn(&s);
+    for (int t = 0; t < n; t++) {
+        const float z = tu_randn(&s);
+        for (int j = 0; j < cols; j++) X[t * cols + j] = (tu_randn(&s) + 0.8f * z) * (j % 31 == 0 ? 4.0f : 1.0f);
+    }
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < cols; i++)
+            for (int j = 0; j < cols; j++) H[i * cols + j] += X[t * cols + i] * X[t * cols + j] / n;
+    const int types[2] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q4_1};
+    for (int k = 0; k < 2; k++) {
+        const size_t rb = kvq_row_size(types[k], cols);
+        uint8_t *blk = malloc(rb * rows);
+        float *back = malloc(cols * sizeof *back);
+        kvq_wq_params p = kvq_wq_default_params();
+        kvq_wq_report rg, rr;
+        p.method = KVQ_WQ_GPTQ;
+        assert_int_equal(kvq_wq_matrix_q4(&p, types[k], W, rows, cols, H, X, 256, blk, &rg, NULL), KVQ_OK);
+        for (int r = 0; r < rows; r++) {
+            if (types[k] == KVQ_TYPE_Q4_0) kvq_q4_0_to_float_ref(blk + r * rb, back, cols);
+            else kvq_q4_1_to_float_ref(blk + r * rb, back, cols);
+            for (int b = 0; b < nb; b++) {
+                const kvq_block_q4_0 *b0 = (const kvq_block_q4_0 *)(blk + r * rb) + b;
+                const kvq_block_q4_1 *b1 = (const kvq_block_q4_1 *)(blk + r * rb) + b;
+                const float d = kvq_f16_to_f32(types[k] == KVQ_TYPE_Q4_0 ? b0->d : b1->d);
+                const float m = types[k] == KVQ_TYPE_Q4_0 ? -8 * d : kvq_f16_to_f32(b1->m);
+                for (int i = 0; i < 32; i++) {
+                    const float q = (back[b * 32 + i] - m) / d;
+                    if (!(fabsf(q - roundf(q)) < 1e-2f && q > -0.5f && q < 15.5f))
+                        fail_msg("%s row %d: value %.5f is not a code of its block", kvq_type_name(types[k]), r, back[b * 32 + i]);
+                }
+            }
+        }
+        p.method = KVQ_WQ_RTN;
+        assert_int_equal(kvq_wq_matrix_q4(&p, types[k], W, rows, cols, H, X, 256, blk, &rr, NULL), KVQ_OK);
+        if (!(rg.rel_err < 0.8 * rr.rel_err))
+            fail_msg("%s: GPTQ error %.5f is not well below RTN's %.5f", kvq_type_name(types[k]), rg.rel_err, rr.rel_err);
+        /* RTN into q4_0 writes ggml's own blocks (up to the f16 rounding of d before the codes) */
+        if (types[k] == KVQ_TYPE_Q4_0) {
+            uint8_t *ref = malloc(rb);
+            int same = 0;
+            for (int r = 0; r < rows; r++) {
+                kvq_q4_0_from_float_ref(W + r * cols, ref, cols);
+                same += !memcmp(ref, blk + r * rb, rb);
+            }
+            if (same < rows / 2) fail_msg("RTN q4_0 matches ggml's reference on only %d of %d rows", same, rows);
+            free(ref);
+        }
+        free(blk);
+        free(back);
+    }
+    free(W); free(X); free(H);
+}
+
 static void test_bad_params(void **st) {
     (void)st;
     tu_log lg = {0};
@@ -288,7 +350,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_roundtrip), cmocka_unit_test(test_kernels_match),
         cmocka_unit_test(test_check_refuses),  cmocka_unit_test(test_sba_average),
-        cmocka_unit_test(test_gptq_direct),    cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_gptq_direct),    cmocka_unit_test(test_gptq_q4_blocks),
+        cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

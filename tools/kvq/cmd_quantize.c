@@ -13,7 +13,11 @@
 
 static void on_progress(void *user, int stage, int done, int total, const char *what) {
     (void)user;
-    if (!isatty(STDERR_FILENO)) return;
+    if (!isatty(STDERR_FILENO)) { /* in a log: a line per calibration pass and per layer */
+        if ((stage == 0 && done == total) || (stage == 1 && done % 7 == 0))
+            fprintf(stderr, "[%d/2] %s %d/%d\n", stage + 1, stage ? "matrices" : "calibration tokens", done, total);
+        return;
+    }
     const int w = 30, f = total ? done * w / total : w;
     fprintf(stderr, "\r[%d/2] [%.*s%*s] %d/%d %-12s", stage + 1, f, "##############################", w - f, "", done,
             total, what);
@@ -39,8 +43,8 @@ static int read_tokens(kvq_model *m, const char *file, kvq_token **out, int *n) 
     return rc;
 }
 
-static int mixed(const char *model, const char *tok, const char *file, const char *out, const char *method, long bits,
-                 long group, long n_tokens, long ctx, long threads, int verbose) {
+static int mixed(const char *model, const char *tok, const char *file, const char *out, const char *method,
+                 const char *type, long bits, long group, long n_tokens, long ctx, long threads, int verbose) {
     if (strcmp(method, "rtn") && !file)
         return cli_fail("quantize: --method %s needs calibration text (-f CALIB.txt)", method), 2;
     cli_log lg = {verbose};
@@ -56,7 +60,7 @@ static int mixed(const char *model, const char *tok, const char *file, const cha
     kvq_wquant_params p = {.model = m, .tokens = toks, .n_tokens = n, .ctx = (int32_t)ctx, .method = method,
                            .bits = (int32_t)bits, .group = (int32_t)group,
                            .n_threads = threads ? (int32_t)threads : sysconf_cores(), .log = cli_log_cb,
-                           .log_user = &lg, .progress = on_progress};
+                           .log_user = &lg, .progress = on_progress, .std_type = type};
     kvq_wquant_report *r = calloc(1, sizeof *r);
     if (!r) goto done;
     fprintf(stderr, "kvq quantize: %s, %d layers, %s %ld-bit groups of %ld, %d calibration tokens in windows of %ld\n",
@@ -81,9 +85,12 @@ static int mixed(const char *model, const char *tok, const char *file, const cha
             if (e->kl >= 0) snprintf(kl, sizeof kl, "%.3g", e->kl);
             printf("%5d  %-6s  %5d  p = %-15d  %-8s  %s\n", l, mn[i], e->group, e->p, err, kl);
         }
-    printf("layer matrices: %.2f MiB -> %.2f MiB, %.3f bits per weight (codes, fp16 scale and min per group, bit map)\n",
-           r->bytes_in / 1048576.0, r->bytes_out / 1048576.0, r->values ? 8.0 * r->bytes_out / r->values : 0);
-    fprintf(stderr, "kvq: wrote %s (slim%ld, %s) in %.1f s\n", out, bits, method, cli_now() - t0);
+    printf("layer matrices: %.2f MiB -> %.2f MiB; the quantized ones: %.3f bits per weight (codes, scales, zeros and "
+           "bit maps included)%s\n", r->bytes_in / 1048576.0, r->bytes_out / 1048576.0,
+           r->quant_values ? 8.0 * r->quant_bytes / r->quant_values : 0,
+           r->quant_values < r->values ? "; some kept in their type (above)" : "");
+    if (type) fprintf(stderr, "kvq: wrote %s (%s, %s) in %.1f s\n", out, type, method, cli_now() - t0);
+    else fprintf(stderr, "kvq: wrote %s (slim%ld, %s) in %.1f s\n", out, bits, method, cli_now() - t0);
     if (strcmp(info.format, "gguf"))
         fprintf(stderr, "kvq: the input is not a GGUF, so the file has no tokenizer: run it as "
                         "kvq run -m %s --weights %s\n", model, out);
@@ -96,7 +103,7 @@ done:
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *model = NULL, *out = NULL, *method = "rtn", *type = NULL, *file = NULL, *tok = NULL;
+    const char *model = NULL, *out = NULL, *method = NULL, *type = NULL, *file = NULL, *tok = NULL;
     long threads = 0, verbose = 0, bits = 0, group = 128, n_tokens = 32768, ctx = 512;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -118,14 +125,16 @@ int cmd_quantize(int argc, char **argv) {
     if (!model || !out || (!type && !bits))
         return cli_fail("quantize: needs -m MODEL -o OUT.gguf and --bits N (SliM-LLM groups) or --type TYPE "
                         "(a standard GGUF type)"), 2;
+    if (!method) method = bits ? "slim" : "rtn"; /* the method of each path */
     if (strcmp(method, "rtn") && strcmp(method, "gptq") && strcmp(method, "slim"))
         return cli_fail("quantize: --method '%s' is not one of rtn, gptq, slim", method), 2;
     if (bits && type) return cli_fail("quantize: give --bits (mixed-precision groups) or --type, not both"), 2;
     if (group % 32) return cli_fail("quantize: --group %ld is not a multiple of 32", group), 2;
-    if (bits) return mixed(model, tok, file, out, method, bits, group, n_tokens, ctx, threads, (int)verbose);
+    if (bits) return mixed(model, tok, file, out, method, NULL, bits, group, n_tokens, ctx, threads, (int)verbose);
+    if (!strcmp(method, "gptq"))
+        return mixed(model, tok, file, out, method, type, 4, 32, n_tokens, ctx, threads, (int)verbose);
     if (strcmp(method, "rtn"))
-        return cli_fail("quantize: --method %s writes mixed-precision groups (--bits N); GPTQ into standard types "
-                        "is not built yet", method), 2;
+        return cli_fail("quantize: --method %s writes its own mixed-precision type (--bits N)", method), 2;
     FILE *f = fopen(model, "rb");
     char magic[4] = {0};
     if (!f || fread(magic, 1, 4, f) != 4 || memcmp(magic, "GGUF", 4)) {
