@@ -83,33 +83,38 @@ const char *kvq_slim_check(int type, int64_t cols, int64_t rows, const void *con
     return NULL;
 }
 
-size_t kvq_slim_act_size(int64_t cols) { return (size_t)(cols / 32) * 8 + (size_t)cols; }
+size_t kvq_slim_act_size(int64_t cols) {
+    return (size_t)(cols / KVQ_SLIM_ABLK(cols)) * 4 + (size_t)(cols / 32) * 4 + (size_t)cols;
+}
 
 void kvq_slim_act_quant(const float *x, void *act, int64_t cols) {
-    const int64_t nc = cols / 32;
-    float *dx = act, *xs = dx + nc;
+    const int64_t A = KVQ_SLIM_ABLK(cols), na = cols / A, nc = cols / 32;
+    float *dx = act, *xs = dx + na;
     int8_t *q = (int8_t *)(xs + nc);
-    for (int64_t c = 0; c < nc; c++) {
-        const float *v = x + c * 32;
+    for (int64_t a = 0; a < na; a++) {
+        const float *v = x + a * A;
         float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        for (int i = 0; i < A; i++) amax = fmaxf(amax, fabsf(v[i]));
         const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-        int s = 0;
-        for (int i = 0; i < 32; i++) {
-            const int qi = (int)lrintf(v[i] * id);
-            q[c * 32 + i] = (int8_t)qi;
-            s += qi;
+        for (int c = 0; c < A / 32; c++) {
+            int s = 0;
+            for (int i = 0; i < 32; i++) {
+                const int qi = (int)lrintf(v[c * 32 + i] * id);
+                q[a * A + c * 32 + i] = (int8_t)qi;
+                s += qi;
+            }
+            xs[a * A / 32 + c] = d * (float)s;
         }
-        dx[c] = d;
-        xs[c] = d * (float)s;
+        dx[a] = d;
     }
 }
 
 void kvq_slim_rows_ref(const kvq_matw *W, int64_t r0, int64_t r1, const void *act, float *y) {
     const int64_t cols = W->cols, ng = (int64_t)W->aux_bytes[0], G = cols / ng, nc = cols / 32;
+    const int64_t A = KVQ_SLIM_ABLK(cols), na = cols / A;
     const int8_t *bits = W->aux[0];
     const kvq_f16 *dm = W->aux[1];
-    const float *dx = act, *xs = dx + nc;
+    const float *dx = act, *xs = dx + na;
     const int8_t *xq = (const int8_t *)(xs + nc);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *p = (const uint8_t *)W->data + (size_t)r * W->row_bytes;
@@ -125,7 +130,7 @@ void kvq_slim_rows_ref(const kvq_matw *W, int64_t r0, int64_t r1, const void *ac
                 p += kvq_slim_chunk_bytes(b);
                 int32_t s = 0;
                 for (int i = 0; i < 32; i++) s += q[i] * xq[c * 32 + i];
-                sd += dx[c] * (float)s;
+                sd += dx[c * 32 / A] * (float)s;
                 sm += xs[c];
             }
             acc += d * sd + m * sm;

@@ -46,8 +46,12 @@ void kvq_slim_unpack_chunk(const uint8_t *src, int b, uint8_t *q);
 const char *kvq_slim_check(int type, int64_t cols, int64_t rows, const void *const *aux, const uint64_t *aux_bytes,
                            char *msg, size_t cap);
 
-/* Activations for the decode kernel: per 32 values an f32 scale and the
- * dequantized sum, then the int8 values. */
+/* Activations for the decode kernel: int8 values with one f32 scale per
+ * block of KVQ_SLIM_ABLK(cols) values (128 when the row allows it, so a
+ * group of up to 128 weights accumulates in integers and pays one float
+ * multiply), and the dequantized sum of every 32 values (for the minimums).
+ * Layout: [blocks] scales, [cols/32] sums, [cols] int8. */
+#define KVQ_SLIM_ABLK(cols) ((cols) % 128 == 0 ? 128 : 32)
 size_t kvq_slim_act_size(int64_t cols);
 void kvq_slim_act_quant(const float *x, void *act, int64_t cols);
 
