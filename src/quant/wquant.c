@@ -400,5 +400,10 @@ kvq_status kvq_wquantize(const kvq_wquant_params *p, const char *out_path, kvq_w
         return kvq_err(lg, KVQ_ERR_ARG, "quantize: %s needs calibration text of at least %d tokens (got %d)", p->method,
                        2 * N_SAMPLE, p->n_tokens);
     if (p->n_tokens > 0 && (p->ctx < 16 || !p->tokens)) return kvq_err(lg, KVQ_ERR_ARG, "quantize: calibration window %d", p->ctx);
+    /* a quantized source carries its rounding error into the result */
+    const kvq_tensor *w0 = &p->model->layers[0].wq;
+    if (w0->type != KVQ_TYPE_F32 && w0->type != KVQ_TYPE_F16 && w0->type != KVQ_TYPE_BF16)
+        kvq_logf(lg, KVQ_LOG_WARN, "quantize: the source weights are %s, whose rounding error carries into the "
+                                   "result; an F32, F16 or BF16 source is better", kvq_type_name(w0->type));
     return run(p, out_path, r, lg);
 }

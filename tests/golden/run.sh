@@ -282,7 +282,8 @@ if need $M/tinystories-656k/model.safetensors $G $S/corpora/tinystories-valid-he
     grep -q "3.001 bits per weight" $TMP/w-slim.txt && ok "slim 2-bit in groups of 32 reports 3.001 bits per weight" \
         || bad "slim bits per weight: $(tail -n 1 $TMP/w-slim.txt)"
     # a GGUF input gives a self-contained file (tokenizer copied); RTN is deterministic, so its text is pinned
-    $KVQ quantize -m $G --method rtn --bits 3 -o $TMP/g3.gguf >/dev/null 2>&1
+    $KVQ quantize -m $G --method rtn --bits 3 -o $TMP/g3.gguf >/dev/null 2>$TMP/e
+    grep -q "source weights are q8_0" $TMP/e && ok "quantize warns about a Q8_0 source" || bad "no warning for a Q8_0 source"
     out=$($KVQ run -m $TMP/g3.gguf -p "Once upon a time" -n 40 --temp 0 2>/dev/null | trim)
     want=$(trim < tests/golden/expected/656k-slim3-rtn-greedy.txt)
     [ "$out" == "$want" ] && ok "slim3 file reloads; greedy text pinned" || bad "slim3 greedy: $out"
