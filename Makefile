@@ -48,6 +48,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/obj/tests/unit/testutil.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(BUILD)/obj/tests/unit/%.o: CFLAGS += -Isrc -Itests/unit
+# the version `kvq --version` prints: the commit the binary was built from
+$(BUILD)/obj/tools/kvq/main.o: CFLAGS += -DKVQ_VERSION='"$(shell git describe --always --dirty 2>/dev/null || echo unknown)"'
 
 tests: $(TESTS) $(BUILD)/kvq
 

@@ -95,6 +95,12 @@ if need $M/stories260K/stories260K.bin; then
     expect_fail "prompt longer than the context" "more than the context" $KVQ run $L2C --ctx 8 -p "one two three four five six seven eight nine ten"
     expect_fail "absurd context" "--ctx expects" $KVQ run $L2C --ctx 99999999999
     expect_fail "unknown option" "unknown option" $KVQ run $L2C --frobnicate 1
+    expect_fail "a bare unknown flag" "not an option of this command" $KVQ run $L2C --frobnicate
+    for c in run ppl info tokenize synth bench tune quantize calibrate niah; do
+        $KVQ $c --help > $TMP/h 2>&1 && head -n 1 $TMP/h | grep -q "^usage: kvq $c" || { bad "kvq $c --help ($(head -c 200 $TMP/h))"; continue; }
+    done
+    $KVQ quantize -h | grep -q -- "--method slim|gptq|rtn" && ok "kvq CMD --help / -h print the command's usage" || bad "quantize -h"
+    $KVQ --version | grep -q "^kvq .*(kernels: " && ok "kvq --version" || bad "kvq --version: $($KVQ --version 2>&1)"
     expect_fail "text too short for a window" "fewer than one window" $KVQ ppl $L2C -f $S/reference/stories260K-greedy-200.txt --ctx 512
     head -c 1000 $M/stories260K/stories260K.bin > $TMP/trunc.bin
     expect_fail "truncated llama2.c checkpoint" "truncated" $KVQ run -m $TMP/trunc.bin --tokenizer $M/stories260K/tok512.bin

@@ -76,7 +76,7 @@ bool cli_bytes(const char *flag, const char *v, uint64_t *out) {
 
 const char *cli_val(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
-        cli_fail("option %s needs a value", argv[*i]);
+        cli_fail("option %s needs a value, or is not an option of this command (--help lists them)", argv[*i]);
         return NULL;
     }
     return argv[++*i];

@@ -1,11 +1,15 @@
 /* kvq: command-line entry point; one subcommand per file. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kvq COMMAND [options]\n"
+#ifndef KVQ_VERSION
+#define KVQ_VERSION "unknown"
+#endif
+
+static const char USAGE[] =
+            "usage: kvq COMMAND [options]     (kvq COMMAND --help: that command; kvq --version)\n"
             "\n"
             "commands:\n"
             "  run   -m MODEL [--tokenizer FILE] [-p TEXT] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
@@ -14,16 +18,17 @@ static void usage(FILE *f) {
             "        [--speculate quantspec[:gamma=G][,adaptive]] [--gamma G] [--draft-weights TYPE|FILE]\n"
             "        generate text (--session-kv: the cache format of the saved session, e.g. aqua)\n"
             "  ppl   -m MODEL -f TEXT [--ctx N] [--chars N] [--kv SPEC] [--weights TYPE|FILE] [--score half|all]\n"
-            "        [--split] [--view draft|full] [--save-logits FILE] [--kl-base FILE] [--json]\n"
+            "        [--split] [--view draft|full] [--save-logits FILE] [--kl-base FILE] [--batch N] [-t T] [--json]\n"
             "        perplexity and KL divergence (--split: prompt then token-by-token decode)\n"
             "  info  MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
             "  tokenize -m MODEL -p TEXT [--bos] [--special] [--pieces]     token ids of a text\n"
-            "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF]\n"
+            "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF] [--layers N] [--seed S]\n"
             "        random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
             "        [--speculate quantspec[:gamma=G]] [--draft-weights TYPE|FILE] [--session same|SPEC] [--no-bw]\n"
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
-            "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi|pertoken] [--tokens N] [--ctx N] [-o FILE]\n"
+            "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi|pertoken] [--tokens N] [--ctx N] [--evals N]\n"
+            "        [-t T] [-o FILE]\n"
             "        KVTuner search for per-layer K/V bits (writes FILE and FILE.json)\n"
             "  quantize -m MODEL.gguf --type TYPE -o OUT.gguf [--method rtn] [-t T]\n"
             "        requantize the large matrices (round-to-nearest)\n"
@@ -34,12 +39,34 @@ static void usage(FILE *f) {
             "  calibrate aqua -m MODEL -f CALIB.txt -o PRED.gguf [--tokens N] [--ctx N] [--bits 2|3|4]\n"
             "        [--quantizer higgs|uniform]    fit AQUA-KV's cross-layer predictors\n"
             "  niah  -m MODEL [--kv SPEC] --lengths 512,1024 --depths 0,0.5,1 [--task passkey|needle|multikey|kv]\n"
-            "        [-n SAMPLES] [--turns 1|2] [--seed S] [--haystack FILE] [--json] [--plot FILE.png]\n"
+            "        [-n SAMPLES] [--turns 1|2] [--seed S] [--haystack FILE] [-t T] [--json] [--plot FILE.png]\n"
             "        retrieval grid\n"
             "\n"
+            "Every command takes -v (more log lines).\n"
             "MODEL is a .gguf file, a llama2.c .bin (with --tokenizer), or a Hugging Face folder.\n"
             "KV SPEC: CODEC[:opts][+POLICY[:opts]]; codecs: f32, f16, q8_0, q4_0, kivi, pertoken, hier,\n"
-            "         aqua; policies: full, window, snapkv, hsa, rocket, rocket-mt. See README.md.\n");
+            "         aqua; policies: full, window, snapkv, hsa, rocket, rocket-mt. See README.md.\n";
+
+static void usage(FILE *f) { fputs(USAGE, f); }
+
+/* The usage lines of one command: its entry ("  CMD ...") and the
+ * continuation lines under it, then the notes on MODEL and KV SPEC. */
+static bool command_usage(const char *cmd) {
+    const char *p = strstr(USAGE, "commands:\n"), *notes = strstr(USAGE, "\nMODEL is");
+    const size_t n = strlen(cmd);
+    bool found = false, in = false;
+    while (p && (p = strchr(p, '\n')) && ++p < notes) {
+        const char *e = strchr(p, '\n');
+        const bool entry = p[0] == ' ' && p[1] == ' ' && p[2] != ' ';
+        if (entry) in = !strncmp(p + 2, cmd, n) && (p[2 + n] == ' ' || p[2 + n] == '\n');
+        if (in) {
+            if (entry) fputs(found ? "   or: kvq " : "usage: kvq ", stdout);
+            fwrite(entry ? p + 2 : p, 1, (size_t)(e - p) + 1 - (entry ? 2 : 0), stdout);
+            found = true;
+        }
+    }
+    if (found) fputs(notes, stdout);
+    return found;
 }
 
 int main(int argc, char **argv) {
@@ -48,6 +75,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("kvq %s (kernels: %s)\n", KVQ_VERSION, kvq_isa_name());
+        return 0;
+    }
+    /* `kvq CMD --help` or `-h` anywhere after the command: that command's usage */
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            if (command_usage(cmd)) return 0;
+            break;
+        }
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "ppl")) return cmd_ppl(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
