@@ -109,6 +109,17 @@ if need $M/stories260K/stories260K.bin; then
     out=$($KVQ run $L2C --ctx 16 -n 100 --temp 0 2>$TMP/e); rc=$?
     [ $rc -eq 0 ] && grep -q "context of 16 tokens is full" $TMP/e && ok "generation stops cleanly at a full context" || bad "context-full handling (rc $rc)"
 fi
+# issue 16's small items: ppl's standard error, bench's n/a and a peak RSS without the bandwidth probe
+if need $M/tinystories-656k/model.safetensors $S/corpora/tinystories-valid-head.txt; then
+    head -c 30000 $S/corpora/tinystories-valid-head.txt > $TMP/t30k.txt
+    $KVQ ppl -m $M/tinystories-656k -f $TMP/t30k.txt 2>/dev/null | grep -q "^perplexity [0-9.]* +/- [0-9.]* over" \
+        && ok "ppl prints the perplexity's standard error" || bad "ppl without +/-"
+    $KVQ bench -m $M/tinystories-656k -p 16 -n 4 -r 1 --no-bw 2>/dev/null | grep -q " n/a " \
+        && ok "bench --no-bw says n/a for the bandwidth fraction" || bad "bench --no-bw"
+    rss=$($KVQ bench -m $M/tinystories-656k -p 16 -n 4 -r 1 --json 2>/dev/null | jget peak_rss)
+    python3 -c "import sys; sys.exit(0 if int(sys.argv[1]) < 512 << 20 else 1)" "$rss" \
+        && ok "bench's peak RSS ($rss bytes) leaves out the 1 GiB bandwidth probe" || bad "bench peak RSS $rss"
+fi
 
 # 6. KV quantization end to end: tuner, per-layer tables, accounting.
 if need $M/stories260K/stories260K.bin $S/corpora/tinystories-valid-head.txt; then

@@ -25,8 +25,10 @@ kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cl
 
 
 double cli_now(void);
-/* Peak resident set size in bytes. */
+/* Peak resident set size in bytes, since the start or the last reset
+ * (Linux: /proc/self/clear_refs; false when it cannot be reset). */
 uint64_t cli_peak_rss(void);
+bool cli_reset_peak_rss(void);
 void cli_human_bytes(double b, char *buf, size_t cap);
 
 int cmd_run(int argc, char **argv);

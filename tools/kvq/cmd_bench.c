@@ -162,6 +162,8 @@ int cmd_bench(int argc, char **argv) {
     int bw_threads = nth ? nth : (int)sysconf_cores();
     double dram = no_bw ? 0 : cli_read_bandwidth((size_t)1 << 30, bw_threads, 5);
     double l3 = no_bw ? 0 : cli_read_bandwidth((size_t)16 << 20, bw_threads, 5);
+    /* the probe's 1 GiB buffer is freed: peak RSS counts what the runs hold from here */
+    const bool rss_reset = no_bw || cli_reset_peak_rss();
     /* On a VM the rate of a fresh buffer depends on where its pages land,
      * and the host's bandwidth drifts (45-85 GB/s between minutes here). The
      * reference for decode is therefore the model file's own pages, read
@@ -278,20 +280,23 @@ int cmd_bench(int argc, char **argv) {
             double kv_gbs = (kv_read > 0 ? kv_read : 0) * st.med / 1e9;
             char test[32];
             snprintf(test, sizeof test, "tg%ld@%ld", n_gen, depths[d]);
+            char jref[32] = "null", jfrac[32] = "null"; /* --no-bw: no reference was read */
+            if (!no_bw) snprintf(jref, sizeof jref, "%.2f", ref), snprintf(jfrac, sizeof jfrac, "%.3f", frac);
             if (json)
                 printf("%s{\"kv\": \"%s\", \"test\": \"%s\", \"depth\": %ld, \"tok_s\": %.2f, \"min\": %.2f, \"max\": %.2f, "
-                       "\"gbs\": %.2f, \"kv_gbs\": %.2f, \"ref_gbs\": %.2f, \"bw_fraction\": %.3f, "
+                       "\"gbs\": %.2f, \"kv_gbs\": %.2f, \"ref_gbs\": %s, \"bw_fraction\": %s, "
                        "\"kv_bytes_per_token\": %.2f, \"attn_ms\": %.3f, \"select_ms\": %.3f, \"kv_held\": %llu, "
                        "\"kv_allocated\": %llu}",
-                       first ? "" : ", ", r.spec, test, depths[d], st.med, st.lo, st.hi, gbs, kv_gbs, ref, frac,
+                       first ? "" : ", ", r.spec, test, depths[d], st.med, st.lo, st.hi, gbs, kv_gbs, jref, jfrac,
                        r.bytes_per_token, attn_ms, sel_ms, (unsigned long long)held.bytes_used,
                        (unsigned long long)held.bytes_allocated);
             else {
                 char hb[32];
                 cli_human_bytes((double)held.bytes_allocated, hb, sizeof hb);
-                printf("%-22s %-10s %10.1f %8.1f - %-7.1f %8.2f %7.0f%% %12.1f %9.3f %9.3f %10s   (KV traffic %.2f GB/s)\n",
-                       r.spec, test, st.med, st.lo, st.hi, gbs, 100 * frac, r.bytes_per_token, attn_ms, sel_ms, hb,
-                       kv_gbs);
+                char pct[16] = "n/a"; /* --no-bw: no reference was read */
+                if (!no_bw) snprintf(pct, sizeof pct, "%.0f%%", 100 * frac);
+                printf("%-22s %-10s %10.1f %8.1f - %-7.1f %8.2f %8s %12.1f %9.3f %9.3f %10s   (KV traffic %.2f GB/s)\n",
+                       r.spec, test, st.med, st.lo, st.hi, gbs, pct, r.bytes_per_token, attn_ms, sel_ms, hb, kv_gbs);
             }
             first = 0;
             if (session && depths[d] > 0) {
@@ -336,7 +341,7 @@ int cmd_bench(int argc, char **argv) {
     char rss[32];
     cli_human_bytes((double)cli_peak_rss(), rss, sizeof rss);
     if (json) printf("], \"peak_rss\": %llu}\n", (unsigned long long)cli_peak_rss());
-    else printf("peak RSS %s\n", rss);
+    else printf("peak RSS %s%s\n", rss, rss_reset ? "" : " (includes the bandwidth probe's 1 GiB buffer: the peak could not be reset)");
     free(toks);
     free(v);
     free(refs);

@@ -160,7 +160,7 @@ int cmd_ppl(int argc, char **argv) {
     if (split && score_all) { cli_fail("ppl: --split scores the second half of each window; it needs --score half"); goto out; }
     const bool policy = (split || strchr(kv, '+') != NULL) && !score_all;
     const bool tty = isatty(fileno(stderr));
-    double nll = 0, t0 = cli_now();
+    double nll = 0, nll2 = 0, t0 = cli_now();
     long n_scored = 0, n_kl = 0, top1 = 0;
     for (int w = 0; w < n_win; w++) {
         int len, first, start;
@@ -197,6 +197,7 @@ int cmd_ppl(int argc, char **argv) {
             const kvq_token target = win[j + 1];
             kvq_log_softmax(logits + (size_t)j * V, V, lp);
             nll -= lp[target];
+            nll2 += (double)lp[target] * lp[target];
             n_scored++;
             if (fs && (fwrite(&target, 4, 1, fs) != 1 || fwrite(lp, sizeof(float), (size_t)V, fs) != (size_t)V)) {
                 cli_fail("write to '%s' failed", save);
@@ -227,6 +228,10 @@ int cmd_ppl(int argc, char **argv) {
         if (fseek(fs, 0, SEEK_SET) || fwrite(&hdr, sizeof hdr, 1, fs) != 1) { cli_fail("write to '%s' failed", save); goto out; }
     }
     double ppl = exp(nll / n_scored);
+    /* standard error of ppl as llama.cpp's perplexity gives it: that of the
+     * mean token NLL, carried through exp (ppl x its standard error) */
+    const double mean = nll / n_scored, var = n_scored > 1 ? (nll2 / n_scored - mean * mean) : 0;
+    const double ppl_se = n_scored > 1 && var > 0 ? ppl * sqrt(var / (double)(n_scored - 1)) : 0;
     double kl_mean = 0, kl_med = 0, kl_p99 = 0;
     if (n_kl) {
         for (long i = 0; i < n_kl; i++) kl_mean += kls[i];
@@ -239,8 +244,8 @@ int cmd_ppl(int argc, char **argv) {
     kvq_ctx_kv_report(c, &r);
     if (json) {
         printf("{\"model\": \"%s\", \"kv\": \"%s\", \"ctx\": %ld, \"score\": \"%s\", \"windows\": %d, \"tokens\": %ld, "
-               "\"ppl\": %.6f, \"nll_mean\": %.6f, \"mode\": \"%s\", \"kv_bytes_used\": %llu, ",
-               model, r.spec, n_ctx, score_all ? "all" : "half", n_win, n_scored, ppl, nll / n_scored,
+               "\"ppl\": %.6f, \"ppl_stderr\": %.6f, \"nll_mean\": %.6f, \"mode\": \"%s\", \"kv_bytes_used\": %llu, ",
+               model, r.spec, n_ctx, score_all ? "all" : "half", n_win, n_scored, ppl, ppl_se, nll / n_scored,
                policy ? "prompt+decode" : batch == 1 ? "decode" : "batch", (unsigned long long)r.bytes_used);
         if (n_kl)
             printf("\"kl_mean\": %.8f, \"kl_median\": %.8f, \"kl_p99\": %.8f, \"top1_agree\": %.6f, ", kl_mean, kl_med,
@@ -250,8 +255,8 @@ int cmd_ppl(int argc, char **argv) {
         printf("\"kv_bytes_per_token\": %.3f, \"kv_bits_per_value\": %.4f, \"seconds\": %.3f}\n", r.bytes_per_token,
                r.bits_per_value, secs);
     } else {
-        printf("perplexity %.4f over %ld tokens (%d windows of %ld, score %s, kv %s)\n", ppl, n_scored, n_win, n_ctx,
-               score_all ? "all" : "half", r.spec);
+        printf("perplexity %.4f +/- %.4f over %ld tokens (%d windows of %ld, score %s, kv %s)\n", ppl, ppl_se,
+               n_scored, n_win, n_ctx, score_all ? "all" : "half", r.spec);
         if (n_kl)
             printf("KL divergence vs base: mean %.6f, median %.6f, p99 %.6f; top-1 agreement %.4f\n", kl_mean, kl_med,
                    kl_p99, (double)top1 / n_kl);
