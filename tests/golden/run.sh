@@ -116,6 +116,16 @@ if need $M/tinystories-656k/model.safetensors $S/corpora/tinystories-valid-head.
         && ok "ppl prints the perplexity's standard error" || bad "ppl without +/-"
     $KVQ bench -m $M/tinystories-656k -p 16 -n 4 -r 1 --no-bw 2>/dev/null | grep -q " n/a " \
         && ok "bench --no-bw says n/a for the bandwidth fraction" || bad "bench --no-bw"
+    printf "Once upon a time" > $TMP/p.txt
+    a=$($KVQ run -m $M/tinystories-656k -f $TMP/p.txt -n 12 --temp 0 2>/dev/null)
+    b=$(printf "Once upon a time" | $KVQ run -m $M/tinystories-656k -p - -n 12 --temp 0 2>/dev/null)
+    c=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 12 --temp 0 2>/dev/null)
+    [ -n "$a" ] && [ "$a" == "$c" ] && [ "$b" == "$c" ] && ok "run -f FILE and -p - (stdin) give the -p TEXT run" || bad "run -f / -p -"
+    $KVQ run -m $M/tinystories-656k -p "Hi" -n 2 --ctx 1024 2>&1 >/dev/null | grep -q "past the model's training context" \
+        && ok "run warns when --ctx is past the training context" || bad "no --ctx warning"
+    s1=$($KVQ run -m $M/tinystories-656k -p "Hi" -n 2 2>&1 >/dev/null | grep -o "seed [0-9]*")
+    [ -n "$s1" ] && ok "run prints its random seed ($s1)" || bad "no seed printed"
+    expect_fail "run: missing prompt file" "cannot open prompt file" $KVQ run -m $M/tinystories-656k -f $TMP/none.txt
     rss=$($KVQ bench -m $M/tinystories-656k -p 16 -n 4 -r 1 --json 2>/dev/null | jget peak_rss)
     python3 -c "import sys; sys.exit(0 if int(sys.argv[1]) < 512 << 20 else 1)" "$rss" \
         && ok "bench's peak RSS ($rss bytes) leaves out the 1 GiB bandwidth probe" || bad "bench peak RSS $rss"

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include "cli.h"
 
 typedef struct emitter {
@@ -46,7 +48,8 @@ int cmd_run(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *prompt = NULL, *kv = "f16", *weights = NULL, *save = NULL, *load = NULL;
     const char *speculate = NULL, *draft_w = "q4_0", *session_kv = NULL;
     long gamma = 0;
-    long n_gen = 128, top_k = 40, threads = 0, n_ctx = 0, seed = 42, verbose = 0;
+    long n_gen = 128, top_k = 40, threads = 0, n_ctx = 0, seed = -1, verbose = 0;
+    const char *prompt_file = NULL;
     double temp = 0.8, top_p = 0.95;
     uint64_t kv_mem = 0;
     for (int i = 1; i < argc; i++) {
@@ -56,6 +59,7 @@ int cmd_run(int argc, char **argv) {
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--tokenizer")) tok = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) prompt_file = v;
         else if (!strcmp(a, "--kv")) kv = v;
         else if (!strcmp(a, "--weights")) weights = v;
         else if (!strcmp(a, "--save-session")) save = v;
@@ -75,6 +79,7 @@ int cmd_run(int argc, char **argv) {
         else return cli_fail("run: unknown option '%s'", a), 2;
     }
     if (!model) return cli_fail("run: no model given (-m MODEL)"), 2;
+    if (prompt && prompt_file) return cli_fail("run: give the prompt with -p TEXT or -f FILE, not both"), 2;
     if (session_kv && !save) return cli_fail("run: --session-kv SPEC is the format of --save-session FILE"), 2;
     kvq_spec_params spp = {0};
     if (speculate && !parse_speculate(speculate, &spp)) return 2;
@@ -92,6 +97,37 @@ int cmd_run(int argc, char **argv) {
     kvq_token *toks = NULL;
     float *logits = NULL;
     kvq_eval_opts eo = kvq_eval_default_opts();
+    char *prompt_buf = NULL;
+    /* -f FILE, or -p - for standard input */
+    if (prompt_file || (prompt && !strcmp(prompt, "-"))) {
+        FILE *pf = prompt_file ? fopen(prompt_file, "rb") : stdin;
+        if (!pf) { cli_fail("run: cannot open prompt file '%s'", prompt_file); goto out; }
+        size_t cap = 1 << 16, len = 0, got;
+        prompt_buf = malloc(cap + 1);
+        while (prompt_buf && (got = fread(prompt_buf + len, 1, cap - len, pf)) > 0) {
+            len += got;
+            if (len == cap && cap < ((size_t)64 << 20)) {
+                char *nb = realloc(prompt_buf, 2 * cap + 1);
+                if (!nb) { free(prompt_buf); prompt_buf = NULL; break; }
+                prompt_buf = nb;
+                cap *= 2;
+            } else if (len == cap) {
+                break;
+            }
+        }
+        const bool too_long = prompt_buf && len == cap && !feof(pf);
+        if (prompt_file) fclose(pf);
+        if (!prompt_buf) { cli_fail("run: out of memory reading the prompt"); goto out; }
+        if (too_long) { cli_fail("run: the prompt is over 64 MiB"); goto out; }
+        prompt_buf[len] = 0;
+        prompt = prompt_buf;
+    }
+    /* a random seed unless one is given, printed so the run can be repeated */
+    if (seed < 0) seed = (long)((uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid()) & 0x7fffffffL;
+    if (temp > 0) fprintf(stderr, "kvq: seed %ld\n", seed);
+    if (n_ctx > info.n_ctx_train && info.n_ctx_train > 0)
+        fprintf(stderr, "kvq: warning: --ctx %ld is past the model's training context (%d tokens); what it does beyond "
+                        "that was never trained\n", n_ctx, info.n_ctx_train);
     if (weights && kvq_model_add_weight_set(m, weights, (int32_t)threads, &eo.weight_set)) {
         cli_fail("cannot make a weight set from '%s' (a type such as q4_0, or a file of the same model)", weights);
         goto out;
@@ -228,6 +264,7 @@ int cmd_run(int argc, char **argv) {
                 1e3 * sst.verify_seconds / sst.rounds);
     rc = 0;
 out:
+    free(prompt_buf);
     free(logits);
     free(toks);
     kvq_sampler_free(s);

@@ -12,7 +12,7 @@ static const char USAGE[] =
             "usage: kvq COMMAND [options]     (kvq COMMAND --help: that command; kvq --version)\n"
             "\n"
             "commands:\n"
-            "  run   -m MODEL [--tokenizer FILE] [-p TEXT] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+            "  run   -m MODEL [--tokenizer FILE] [-p TEXT|-p -|-f FILE] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
             "        [--seed S] [--kv SPEC] [-t THREADS] [--ctx N] [--kv-memory BYTES] [--weights TYPE|FILE]\n"
             "        [--save-session FILE] [--session-kv SPEC] [--load-session FILE]\n"
             "        [--speculate quantspec[:gamma=G][,adaptive]] [--gamma G] [--draft-weights TYPE|FILE]\n"
