@@ -123,6 +123,10 @@ if need $M/tinystories-656k/model.safetensors $S/corpora/tinystories-valid-head.
     [ -n "$a" ] && [ "$a" == "$c" ] && [ "$b" == "$c" ] && ok "run -f FILE and -p - (stdin) give the -p TEXT run" || bad "run -f / -p -"
     $KVQ run -m $M/tinystories-656k -p "Hi" -n 2 --ctx 1024 2>&1 >/dev/null | grep -q "past the model's training context" \
         && ok "run warns when --ctx is past the training context" || bad "no --ctx warning"
+    $KVQ ppl -m $M/tinystories-656k -f $TMP/t30k.txt --ctx 1024 2>&1 >/dev/null | grep -q "past the model's training context" \
+        && ok "ppl warns when --ctx is past the training context" || bad "no ppl --ctx warning"
+    $KVQ niah -m $M/tinystories-656k --lengths 600 --depths 0.5 -n 1 2>&1 >/dev/null | grep -q "past the model's training context" \
+        && ok "niah warns when --lengths go past the training context" || bad "no niah length warning"
     s1=$($KVQ run -m $M/tinystories-656k -p "Hi" -n 2 2>&1 >/dev/null | grep -o "seed [0-9]*")
     [ -n "$s1" ] && ok "run prints its random seed ($s1)" || bad "no seed printed"
     expect_fail "run: missing prompt file" "cannot open prompt file" $KVQ run -m $M/tinystories-656k -f $TMP/none.txt

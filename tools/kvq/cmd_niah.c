@@ -103,6 +103,9 @@ int cmd_niah(int argc, char **argv) {
     kvq_model_get_info(m, &info);
     long max_len = 0;
     for (int i = 0; i < nl; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
+    if (info.n_ctx_train > 0 && max_len > info.n_ctx_train)
+        fprintf(stderr, "kvq: warning: --lengths up to %ld are past the model's training context (%d tokens); "
+                        "retrieval there measures extrapolation\n", max_len, info.n_ctx_train);
     kvq_ctx_params cp = kvq_ctx_default_params();
     cp.n_ctx = (int32_t)(max_len + 32);
     cp.n_batch = 512;

@@ -99,6 +99,9 @@ int cmd_ppl(int argc, char **argv) {
     }
     kvq_model_info info;
     kvq_model_get_info(m, &info);
+    if (info.n_ctx_train > 0 && n_ctx > info.n_ctx_train)
+        fprintf(stderr, "kvq: warning: --ctx %ld is past the model's training context (%d tokens); perplexity "
+                        "there measures extrapolation\n", n_ctx, info.n_ctx_train);
     const int V = info.n_vocab;
     int rc = 1;
     kvq_ctx *c = NULL;
