@@ -94,23 +94,22 @@ static void rtn_matrix(const float *W, int64_t rows, int64_t cols, int G, const 
         }
 }
 
-/* KL(softmax(X W^T) || softmax(X Wq^T)), mean over the ns rows. */
-static double kl_proxy(const float *X, int ns, const float *W, const float *Wq, int64_t rows, int64_t cols, float *Y,
-                       float *Yq) {
+/* Log-probabilities of softmax(X W^T) over the output features, one row per
+ * calibration row (ns x rows, in out). */
+static void output_logprobs(const float *X, int ns, const float *W, int64_t rows, int64_t cols, float *out) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ns, (int)rows, (int)cols, 1.0f, X, (int)cols, W, (int)cols,
-                0.0f, Y, (int)rows);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ns, (int)rows, (int)cols, 1.0f, X, (int)cols, Wq, (int)cols,
-                0.0f, Yq, (int)rows);
+                0.0f, out, (int)rows);
+    for (int s = 0; s < ns; s++) kvq_log_softmax(out + (size_t)s * rows, (int)rows, out + (size_t)s * rows);
+}
+
+/* KL(softmax(X W^T) || softmax(X Wq^T)), mean over the ns rows; ref holds
+ * the first distribution's log-probabilities (output_logprobs of W), which
+ * every candidate shares. */
+static double kl_proxy(const float *X, int ns, const float *ref, const float *Wq, int64_t rows, int64_t cols,
+                       float *Yq) {
+    output_logprobs(X, ns, Wq, rows, cols, Yq);
     double kl = 0;
-    for (int s = 0; s < ns; s++) {
-        const float *a = Y + (size_t)s * rows, *b = Yq + (size_t)s * rows;
-        double ma = -INFINITY, mb = -INFINITY, za = 0, zb = 0, k = 0;
-        for (int64_t r = 0; r < rows; r++) ma = fmax(ma, a[r]), mb = fmax(mb, b[r]);
-        for (int64_t r = 0; r < rows; r++) za += exp(a[r] - ma), zb += exp(b[r] - mb);
-        const double la = ma + log(za), lb = mb + log(zb);
-        for (int64_t r = 0; r < rows; r++) k += exp(a[r] - la) * ((a[r] - la) - (b[r] - lb));
-        kl += k;
-    }
+    for (int s = 0; s < ns; s++) kl += kvq_kl_div(ref + (size_t)s * rows, Yq + (size_t)s * rows, (int)rows, NULL);
     return kl / ns;
 }
 
@@ -138,7 +137,8 @@ static kvq_status inverse_factor(float *Hd, const float *H, int64_t cols, float 
         if (attempt) kvq_logf(lg, KVQ_LOG_INFO, "gptq: Hessian damped %.2g of its mean diagonal", damp);
         return KVQ_OK;
     }
-    return kvq_err(lg, KVQ_ERR_ARG, "gptq: the Hessian is not positive definite even with damping %.2g", damp);
+    /* the loop multiplied once more after the last attempt */
+    return kvq_err(lg, KVQ_ERR_ARG, "gptq: the Hessian is not positive definite even with damping %.2g", damp / 10);
 }
 
 /* Q4_0's own fit and rounding (ggml's reference): d = (the value of
@@ -228,11 +228,11 @@ static void pack_slim(const uint8_t *q, int64_t rows, int64_t cols, int G, int N
 static double rel_err(const float *W, const float *Wq, int64_t rows, int64_t cols, const float *X, int ns) {
     float *D = malloc((size_t)(rows * cols) * sizeof *D), *Y = malloc((size_t)ns * (size_t)rows * sizeof *Y);
     if (!D || !Y) { free(D); free(Y); return -1; }
+    for (int64_t i = 0; i < rows * cols; i++) D[i] = W[i] - Wq[i];
     double num = 0, den = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        for (int64_t i = 0; i < rows * cols; i++) D[i] = pass ? W[i] : W[i] - Wq[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ns, (int)rows, (int)cols, 1.0f, X, (int)cols, D, (int)cols,
-                    0.0f, Y, (int)rows);
+    for (int pass = 0; pass < 2; pass++) { /* ||dW X^T||^2, then ||W X^T||^2 */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ns, (int)rows, (int)cols, 1.0f, X, (int)cols,
+                    pass ? W : D, (int)cols, 0.0f, Y, (int)rows);
         double s = 0;
         for (size_t i = 0; i < (size_t)ns * (size_t)rows; i++) s += (double)Y[i] * Y[i];
         if (pass) den = s;
@@ -288,6 +288,7 @@ static kvq_status wq_core(const kvq_wq_params *p, bool q4_0, const float *W, int
         }
         float *Y = malloc((size_t)ns * (size_t)rows * sizeof *Y), *Yq = malloc((size_t)ns * (size_t)rows * sizeof *Yq);
         if (!Y || !Yq) { free(Y); free(Yq); st = KVQ_ERR_NOMEM; goto out; }
+        output_logprobs(X, ns, W, rows, cols, Y);
         /* p = 0 (uniform) and up to sba_candidates values spread over 1..ng/2 */
         const int pmax = ng / 2;
         const int step = pmax > p->sba_candidates ? (pmax + p->sba_candidates - 1) / p->sba_candidates : 1;
@@ -296,7 +297,7 @@ static kvq_status wq_core(const kvq_wq_params *p, bool q4_0, const float *W, int
         for (int pp = 0; pp <= pmax; pp = pp ? pp + step : 1) {
             kvq_wq_sba_bits(sal, ng, N, pp, bits);
             rtn_matrix(W, rows, cols, G, bits, Wq);
-            const double kl = kl_proxy(X, ns, W, Wq, rows, cols, Y, Yq);
+            const double kl = kl_proxy(X, ns, Y, Wq, rows, cols, Yq);
             if (kl < best) best = kl, best_p = pp;
         }
         free(Y);
