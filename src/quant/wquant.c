@@ -63,6 +63,7 @@ static void tap(void *user, int layer, kvq_linear_input which, const float *x, i
 typedef struct qmat {
     int type;        /* slim type, or -1: kept */
     int ng;
+    uint64_t bytes;  /* written: codes, and a slim type's bit map and scale table */
     int8_t *bits;
     uint8_t *codes;
     kvq_f16 *dm;
@@ -81,14 +82,19 @@ static int group_for(int G, int64_t cols) {
     return 0;
 }
 
-static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_model *m, const kvq_tensor *t,
-                               const calib_in *ci, qmat *q, kvq_wquant_layer *rep, const kvq_logger *lg) {
+static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_tensor *t, const calib_in *ci, qmat *q,
+                               kvq_wquant_layer *rep, const kvq_logger *lg) {
     const int64_t cols = t->ne[0], rows = t->ne[1];
     const int std_type = p->std_type ? kvq_type_parse(p->std_type) : -1;
     const int G = std_type >= 0 ? (cols % 32 ? 0 : 32) : group_for(p->group, cols);
     q->type = -1;
     const kvq_type_traits *tr = kvq_traits(t->type);
-    if (!G || !tr || !tr->to_float) {
+    if (!tr || !tr->to_float) {
+        kvq_logf(lg, KVQ_LOG_WARN, "%s: type %s cannot be read row by row; kept as it is", t->name,
+                 kvq_type_name(t->type));
+        return KVQ_OK;
+    }
+    if (!G) {
         kvq_logf(lg, KVQ_LOG_WARN, "%s: rows of %lld do not divide into groups of 32; kept as %s", t->name,
                  (long long)cols, kvq_type_name(t->type));
         return KVQ_OK;
@@ -121,11 +127,12 @@ static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_model *m, c
     free(W);
     if (st) return st;
     q->type = std_type >= 0 ? std_type : kvq_slim_type(p->bits);
+    q->bytes = std_type >= 0 ? kvq_row_size(std_type, cols) * (uint64_t)rows
+                             : (uint64_t)(rows * cols) * (uint64_t)p->bits / 8 + (uint64_t)q->ng * (1 + 4 * (uint64_t)rows);
     rep->rel_err = (float)r.rel_err;
     rep->kl = (float)r.kl;
     rep->p = r.p;
     rep->group = G;
-    (void)m;
     return KVQ_OK;
 }
 
@@ -241,12 +248,11 @@ static kvq_status write_model(const kvq_wquant_params *p, const kvq_model *m, qm
                 continue;
             }
             if (!qm->dm) { /* a standard block type */
-                kvq_gguf_add_tensor(w, name, (uint32_t)qm->type, 2, ne, qm->codes,
-                                    kvq_row_size(qm->type, cols) * (uint64_t)rows);
+                kvq_gguf_add_tensor(w, name, (uint32_t)qm->type, 2, ne, qm->codes, qm->bytes);
                 continue;
             }
-            const size_t rb = (size_t)cols * (size_t)p->bits / 8;
-            kvq_gguf_add_tensor(w, name, (uint32_t)qm->type, 2, ne, qm->codes, rb * (uint64_t)rows);
+            kvq_gguf_add_tensor(w, name, (uint32_t)qm->type, 2, ne, qm->codes,
+                                (uint64_t)cols * (uint64_t)rows * (uint64_t)p->bits / 8);
             char cn[192];
             const int64_t nb[1] = {qm->ng}, nd[2] = {2 * (int64_t)qm->ng, rows};
             snprintf(cn, sizeof cn, "%s.bits", name);
@@ -332,7 +338,7 @@ static kvq_status run(const kvq_wquant_params *p, const char *out, kvq_wquant_re
                 const calib_in *ci = calib ? &in[l - l0][MAT_INPUT[i]] : NULL;
                 kvq_wquant_layer *rep = &R->mat[l][i];
                 *rep = (kvq_wquant_layer){.rel_err = -1, .kl = -1};
-                st = quantize_one(p, m, layer_mat(&m->layers[l], i), ci, &q[l][i], rep, lg);
+                st = quantize_one(p, layer_mat(&m->layers[l], i), ci, &q[l][i], rep, lg);
                 rep->kept = q[l][i].type < 0;
                 if (p->progress) p->progress(p->progress_user, 1, l * N_MAT + i + 1, L * N_MAT, MAT_NAME[i]);
             }
@@ -348,18 +354,13 @@ static kvq_status run(const kvq_wquant_params *p, const char *out, kvq_wquant_re
         for (int l = 0; l < L; l++)
             for (int i = 0; i < N_MAT; i++) {
                 const kvq_tensor *t = layer_mat(&m->layers[l], i);
-                R->bytes_in += t->row_bytes * (uint64_t)t->ne[1];
-                R->bytes_out += q[l][i].type < 0 ? t->row_bytes * (uint64_t)t->ne[1]
-                                : !q[l][i].dm  ? kvq_row_size(q[l][i].type, t->ne[0]) * (uint64_t)t->ne[1]
-                                               : (uint64_t)(t->ne[0] * t->ne[1]) * (uint64_t)p->bits / 8 +
-                                                     (uint64_t)q[l][i].ng * (1 + 4 * (uint64_t)t->ne[1]);
-                R->values += (uint64_t)(t->ne[0] * t->ne[1]);
-                if (q[l][i].type >= 0) {
-                    R->quant_values += (uint64_t)(t->ne[0] * t->ne[1]);
-                    R->quant_bytes += !q[l][i].dm ? kvq_row_size(q[l][i].type, t->ne[0]) * (uint64_t)t->ne[1]
-                                                  : (uint64_t)(t->ne[0] * t->ne[1]) * (uint64_t)p->bits / 8 +
-                                                        (uint64_t)q[l][i].ng * (1 + 4 * (uint64_t)t->ne[1]);
-                }
+                const uint64_t in_bytes = t->row_bytes * (uint64_t)t->ne[1], values = (uint64_t)(t->ne[0] * t->ne[1]);
+                const bool kept = q[l][i].type < 0;
+                R->bytes_in += in_bytes;
+                R->bytes_out += kept ? in_bytes : q[l][i].bytes;
+                R->values += values;
+                R->quant_values += kept ? 0 : values;
+                R->quant_bytes += kept ? 0 : q[l][i].bytes;
             }
         st = write_model(p, m, q, out, lg);
     }
