@@ -132,3 +132,23 @@ int sysconf_cores(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
+
+int cli_read_tokens(kvq_model *m, const char *path, size_t max_bytes, kvq_token **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    char *text = malloc(max_bytes ? max_bytes : 1);
+    FILE *f = fopen(path, "rb");
+    const size_t len = f && text ? fread(text, 1, max_bytes, f) : 0;
+    if (f) fclose(f);
+    if (!f || !text) {
+        free(text);
+        return cli_fail("cannot open '%s'", path);
+    }
+    kvq_model_info info;
+    kvq_model_get_info(m, &info);
+    kvq_tokenize(m, text, len, info.add_bos, NULL, 0, n);
+    *out = malloc(((size_t)*n + 1) * sizeof **out);
+    const int rc = !*out || kvq_tokenize(m, text, len, info.add_bos, *out, *n, n) ? cli_fail("tokenization failed") : 0;
+    free(text);
+    return rc;
+}

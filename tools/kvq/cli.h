@@ -20,6 +20,11 @@ bool cli_bytes(const char *flag, const char *v, uint64_t *out);
 /* argv[*i] is a flag taking a value: returns the value and advances, or NULL (error printed). */
 const char *cli_val(int argc, char **argv, int *i);
 
+/* The tokens of the first max_bytes of a calibration text (BOS first when
+ * the model adds one) into *out (freed by the caller); 0, or the exit code
+ * with the reason printed. */
+int cli_read_tokens(kvq_model *m, const char *path, size_t max_bytes, kvq_token **out, int *n);
+
 /* Loads a model with the CLI logger; prints the reason and returns NULL on failure. */
 kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cli_log *lg);
 

@@ -44,17 +44,10 @@ int cmd_calibrate(int argc, char **argv) {
     if (!m) return 1;
     int rc = 1;
     kvq_token *toks = NULL;
-    char *text = malloc(64 << 20);
-    FILE *f = fopen(file, "rb");
-    size_t len = f && text ? fread(text, 1, 64 << 20, f) : 0;
-    if (f) fclose(f);
-    if (!f || !text) { cli_fail("cannot open '%s'", file); goto done; }
+    int n = 0;
+    if (cli_read_tokens(m, file, (size_t)64 << 20, &toks, &n)) goto done;
     kvq_model_info info;
     kvq_model_get_info(m, &info);
-    int n = 0;
-    kvq_tokenize(m, text, len, info.add_bos, NULL, 0, &n);
-    toks = malloc(((size_t)n + 1) * sizeof *toks);
-    if (!toks || kvq_tokenize(m, text, len, info.add_bos, toks, n, &n)) { cli_fail("tokenization failed"); goto done; }
     kvq_aqua_calib_params p = {.model = m, .tokens = toks, .n_tokens = n < n_tokens ? n : (int32_t)n_tokens,
                                .ctx = (int32_t)ctx, .bits = (int32_t)bits, .n_threads = (int32_t)threads,
                                .quantizer = quant, .log = cli_log_cb, .log_user = &lg, .progress = on_progress};
@@ -73,7 +66,6 @@ int cmd_calibrate(int argc, char **argv) {
     free(r);
     rc = 0;
 done:
-    free(text);
     free(toks);
     kvq_model_free(m);
     return rc;

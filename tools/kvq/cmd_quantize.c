@@ -24,25 +24,6 @@ static void on_progress(void *user, int stage, int done, int total, const char *
     if (done == total) fputc('\n', stderr);
 }
 
-static int read_tokens(kvq_model *m, const char *file, kvq_token **out, int *n) {
-    char *text = malloc(64 << 20);
-    FILE *f = fopen(file, "rb");
-    size_t len = f && text ? fread(text, 1, 64 << 20, f) : 0;
-    if (f) fclose(f);
-    if (!f || !text) {
-        free(text);
-        return cli_fail("quantize: cannot read '%s'", file);
-    }
-    kvq_model_info info;
-    kvq_model_get_info(m, &info);
-    *n = 0;
-    kvq_tokenize(m, text, len, info.add_bos, NULL, 0, n);
-    *out = malloc(((size_t)*n + 1) * sizeof **out);
-    int rc = !*out || kvq_tokenize(m, text, len, info.add_bos, *out, *n, n) ? cli_fail("quantize: tokenization failed") : 0;
-    free(text);
-    return rc;
-}
-
 static int mixed(const char *model, const char *tok, const char *file, const char *out, const char *method,
                  const char *type, long bits, long group, long n_tokens, long ctx, long threads, int verbose) {
     if (strcmp(method, "rtn") && !file)
@@ -54,7 +35,7 @@ static int mixed(const char *model, const char *tok, const char *file, const cha
     kvq_model_get_info(m, &info);
     kvq_token *toks = NULL;
     int n = 0, rc = 1;
-    if (file && read_tokens(m, file, &toks, &n)) goto done;
+    if (file && cli_read_tokens(m, file, (size_t)64 << 20, &toks, &n)) goto done;
     if (n > n_tokens) n = (int)n_tokens;
     if (ctx > info.n_ctx_train && info.n_ctx_train > 0) ctx = info.n_ctx_train;
     kvq_wquant_params p = {.model = m, .tokens = toks, .n_tokens = n, .ctx = (int32_t)ctx, .method = method,

@@ -40,23 +40,10 @@ int cmd_tune(int argc, char **argv) {
     int rc = 1;
     kvq_token *toks = NULL;
     kvq_tune_report *rep = NULL;
-    char *text = malloc(4 << 20);
-    FILE *f = fopen(file, "rb");
-    if (!f || !text) {
-        cli_fail("cannot open '%s'", file);
-        goto done;
-    }
-    size_t len = fread(text, 1, 4 << 20, f);
-    fclose(f);
+    int n = 0;
+    if (cli_read_tokens(m, file, (size_t)4 << 20, &toks, &n)) goto done;
     kvq_model_info info;
     kvq_model_get_info(m, &info);
-    int n = 0;
-    kvq_tokenize(m, text, len, info.add_bos, NULL, 0, &n);
-    toks = malloc(((size_t)n + 1) * sizeof *toks);
-    if (!toks || kvq_tokenize(m, text, len, info.add_bos, toks, n, &n)) {
-        cli_fail("tokenization failed");
-        goto done;
-    }
     kvq_tune_params tp = {.model = m, .tokens = toks, .n_tokens = n < n_tokens ? n : (int)n_tokens, .ctx = (int)ctx,
                           .budget = budget, .codec = mode, .evals = (int)evals, .n_threads = (int)threads,
                           .log = cli_log_cb, .log_user = &lg, .progress = on_progress};
@@ -88,7 +75,6 @@ int cmd_tune(int argc, char **argv) {
     rc = 0;
 done:
     kvq_tune_report_free(rep);
-    free(text);
     free(toks);
     kvq_model_free(m);
     return rc;
