@@ -80,6 +80,12 @@ int32_t    kvq_model_n_weight_sets(const kvq_model *m);
 /* Bytes the matrices of a weight set read per decode step. */
 uint64_t   kvq_model_weight_set_bytes(const kvq_model *m, int32_t set);
 
+/* A string from the model file's metadata, such as the GGUF key
+ * "tokenizer.chat_template": *s points into the model (not NUL-terminated)
+ * and lives as long as it. KVQ_ERR_ARG when the key is absent or is not a
+ * string, or the model was not read from a GGUF file. */
+kvq_status kvq_model_meta_str(const kvq_model *m, const char *key, const char **s, size_t *n);
+
 /* One line per tensor: name, type and shape. i in [0, count). */
 int        kvq_model_tensor_count(const kvq_model *m);
 kvq_status kvq_model_tensor_desc(const kvq_model *m, int i, char *buf, size_t cap);
@@ -179,6 +185,37 @@ kvq_status kvq_eval_ex(kvq_ctx *c, const kvq_token *tokens, int n, const kvq_eva
  * full-precision buffer may now compress them) and the rest are dropped. */
 kvq_status kvq_ctx_accept(kvq_ctx *c, int32_t n);
 int32_t    kvq_ctx_n_pending(const kvq_ctx *c);
+
+/* Continuous batching: several contexts (sequences) of one model advance in
+ * one forward pass, so the weights are read once per step however many
+ * sequences decode. Each item gives a context its next tokens: one decode
+ * token, or a chunk of a prompt (prompt_end on its last chunk). A batch owns
+ * the work buffers for n_tokens rows in all; its contexts need none of their
+ * own. Not for speculative passes or weight sets other than 0. */
+typedef struct kvq_batch kvq_batch;
+typedef struct kvq_batch_params {
+    int32_t    n_tokens;   /* max rows per pass, all items together (default 256) */
+    int32_t    n_seqs;     /* max items per pass (default 64) */
+    int32_t    n_threads;  /* 0: all cores */
+    kvq_log_fn log;
+    void      *log_user;
+} kvq_batch_params;
+typedef struct kvq_batch_item {
+    kvq_ctx         *ctx;
+    const kvq_token *tokens;
+    int32_t          n;          /* 1..the context's n_batch */
+    bool             prompt_end;
+    float           *logits;     /* NULL, or room for n_vocab floats: the last token's row */
+    kvq_status       status;     /* out: this item's result */
+} kvq_batch_item;
+kvq_batch_params kvq_batch_default_params(void);
+kvq_status kvq_batch_new(const kvq_model *m, const kvq_batch_params *p, kvq_batch **out);
+void       kvq_batch_free(kvq_batch *b);
+/* Items are independent: one that is invalid or cannot get KV memory gets
+ * its status and is left as it was, while the others advance. Returns
+ * KVQ_OK when every item succeeded, else the first item failure (or an
+ * argument error for the call as a whole, with no item run). */
+kvq_status kvq_batch_eval(kvq_batch *b, kvq_batch_item *items, int32_t n_items);
 
 /* Research hook: called after each layer's attention with its output rows
  * ([n_rows][row_len], n_head*head_dim each) for the chunk being evaluated.

@@ -24,27 +24,10 @@ kvq_eval_opts kvq_eval_default_opts(void) {
 void kvq_ctx_free(kvq_ctx *c) {
     if (!c) return;
     kvq_kv_cache_free(c->kv);
-    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att); free(c->hb); free(c->hb2);
-    free(c->cs); free(c->qbuf); free(c->pos); free(c->tokens); free(c->logits);
+    kvq_work_free(&c->w);
+    free(c->tokens);
+    free(c->logits);
     free(c);
-}
-
-/* Activation scratch for the largest product of every weight set. */
-static size_t qbuf_size(const kvq_model *m, int n_batch) {
-    size_t qb = 0;
-    for (int set = 0; set < kvq_model_n_weight_sets(m); set++) {
-        const kvq_layer_weights *L = kvq_model_set_layers(m, set);
-        const kvq_tensor *out = kvq_model_set_output(m, set);
-        for (int l = 0; l < m->hp.n_layer; l++) {
-            const kvq_layer_weights *w = &L[l];
-            const kvq_tensor *all[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down, out};
-            for (int i = 0; i < 8; i++) {
-                size_t s = kvq_matmul_qbuf_size(all[i]->type, all[i]->ne[0], n_batch);
-                if (s > qb) qb = s;
-            }
-        }
-    }
-    return qb;
 }
 
 kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **out) {
@@ -79,59 +62,50 @@ kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **ou
     kvq_kv_alloc_bound(&g, p->kv_spec, &c->kv_alloc_max, NULL, 0);
     c->kv->rope = kvq_ctx_rope_keys;
     c->kv->rope_user = c;
-    const size_t B = (size_t)c->n_batch, E = (size_t)h->n_embd, Q = (size_t)h->n_head * h->head_dim,
-                 KV = (size_t)h->n_head_kv * h->head_dim, F = (size_t)h->n_ff;
-    c->x = malloc(B * E * sizeof(float));
-    c->xb = malloc(B * (E > Q ? E : Q) * sizeof(float));
-    c->q = malloc(B * Q * sizeof(float));
-    c->k = malloc(B * KV * sizeof(float));
-    c->v = malloc(B * KV * sizeof(float));
-    c->att = malloc(B * Q * sizeof(float));
-    c->hb = malloc(B * F * sizeof(float));
-    c->hb2 = malloc(B * F * sizeof(float));
-    c->cs = malloc(B * (size_t)h->n_rot * sizeof(float)); /* cos/sin per token of a batch */
-    c->pos = malloc(B * sizeof *c->pos);
     c->tokens = malloc((size_t)n_ctx * sizeof *c->tokens);
     c->logits = malloc((size_t)h->n_vocab * sizeof *c->logits);
-    size_t qb = qbuf_size(m, c->n_batch);
-    c->qbuf = malloc(qb ? qb : 1);
-    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->cs || !c->qbuf ||
-        !c->pos || !c->tokens || !c->logits) {
+    if (!c->tokens || !c->logits) {
         kvq_ctx_free(c);
-        return kvq_err(&lg, KVQ_ERR_NOMEM, "out of memory for batch buffers (batch %d)", p->n_batch);
+        return kvq_err(&lg, KVQ_ERR_NOMEM, "out of memory for a context of %d tokens", n_ctx);
     }
     *out = c;
     return KVQ_OK;
 }
 
-kvq_status kvq_eval_ex(kvq_ctx *c, const kvq_token *tokens, int n, const kvq_eval_opts *opts, float *logits) {
-    kvq_eval_opts o = opts ? *opts : kvq_eval_default_opts();
+kvq_status kvq_ctx_check_eval(kvq_ctx *c, const kvq_token *tokens, int n, const kvq_eval_opts *o) {
     if (n <= 0 || !tokens) return kvq_err(&c->lg, KVQ_ERR_ARG, "nothing to evaluate (empty token list)");
     if (c->n_past + n > c->n_ctx)
         return kvq_err(&c->lg, KVQ_ERR_CONTEXT_FULL, "context overflow: %d cached + %d new tokens > context %d",
                        c->n_past, n, c->n_ctx);
-    if (o.weight_set < 0 || o.weight_set >= c->n_sets)
-        return kvq_err(&c->lg, KVQ_ERR_ARG, "weight set %d does not exist (this context knows %d)", o.weight_set,
+    if (o->weight_set < 0 || o->weight_set >= c->n_sets)
+        return kvq_err(&c->lg, KVQ_ERR_ARG, "weight set %d does not exist (this context knows %d)", o->weight_set,
                        c->n_sets);
-    if (!o.speculative && c->n_past_final < c->n_past)
+    if (!o->speculative && c->n_past_final < c->n_past)
         return kvq_err(&c->lg, KVQ_ERR_ARG, "%d speculative tokens are pending: kvq_ctx_accept them first",
                        c->n_past - c->n_past_final);
-    if (o.speculative && o.prompt_end)
+    if (o->speculative && o->prompt_end)
         return kvq_err(&c->lg, KVQ_ERR_ARG, "a speculative pass cannot end a prompt");
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
             return kvq_err(&c->lg, KVQ_ERR_ARG, "token id %d is outside the vocabulary (0..%d)", tokens[i],
                            c->m->hp.n_vocab - 1);
+    return KVQ_OK;
+}
+
+kvq_status kvq_eval_ex(kvq_ctx *c, const kvq_token *tokens, int n, const kvq_eval_opts *opts, float *logits) {
+    kvq_eval_opts o = opts ? *opts : kvq_eval_default_opts();
+    kvq_status st = kvq_ctx_check_eval(c, tokens, n, &o);
+    if (st) return st;
+    if (!c->w.cap && kvq_work_init(&c->w, c->m, c->n_batch, 0))
+        return kvq_err(&c->lg, KVQ_ERR_NOMEM, "out of memory for batch buffers (batch %d)", c->n_batch);
     const size_t V = (size_t)c->m->hp.n_vocab;
     for (int i = 0; i < n; i += c->n_batch) {
         int nb = n - i < c->n_batch ? n - i : c->n_batch;
-        float *lg = NULL;
-        if (logits && o.all_logits) lg = logits + (size_t)i * V;
-        else if (logits && i + nb == n) lg = logits;
-        kvq_eval_opts oc = o;
-        oc.prompt_end = o.prompt_end && i + nb == n; /* the prompt ends with its last chunk */
-        kvq_status st = kvq_forward(c, tokens + i, nb, &oc, lg);
-        if (st) return st;
+        kvq_fwd_item it = {.c = c, .tok = tokens + i, .n = nb, .o = o};
+        if (logits && o.all_logits) it.logits = logits + (size_t)i * V;
+        else if (logits && i + nb == n) it.logits = logits;
+        it.o.prompt_end = o.prompt_end && i + nb == n; /* the prompt ends with its last chunk */
+        if ((st = kvq_forward(&c->w, c->n_threads, &it, 1))) return st;
     }
     return KVQ_OK;
 }

@@ -294,3 +294,15 @@ int kvq_vocab_size(const kvq_model *m) { return m->hp.n_vocab; }
 bool kvq_token_is_eog(const kvq_model *m, kvq_token t) {
     return t >= 0 && (t == m->vocab.eos || t == m->vocab.eot);
 }
+
+kvq_status kvq_model_meta_str(const kvq_model *m, const char *key, const char **s, size_t *n) {
+    *s = NULL;
+    *n = 0;
+    if (strcmp(m->format, "gguf")) return KVQ_ERR_ARG;
+    kvq_gguf_str v = {0};
+    kvq_logger quiet = {0}; /* an absent key is an answer, not an error to log */
+    if (kvq_gguf_get_str(&m->gguf, key, false, &v, &quiet) || !v.s) return KVQ_ERR_ARG;
+    *s = v.s;
+    *n = (size_t)v.n;
+    return KVQ_OK;
+}

@@ -150,13 +150,6 @@ static int count(const char *hay, const char *tok) {
 
 static const char *model_656k(void) { return tu_shared("models/tinystories-656k/TinyStories-656K-Q8_0.gguf"); }
 
-static kvq_model *load(const char *path) {
-    kvq_model_params mp = kvq_model_default_params();
-    mp.path = path;
-    kvq_model *m = NULL;
-    assert_int_equal(kvq_model_load(&mp, &m), KVQ_OK);
-    return m;
-}
 
 static kvq_ctx *ctx_for(const kvq_model *m, const char *spec, int n_batch) {
     kvq_ctx_params p = kvq_ctx_default_params();
@@ -174,7 +167,7 @@ static void test_prefill_end_once(void **st) {
     (void)st;
     const char *path = model_656k();
     if (!path) { skip(); return; }
-    kvq_model *m = load(path);
+    kvq_model *m = tu_load(path);
     kvq_ctx *c = ctx_for(m, "f32", 4);
     kvq_codec mc = mock_codec();
     kvq_kv_cache *mock = mock_cache(&c->kv->g, &mc);
@@ -472,7 +465,7 @@ static void test_session_bit_exact(void **st) {
     (void)st;
     const char *path = model_656k();
     if (!path) { skip(); return; }
-    kvq_model *m = load(path);
+    kvq_model *m = tu_load(path);
     const int V = m->hp.n_vocab, A = 40, B = 50;
     kvq_token prompt[256], ta[128], tb[128];
     const int np = prompt_tokens(m, prompt, 256);
@@ -525,7 +518,7 @@ static void test_session_converts(void **st) {
     (void)st;
     const char *path = model_656k();
     if (!path) { skip(); return; }
-    kvq_model *m = load(path);
+    kvq_model *m = tu_load(path);
     const int V = m->hp.n_vocab, N = 30;
     kvq_token prompt[256], cont[N];
     const int np = prompt_tokens(m, prompt, 256);
@@ -610,7 +603,7 @@ static void test_two_threads(void **st) {
     (void)st;
     const char *path = model_656k();
     if (!path) { skip(); return; }
-    kvq_model *m = load(path);
+    kvq_model *m = tu_load(path);
     job seq[2] = {{m, "kivi:k4v2", 100, {0}}, {m, "f16", 200, {0}}}, par[2];
     memcpy(par, seq, sizeof seq);
     run_job(&seq[0]);
@@ -632,7 +625,7 @@ static void test_weight_set_equals_file(void **st) {
     char file[] = "/tmp/kvq_q4_XXXXXX";
     close(mkstemp(file));
     assert_int_equal(kvq_quantize_rtn_gguf(path, file, KVQ_TYPE_Q4_0, 2, NULL), KVQ_OK);
-    kvq_model *m = load(path), *q = load(file);
+    kvq_model *m = tu_load(path), *q = tu_load(file);
     int32_t set = 0;
     assert_int_equal(kvq_model_add_weight_set(m, "q4_0", 2, &set), KVQ_OK);
     assert_int_equal(set, 1);

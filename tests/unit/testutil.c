@@ -73,3 +73,11 @@ int tu_write_file(const char *path, const void *p, size_t n) {
     fclose(f);
     return w == n ? 0 : -1;
 }
+
+kvq_model *tu_load(const char *path) {
+    kvq_model_params mp = kvq_model_default_params();
+    mp.path = path;
+    kvq_model *m = NULL;
+    assert_int_equal(kvq_model_load(&mp, &m), KVQ_OK);
+    return m;
+}

@@ -20,6 +20,9 @@ const char *tu_shared(const char *rel);
 typedef struct tu_log { char last[1024]; int n_err; } tu_log;
 void tu_log_cb(void *user, kvq_log_level lvl, const char *msg);
 
+/* Loads a model (all weights), failing the test when it cannot. */
+kvq_model *tu_load(const char *path);
+
 uint64_t tu_rng(uint64_t *s);
 float    tu_randn(uint64_t *s);
 double   tu_nmse(const float *ref, const float *x, size_t n);
