@@ -9,6 +9,7 @@ BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -MMD -MP
 LDLIBS  += -lcjson -lyaml -llapacke -lopenblas -lm -lpthread
+CLI_LIBS := -lmicrohttpd
 LDFLAGS += -fopenmp
 
 ifeq ($(TSAN),1)
@@ -24,7 +25,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 LIB_SRC  := $(sort $(wildcard src/*/*.c))
-CLI_SRC  := $(sort $(wildcard tools/kvq/*.c))
+CLI_SRC  := $(sort $(wildcard tools/kvq/*.c tools/kvq/serve/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -41,7 +42,7 @@ $(BUILD)/libkvq.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/kvq: $(CLI_OBJ) $(BUILD)/libkvq.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CLI_LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/obj/tests/unit/testutil.o $(BUILD)/libkvq.a
 	@mkdir -p $(dir $@)

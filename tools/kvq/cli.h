@@ -46,6 +46,7 @@ int cmd_tune(int argc, char **argv);
 int cmd_niah(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Median streaming read bandwidth in GB/s over a buffer of `bytes`. */
 double cli_read_bandwidth(size_t bytes, int threads, int reps);

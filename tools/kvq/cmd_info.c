@@ -103,9 +103,11 @@ int cmd_info(int argc, char **argv) {
         }
         if (json) {
             printf("%s{\"spec\": \"%s\", \"ctx\": %ld, \"bytes_per_token\": %.3f, \"bits_per_value\": %.4f, "
-                   "\"bytes_reserved\": %llu, \"aux_bytes\": %llu, \"break_even_tokens\": %ld}",
+                   "\"bytes_reserved\": %llu, \"bytes_alloc_max\": %llu, \"aux_bytes\": %llu, "
+                   "\"break_even_tokens\": %ld}",
                    i ? ", " : "", r.spec, n_ctx, r.bytes_per_token, r.bits_per_value,
-                   (unsigned long long)r.bytes_reserved, (unsigned long long)r.aux_bytes, even);
+                   (unsigned long long)r.bytes_reserved, (unsigned long long)r.bytes_alloc_max,
+                   (unsigned long long)r.aux_bytes, even);
         } else {
             printf("kv %-9s %.1f bytes/token, %.3f bits/value; %s for %ld tokens\n", r.spec, r.bytes_per_token,
                    r.bits_per_value, res, n_ctx);

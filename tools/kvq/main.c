@@ -41,6 +41,10 @@ static const char USAGE[] =
             "  niah  -m MODEL [--kv SPEC] --lengths 512,1024 --depths 0,0.5,1 [--task passkey|needle|multikey|kv]\n"
             "        [-n SAMPLES] [--turns 1|2] [--seed S] [--haystack FILE] [-t T] [--json] [--plot FILE.png]\n"
             "        retrieval grid\n"
+            "  serve -m MODEL [--host 127.0.0.1] [--port 8080] [--kv SPEC] [--ctx N] [--kv-memory BYTES]\n"
+            "        [--parallel N] [--chunk N] [-t T] [--api-key KEY] [--session-dir DIR] [--chat-template NAME]\n"
+            "        [--max-tokens N] [--max-body BYTES] [--timeout SEC] [--queue N] [--idle-sessions N]\n"
+            "        [--model-id NAME]    OpenAI-compatible HTTP server (docs/serving.md)\n"
             "\n"
             "Every command takes -v (more log lines).\n"
             "MODEL is a .gguf file, a llama2.c .bin (with --tokenizer), or a Hugging Face folder.\n"
@@ -95,6 +99,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "niah")) return cmd_niah(argc - 1, argv + 1);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "calibrate")) return cmd_calibrate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
