@@ -54,23 +54,32 @@ $(BUILD)/obj/tools/kvq/main.o: CFLAGS += -DKVQ_VERSION='"$(shell git describe --
 
 tests: $(TESTS) $(BUILD)/kvq
 
-# Unit tests (cmocka) then the end-to-end golden tests against ../shared.
+# Unit tests (cmocka), the end-to-end golden tests against ../shared, then
+# kvq serve on loopback (with the openai npm client and nginx).
 test: tests
 	@BUILD=$(BUILD) tests/run_unit.sh $(TESTS)
 	@BUILD=$(BUILD) tests/golden/run.sh
+	@BUILD=$(BUILD) tests/server/run.sh
 
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 build-fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p build-fuzz
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fopenmp -Wno-pass-failed -Iinclude -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $^ -o $@ -lcjson -lyaml -llapacke -lopenblas -lm -lpthread
+# the server's request parser and chat templates live with the CLI
+build-fuzz/fuzz_serve: tools/kvq/serve/request.c tools/kvq/serve/chat.c
 fuzz: $(FUZZERS)
 
-# Each fuzzer runs for FUZZ_SECONDS from an empty corpus (CI smoke run).
+# Each fuzzer runs for FUZZ_SECONDS (CI smoke run), from its seeds
+# (tests/fuzz/seeds/NAME, copied: libFuzzer adds to its corpus) and with its
+# dictionary (tests/fuzz/NAME.dict) when it has them, else from nothing.
 FUZZ_SECONDS ?= 30
 fuzz-run: fuzz
-	@for f in $(FUZZERS); do echo "== $$f ($(FUZZ_SECONDS) s)"; \
-	  if ! $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 > $$f.log 2>&1; then \
+	@for f in $(FUZZERS); do n=$$(basename $$f); echo "== $$f ($(FUZZ_SECONDS) s)"; \
+	  rm -rf $$f.corpus; mkdir -p $$f.corpus; args=$$f.corpus; \
+	  if [ -d tests/fuzz/seeds/$$n ]; then cp tests/fuzz/seeds/$$n/* $$f.corpus/; fi; \
+	  if [ -f tests/fuzz/$$n.dict ]; then args="$$args -dict=tests/fuzz/$$n.dict"; fi; \
+	  if ! $$f $$args -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 > $$f.log 2>&1; then \
 	    tail -n 40 $$f.log; echo "FUZZ FAILURE: $$f"; exit 1; fi; grep -E "^Done" $$f.log; done
 
 # Contexts on one model in several threads, under ThreadSanitizer. The

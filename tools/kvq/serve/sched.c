@@ -442,7 +442,10 @@ static bool activate(srv *s, srv_job *j, char *err, size_t cap) {
                 if (!restored) logf_(s, KVQ_LOG_WARN, "serve: session file %s was refused; starting afresh", path);
             }
         }
-        if (restored) snprintf(x->id, sizeof x->id, "%s", j->session_id);
+        /* a client may propose the id of a new conversation (so a proxy can
+         * route its first turn by it): its 128 bits are then the client's to
+         * choose well */
+        if (j->session_id[0]) snprintf(x->id, sizeof x->id, "%s", j->session_id);
         else srv_new_id(x->id);
         srv_lock(s);
         if (restored) s->mt.sessions_loaded++;
