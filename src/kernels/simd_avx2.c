@@ -123,6 +123,26 @@ T_AVX2 static float q8_0_dot(const void *w, const void *x, int64_t n) {
     return kvq_hsum8(acc);
 }
 
+/* One q8_0 weight row against nx activation rows: the weights' absolute
+ * values are taken once per block, each activation row pays only its own
+ * sign, multiply-add and scale (dot_i8x32 split in two). */
+T_AVX2 static void q8_0_dot_xn(const void *w, const void *x, size_t xs, int nx, int64_t n, float *out) {
+    const kvq_block_q8_0 *a = w;
+    __m256 acc[KVQ_DOT_XN];
+    for (int t = 0; t < nx; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)a[i].qs), aq = _mm256_sign_epi8(q, q);
+        const float dw = _cvtsh_ss(a[i].d);
+        for (int t = 0; t < nx; t++) {
+            const kvq_block_q8_0 *b = (const kvq_block_q8_0 *)((const uint8_t *)x + (size_t)t * xs) + i;
+            __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)b->qs), q);
+            __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(aq, sy), _mm256_set1_epi16(1)));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * _cvtsh_ss(b->d)), p, acc[t]);
+        }
+    }
+    for (int t = 0; t < nx; t++) out[t] = kvq_hsum8(acc[t]);
+}
+
 void kvq_simd_install_avx2_quants(kvq_type_traits *t);
 
 void kvq_simd_install_avx2(kvq_type_traits *t) {
@@ -133,6 +153,7 @@ void kvq_simd_install_avx2(kvq_type_traits *t) {
     t[KVQ_TYPE_F16].from_float = f16_from_float;
     t[KVQ_TYPE_BF16].vec_dot = bf16_dot;
     t[KVQ_TYPE_Q8_0].vec_dot = q8_0_dot;
+    t[KVQ_TYPE_Q8_0].vec_dot_xn = q8_0_dot_xn;
     t[KVQ_TYPE_Q8_0].to_float = q8_0_to_float;
     t[KVQ_TYPE_Q4_0].to_float = q4_0_to_float;
     for (int ty = KVQ_TYPE_SLIM2; ty <= KVQ_TYPE_SLIM4; ty++) t[ty].matvec = &kvq_slim_kernel_avx2;
@@ -156,6 +177,62 @@ T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n) {
         acc = _mm256_fmadd_ps(d, dot_i8x32(q, _mm256_loadu_si256((const __m256i *)b[i].qs)), acc);
     }
     return kvq_hsum8(acc);
+}
+
+/* q4_0_dot for nx activation rows: the nibbles are unpacked once per block.
+ * Four rows at a time keep their accumulators in registers (a variable
+ * count would spill them on every block); the rest go one by one. */
+T_AVX2 static inline __m256 q4_0_term(__m256i aq, __m256i q, const kvq_block_q8_0 *b, float dw) {
+    __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)b->qs), q);
+    __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(aq, sy), _mm256_set1_epi16(1)));
+    return _mm256_mul_ps(_mm256_set1_ps(dw * _cvtsh_ss(b->d)), p);
+}
+
+T_AVX2 static void q4_0_dot_x4(const kvq_block_q4_0 *a, const uint8_t *x, size_t xs, int64_t nb, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const kvq_block_q8_0 *b0 = (const kvq_block_q8_0 *)x, *b1 = (const kvq_block_q8_0 *)(x + xs),
+                         *b2 = (const kvq_block_q8_0 *)(x + 2 * xs), *b3 = (const kvq_block_q8_0 *)(x + 3 * xs);
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
+        const float dw = _cvtsh_ss(a[i].d);
+        a0 = _mm256_add_ps(a0, q4_0_term(aq, q, b0 + i, dw));
+        a1 = _mm256_add_ps(a1, q4_0_term(aq, q, b1 + i, dw));
+        a2 = _mm256_add_ps(a2, q4_0_term(aq, q, b2 + i, dw));
+        a3 = _mm256_add_ps(a3, q4_0_term(aq, q, b3 + i, dw));
+    }
+    out[0] = kvq_hsum8(a0);
+    out[1] = kvq_hsum8(a1);
+    out[2] = kvq_hsum8(a2);
+    out[3] = kvq_hsum8(a3);
+}
+
+T_AVX2 static void q4_0_dot_x8(const kvq_block_q4_0 *a, const uint8_t *x, size_t xs, int64_t nb, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const kvq_block_q8_0 *b[8];
+    for (int t = 0; t < 8; t++) b[t] = (const kvq_block_q8_0 *)(x + (size_t)t * xs);
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
+        const float dw = _cvtsh_ss(a[i].d);
+        a0 = _mm256_add_ps(a0, q4_0_term(aq, q, b[0] + i, dw));
+        a1 = _mm256_add_ps(a1, q4_0_term(aq, q, b[1] + i, dw));
+        a2 = _mm256_add_ps(a2, q4_0_term(aq, q, b[2] + i, dw));
+        a3 = _mm256_add_ps(a3, q4_0_term(aq, q, b[3] + i, dw));
+        a4 = _mm256_add_ps(a4, q4_0_term(aq, q, b[4] + i, dw));
+        a5 = _mm256_add_ps(a5, q4_0_term(aq, q, b[5] + i, dw));
+        a6 = _mm256_add_ps(a6, q4_0_term(aq, q, b[6] + i, dw));
+        a7 = _mm256_add_ps(a7, q4_0_term(aq, q, b[7] + i, dw));
+    }
+    out[0] = kvq_hsum8(a0); out[1] = kvq_hsum8(a1); out[2] = kvq_hsum8(a2); out[3] = kvq_hsum8(a3);
+    out[4] = kvq_hsum8(a4); out[5] = kvq_hsum8(a5); out[6] = kvq_hsum8(a6); out[7] = kvq_hsum8(a7);
+}
+
+T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n);
+
+T_AVX2 static void q4_0_dot_xn(const void *w, const void *x, size_t xs, int nx, int64_t n, float *out) {
+    int t = 0;
+    for (; t + 8 <= nx; t += 8) q4_0_dot_x8(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
+    for (; t + 4 <= nx; t += 4) q4_0_dot_x4(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
+    for (; t < nx; t++) out[t] = q4_0_dot(w, (const uint8_t *)x + (size_t)t * xs, n);
 }
 
 /* unsigned codes x signed activations -> 8 int32 lanes */
@@ -266,6 +343,7 @@ T_AVX2 static float q6_K_dot(const void *w, const void *x, int64_t n) {
 
 void kvq_simd_install_avx2_quants(kvq_type_traits *t) {
     t[KVQ_TYPE_Q4_0].vec_dot = q4_0_dot;
+    t[KVQ_TYPE_Q4_0].vec_dot_xn = q4_0_dot_xn;
     t[KVQ_TYPE_Q4_1].vec_dot = q4_1_dot;
     t[KVQ_TYPE_Q4_K].vec_dot = q4_K_dot;
     t[KVQ_TYPE_Q5_K].vec_dot = q5_K_dot;

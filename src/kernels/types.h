@@ -87,6 +87,12 @@ typedef void (*kvq_from_float_fn)(const float *src, void *dst, int64_t n);
 /* dot of one weight row (type T) with one activation row (T's partner type). */
 typedef float (*kvq_vec_dot_fn)(const void *w, const void *x, int64_t n);
 
+/* out[t] = dot(w, x + t * xstride) for t < nx <= KVQ_DOT_XN: one weight
+ * row against several activation rows, the row's blocks unpacked once for
+ * all of them (decode of several sequences in one pass). */
+#define KVQ_DOT_XN 8
+typedef void (*kvq_vec_dot_xn_fn)(const void *w, const void *x, size_t xstride, int nx, int64_t n, float *out);
+
 /* y[r] = W[r] . act for n_rows consecutive rows (row_bytes apart). */
 typedef void (*kvq_rows_fn)(const void *w, size_t row_bytes, int n_rows, const void *act, int64_t cols, float *y);
 
@@ -120,6 +126,7 @@ typedef struct kvq_type_traits {
     kvq_to_float_fn to_float;
     kvq_from_float_fn from_float;
     kvq_vec_dot_fn vec_dot;
+    kvq_vec_dot_xn_fn vec_dot_xn;    /* NULL: vec_dot once per activation row */
     const kvq_matvec_kernel *matvec; /* NULL: decode uses vec_dot on dot_type activations */
     const char *companions[KVQ_TENSOR_AUX]; /* suffixes of companion tensors (NULL-ended) */
     kvq_type companion_types[KVQ_TENSOR_AUX]; /* and the GGUF type each must have */

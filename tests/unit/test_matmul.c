@@ -169,6 +169,39 @@ static void test_matmul_multi(void **st) {
     for (int m = 0; m < 3; m++) free_problem(&p[m]);
 }
 
+/* The multi-row dots (one weight row against up to KVQ_DOT_XN activation
+ * rows, for decode batches) against the one-row dot of the same table and
+ * the scalar reference: the same arithmetic per row, so equal to rounding. */
+static void test_dot_xn(void **st) {
+    (void)st;
+    for (int isa = KVQ_ISA_SCALAR; isa < KVQ_ISA_COUNT; isa++) {
+        if (!kvq_isa_supported(isa)) continue;
+        for (size_t ti = 0; ti < sizeof TYPES / sizeof *TYPES; ti++) {
+            const kvq_type_traits *tr = kvq_traits_isa(TYPES[ti], isa), *ref = kvq_traits_isa(TYPES[ti], KVQ_ISA_SCALAR);
+            if (!tr || !tr->vec_dot_xn) continue;
+            problem p;
+            make_problem(&p, TYPES[ti], 40 + ti);
+            const kvq_type_traits *dt = kvq_traits_isa(tr->dot_type, KVQ_ISA_SCALAR);
+            const size_t xr = kvq_row_size((int)tr->dot_type, COLS);
+            uint8_t *xq = malloc(xr * KVQ_DOT_XN);
+            for (int t = 0; t < KVQ_DOT_XN; t++) dt->from_float(p.x + (size_t)t * COLS, xq + t * xr, COLS);
+            for (int nx = 1; nx <= KVQ_DOT_XN; nx++)
+                for (int r = 0; r < ROWS; r += 7) {
+                    const uint8_t *wr = (const uint8_t *)p.wq + (size_t)r * p.W.row_bytes;
+                    float o[KVQ_DOT_XN];
+                    tr->vec_dot_xn(wr, xq, xr, nx, COLS, o);
+                    for (int t = 0; t < nx; t++) {
+                        const float a = tr->vec_dot(wr, xq + t * xr, COLS), b = ref->vec_dot(wr, xq + t * xr, COLS);
+                        assert_true(fabsf(o[t] - a) <= 1e-5f * (fabsf(a) + 1.0f));
+                        assert_true(fabsf(o[t] - b) <= 1e-4f * (fabsf(b) + 1.0f));
+                    }
+                }
+            free(xq);
+            free_problem(&p);
+        }
+    }
+}
+
 static void test_unsupported(void **st) {
     (void)st;
     assert_false(kvq_gemm_i8_ok(KVQ_TYPE_Q2_K, 256));
@@ -182,6 +215,7 @@ int main(void) {
         cmocka_unit_test(test_i8_gemm_matches),
         cmocka_unit_test(test_matmul_batch_vs_decode),
         cmocka_unit_test(test_matmul_multi),
+        cmocka_unit_test(test_dot_xn),
         cmocka_unit_test(test_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -76,6 +76,46 @@ static int spec_costs(kvq_ctx *c, int32_t draft_set, int gamma, long depth, int 
 
 /* The cold tier at a depth: the context saved through spec (or its own codec),
  * then restored into a fresh context like it; each the median over reps. */
+/* Continuous batching: S sequences at the given depth decode together
+ * (kvq_batch_eval), n_gen steps per rep; the median aggregate tok/s. */
+static int batch_costs(kvq_model *m, const kvq_ctx_params *cp, long S, long depth, long n_gen, int reps, int nth,
+                       double *tok_s) {
+    kvq_ctx **cs = calloc((size_t)S, sizeof *cs);
+    kvq_batch_item *it = calloc((size_t)S, sizeof *it);
+    kvq_token *tk = calloc((size_t)S, sizeof *tk);
+    double *v = calloc((size_t)reps, sizeof *v);
+    kvq_batch *b = NULL;
+    kvq_batch_params bp = kvq_batch_default_params();
+    bp.n_tokens = (int32_t)S;
+    bp.n_seqs = (int32_t)S;
+    bp.n_threads = nth;
+    int rc = !cs || !it || !tk || !v || kvq_batch_new(m, &bp, &b);
+    kvq_eval_opts po = kvq_eval_default_opts();
+    po.prompt_end = true;
+    for (long i = 0; i < S && !rc; i++) {
+        tk[i] = (kvq_token)(3 + i);
+        rc = kvq_ctx_new(m, cp, &cs[i]) || (depth > 1 && kvq_ctx_fill_random(cs[i], (int32_t)depth - 1, 7 + (uint64_t)i)) ||
+             (depth > 0 && kvq_eval_ex(cs[i], &tk[i], 1, &po, NULL));
+    }
+    for (int r = 0; r < reps && !rc; r++) {
+        for (long i = 0; i < S && !rc; i++) rc = kvq_ctx_truncate(cs[i], (int32_t)depth) != KVQ_OK;
+        double t0 = cli_now();
+        for (long j = 0; j < n_gen && !rc; j++) {
+            for (long i = 0; i < S; i++) it[i] = (kvq_batch_item){.ctx = cs[i], .tokens = &tk[i], .n = 1};
+            rc = kvq_batch_eval(b, it, (int32_t)S) != KVQ_OK;
+        }
+        v[r] = (double)(S * n_gen) / (cli_now() - t0);
+    }
+    if (!rc) *tok_s = summarize(v, reps).med;
+    for (long i = 0; cs && i < S; i++) kvq_ctx_free(cs[i]);
+    kvq_batch_free(b);
+    free(cs);
+    free(it);
+    free(tk);
+    free(v);
+    return rc;
+}
+
 static int session_costs(kvq_ctx *c, const kvq_ctx_params *cp, kvq_model *m, const char *spec, long depth, int reps,
                          double *save_s, double *load_s, uint64_t *file_bytes) {
     char path[] = "/tmp/kvq-bench-session-XXXXXX";
@@ -112,7 +152,8 @@ static int session_costs(kvq_ctx *c, const kvq_ctx_params *cp, kvq_model *m, con
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *kvs[MAX_KV], *speculate = NULL, *draft_w = "q4_0", *session_kv = NULL;
     bool session = false;
-    int n_kv = 0, n_depth = 0;
+    int n_kv = 0, n_depth = 0, n_seqs = 0;
+    long seqs[MAX_DEPTH];
     long depths[MAX_DEPTH], n_prefill = 512, n_gen = 32, threads = 0, reps = 3, verbose = 0;
     bool json = false, no_bw = false;
     for (int i = 1; i < argc; i++) {
@@ -133,6 +174,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--speculate")) speculate = v;
         else if (!strcmp(a, "--draft-weights")) draft_w = v;
         else if (!strcmp(a, "--session")) { session = true; if (strcmp(v, "same")) session_kv = v; }
+        else if (!strcmp(a, "--seqs")) { if (!parse_list(a, v, seqs, &n_seqs, MAX_DEPTH, 1, 256)) return 2; }
         else return cli_fail("bench: unknown option '%s'", a), 2;
     }
     if (!model) return cli_fail("bench: no model given (-m MODEL)"), 2;
@@ -318,6 +360,22 @@ int cmd_bench(int argc, char **argv) {
                            r.spec, depths[d], session_kv ? session_kv : r.spec, ss, fbs,
                            (double)fb * 8 / ((double)depths[d] * 2 * info.n_layer * info.n_head_kv * info.head_dim), ls);
                 }
+            }
+            for (int q = 0; q < n_seqs && !rc; q++) {
+                double agg = 0;
+                kvq_ctx_params bcp = cp;
+                bcp.n_batch = 1;
+                if (batch_costs(m, &bcp, seqs[q], depths[d], n_gen, (int)reps, nth, &agg)) {
+                    rc = cli_fail("bench: %ld sequences in a batch at depth %ld failed", seqs[q], depths[d]);
+                    break;
+                }
+                if (json)
+                    printf(", {\"kv\": \"%s\", \"test\": \"tg%ldx%ld@%ld\", \"depth\": %ld, \"seqs\": %ld, "
+                           "\"tok_s\": %.2f, \"vs_one\": %.3f}",
+                           r.spec, n_gen, seqs[q], depths[d], depths[d], seqs[q], agg, agg / st.med);
+                else
+                    printf("%-22s tg%ldx%ld@%ld: %ld sequences in one batch: %.1f tok/s together, %.2fx one sequence's\n",
+                           r.spec, n_gen, seqs[q], depths[d], seqs[q], agg, agg / st.med);
             }
             if (speculate && !strncmp(r.spec, "hier", 4)) {
                 double dm, vm, pm;

@@ -26,6 +26,7 @@ static const char USAGE[] =
             "        random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
             "        [--speculate quantspec[:gamma=G]] [--draft-weights TYPE|FILE] [--session same|SPEC] [--no-bw]\n"
+            "        [--seqs S,...]    (--seqs: S sequences decoding together, continuous batching)\n"
             "        prefill/decode tok/s, GB/s vs measured bandwidth, peak RSS, KV bytes\n"
             "  tune  -m MODEL -f CALIB.txt --budget BITS [--mode kivi|pertoken] [--tokens N] [--ctx N] [--evals N]\n"
             "        [-t T] [-o FILE]\n"
