@@ -180,8 +180,8 @@ T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n) {
 }
 
 /* q4_0_dot for nx activation rows: the nibbles are unpacked once per block.
- * Four rows at a time keep their accumulators in registers (a variable
- * count would spill them on every block); the rest go one by one. */
+ * Eight, four or two rows at a time keep their accumulators in registers (a
+ * variable count would spill them on every block); a last one goes alone. */
 T_AVX2 static inline __m256 q4_0_term(__m256i aq, __m256i q, const kvq_block_q8_0 *b, float dw) {
     __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)b->qs), q);
     __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(aq, sy), _mm256_set1_epi16(1)));
@@ -204,6 +204,19 @@ T_AVX2 static void q4_0_dot_x4(const kvq_block_q4_0 *a, const uint8_t *x, size_t
     out[1] = kvq_hsum8(a1);
     out[2] = kvq_hsum8(a2);
     out[3] = kvq_hsum8(a3);
+}
+
+T_AVX2 static void q4_0_dot_x2(const kvq_block_q4_0 *a, const uint8_t *x, size_t xs, int64_t nb, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    const kvq_block_q8_0 *b0 = (const kvq_block_q8_0 *)x, *b1 = (const kvq_block_q8_0 *)(x + xs);
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
+        const float dw = _cvtsh_ss(a[i].d);
+        a0 = _mm256_add_ps(a0, q4_0_term(aq, q, b0 + i, dw));
+        a1 = _mm256_add_ps(a1, q4_0_term(aq, q, b1 + i, dw));
+    }
+    out[0] = kvq_hsum8(a0);
+    out[1] = kvq_hsum8(a1);
 }
 
 T_AVX2 static void q4_0_dot_x8(const kvq_block_q4_0 *a, const uint8_t *x, size_t xs, int64_t nb, float *out) {
@@ -232,6 +245,7 @@ T_AVX2 static void q4_0_dot_xn(const void *w, const void *x, size_t xs, int nx, 
     int t = 0;
     for (; t + 8 <= nx; t += 8) q4_0_dot_x8(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
     for (; t + 4 <= nx; t += 4) q4_0_dot_x4(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
+    for (; t + 2 <= nx; t += 2) q4_0_dot_x2(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
     for (; t < nx; t++) out[t] = q4_0_dot(w, (const uint8_t *)x + (size_t)t * xs, n);
 }
 
