@@ -50,6 +50,41 @@ static float next_uniform(kvq_sampler *s) { /* xorshift64*, 24 bits of mantissa 
     return (float)((s->rng * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
 }
 
+static int by_prob_desc(const void *a, const void *b, void *ctx) {
+    const float *p = ctx;
+    const int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    return p[i] > p[j] ? -1 : p[i] < p[j] ? 1 : (i > j) - (i < j); /* ties by id: deterministic */
+}
+
+/* The top-k / top-p cut of s->prob (sum: its total): puts the kept ids
+ * first in s->idx, in descending order, and returns their count (n when
+ * neither applies). Few candidates are selected in O(n*k); many (a large
+ * top_k, or top-p without top-k, where a flat distribution needs most of
+ * the vocabulary to reach the mass) are sorted, O(n log n): a request's
+ * top_p must not cost O(n^2). */
+static int cut(kvq_sampler *s, int n, double sum) {
+    const int k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
+    if (k == n && s->p.top_p >= 1) return n;
+    double cum = 0;
+    if (k <= 64) {
+        for (int i = 0; i < k; i++) {
+            int bi = i;
+            for (int j = i + 1; j < n; j++)
+                if (s->prob[s->idx[j]] > s->prob[s->idx[bi]]) bi = j;
+            int tmp = s->idx[i]; s->idx[i] = s->idx[bi]; s->idx[bi] = tmp;
+            cum += s->prob[s->idx[i]];
+            if (s->p.top_p < 1 && cum / sum >= s->p.top_p) return i + 1;
+        }
+        return k;
+    }
+    qsort_r(s->idx, (size_t)n, sizeof *s->idx, by_prob_desc, s->prob);
+    for (int i = 0; i < k; i++) {
+        cum += s->prob[s->idx[i]];
+        if (s->p.top_p < 1 && cum / sum >= s->p.top_p) return i + 1;
+    }
+    return k;
+}
+
 kvq_token kvq_sample(kvq_sampler *s, const float *logits) {
     const int n = s->n_vocab;
     int best = 0;
@@ -61,25 +96,8 @@ kvq_token kvq_sample(kvq_sampler *s, const float *logits) {
         s->prob[i] = expf((logits[i] - mx) / s->p.temp);
         sum += s->prob[i];
     }
-    int m = 0;
-    for (int i = 0; i < n; i++) s->idx[m++] = i;
-    /* Selection of the top candidates in descending order, stopping at k or
-     * once their mass reaches top_p. O(n*k): fine for the small k users pick;
-     * top-p without top-k walks until the mass is reached. */
-    int k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
-    if (k < n || s->p.top_p < 1) {
-        int lim = k;
-        float cum = 0;
-        for (int i = 0; i < lim; i++) {
-            int bi = i;
-            for (int j = i + 1; j < m; j++)
-                if (s->prob[s->idx[j]] > s->prob[s->idx[bi]]) bi = j;
-            int tmp = s->idx[i]; s->idx[i] = s->idx[bi]; s->idx[bi] = tmp;
-            cum += s->prob[s->idx[i]];
-            if (s->p.top_p < 1 && cum / sum >= s->p.top_p) { lim = i + 1; break; }
-        }
-        m = lim;
-    }
+    for (int i = 0; i < n; i++) s->idx[i] = i;
+    const int m = cut(s, n, sum);
     float tot = 0;
     for (int i = 0; i < m; i++) tot += s->prob[s->idx[i]];
     float r = next_uniform(s) * tot, acc = 0;
@@ -110,20 +128,7 @@ void kvq_sampler_dist(kvq_sampler *s, const float *logits, float *probs) {
         sum += s->prob[i];
         s->idx[i] = i;
     }
-    int m = n, k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
-    if (k < n || s->p.top_p < 1) {
-        int lim = k;
-        double cum = 0;
-        for (int i = 0; i < lim; i++) {
-            int bi = i;
-            for (int j = i + 1; j < n; j++)
-                if (s->prob[s->idx[j]] > s->prob[s->idx[bi]]) bi = j;
-            int tmp = s->idx[i]; s->idx[i] = s->idx[bi]; s->idx[bi] = tmp;
-            cum += s->prob[s->idx[i]];
-            if (s->p.top_p < 1 && cum / sum >= s->p.top_p) { lim = i + 1; break; }
-        }
-        m = lim;
-    }
+    const int m = cut(s, n, sum);
     double tot = 0;
     for (int i = 0; i < m; i++) tot += s->prob[s->idx[i]];
     for (int i = 0; i < m; i++) probs[s->idx[i]] = (float)(s->prob[s->idx[i]] / tot);

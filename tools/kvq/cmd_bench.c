@@ -35,7 +35,9 @@ static bool parse_list(const char *flag, const char *v, long *out, int *n, int c
 /* QuantSpec's costs at a depth: gamma draft steps (draft weights, draft view),
  * one verify pass of gamma + 1 tokens, and a plain decode step, each the
  * median over reps rounds. Returns non-zero on failure. */
-static int spec_costs(kvq_ctx *c, int32_t draft_set, int gamma, long depth, int reps, double *draft_ms,
+/* Every timed decode step computes its logits (the output head is a large
+ * product: for Llama-3.2-1B a fifth of the weights); lg has room for gamma+1 rows. */
+static int spec_costs(kvq_ctx *c, int32_t draft_set, int gamma, long depth, int reps, float *lg, double *draft_ms,
                       double *verify_ms, double *plain_ms) {
     double *d = malloc((size_t)reps * 3 * sizeof *d), *v = d + reps, *p = v + reps;
     kvq_token toks[33] = {0};
@@ -48,18 +50,18 @@ static int spec_costs(kvq_ctx *c, int32_t draft_set, int gamma, long depth, int 
         od.weight_set = draft_set;
         od.speculative = true;
         double t0 = cli_now();
-        for (int i = 0; i < gamma && !rc; i++) rc = kvq_eval_ex(c, &toks[i], 1, &od, NULL) != KVQ_OK;
+        for (int i = 0; i < gamma && !rc; i++) rc = kvq_eval_ex(c, &toks[i], 1, &od, lg) != KVQ_OK;
         double t1 = cli_now();
         kvq_ctx_truncate(c, (int32_t)depth);
         kvq_eval_opts ov = kvq_eval_default_opts();
         ov.speculative = true;
-        ov.all_logits = false;
+        ov.all_logits = true; /* verification judges every drafted position */
         double t2 = cli_now();
-        rc = rc || kvq_eval_ex(c, toks, gamma + 1, &ov, NULL) != KVQ_OK;
+        rc = rc || kvq_eval_ex(c, toks, gamma + 1, &ov, lg) != KVQ_OK;
         double t3 = cli_now();
         rc = rc || kvq_ctx_accept(c, 0) != KVQ_OK;
         double t4 = cli_now();
-        rc = rc || kvq_eval(c, toks, 1, false, NULL) != KVQ_OK;
+        rc = rc || kvq_eval(c, toks, 1, false, lg) != KVQ_OK;
         double t5 = cli_now();
         d[r] = (t1 - t0) * 1e3 / gamma;
         v[r] = (t3 - t2) * 1e3;
@@ -74,8 +76,6 @@ static int spec_costs(kvq_ctx *c, int32_t draft_set, int gamma, long depth, int 
     return rc;
 }
 
-/* The cold tier at a depth: the context saved through spec (or its own codec),
- * then restored into a fresh context like it; each the median over reps. */
 /* Continuous batching: S sequences at the given depth decode together
  * (kvq_batch_eval), n_gen steps per rep; the median aggregate tok/s. */
 static int batch_costs(kvq_model *m, const kvq_ctx_params *cp, long S, long depth, long n_gen, int reps, int nth,
@@ -84,12 +84,13 @@ static int batch_costs(kvq_model *m, const kvq_ctx_params *cp, long S, long dept
     kvq_batch_item *it = calloc((size_t)S, sizeof *it);
     kvq_token *tk = calloc((size_t)S, sizeof *tk);
     double *v = calloc((size_t)reps, sizeof *v);
+    float *lg = malloc((size_t)S * (size_t)kvq_vocab_size(m) * sizeof *lg);
     kvq_batch *b = NULL;
     kvq_batch_params bp = kvq_batch_default_params();
     bp.n_tokens = (int32_t)S;
     bp.n_seqs = (int32_t)S;
     bp.n_threads = nth;
-    int rc = !cs || !it || !tk || !v || kvq_batch_new(m, &bp, &b);
+    int rc = !cs || !it || !tk || !v || !lg || kvq_batch_new(m, &bp, &b);
     kvq_eval_opts po = kvq_eval_default_opts();
     po.prompt_end = true;
     for (long i = 0; i < S && !rc; i++) {
@@ -101,7 +102,9 @@ static int batch_costs(kvq_model *m, const kvq_ctx_params *cp, long S, long dept
         for (long i = 0; i < S && !rc; i++) rc = kvq_ctx_truncate(cs[i], (int32_t)depth) != KVQ_OK;
         double t0 = cli_now();
         for (long j = 0; j < n_gen && !rc; j++) {
-            for (long i = 0; i < S; i++) it[i] = (kvq_batch_item){.ctx = cs[i], .tokens = &tk[i], .n = 1};
+            for (long i = 0; i < S; i++)
+                it[i] = (kvq_batch_item){.ctx = cs[i], .tokens = &tk[i], .n = 1,
+                                         .logits = lg + (size_t)i * (size_t)kvq_vocab_size(m)};
             rc = kvq_batch_eval(b, it, (int32_t)S) != KVQ_OK;
         }
         v[r] = (double)(S * n_gen) / (cli_now() - t0);
@@ -113,9 +116,12 @@ static int batch_costs(kvq_model *m, const kvq_ctx_params *cp, long S, long dept
     free(it);
     free(tk);
     free(v);
+    free(lg);
     return rc;
 }
 
+/* The cold tier at a depth: the context saved through spec (or its own codec),
+ * then restored into a fresh context like it; each the median over reps. */
 static int session_costs(kvq_ctx *c, const kvq_ctx_params *cp, kvq_model *m, const char *spec, long depth, int reps,
                          double *save_s, double *load_s, uint64_t *file_bytes) {
     char path[] = "/tmp/kvq-bench-session-XXXXXX";
@@ -236,6 +242,9 @@ int cmd_bench(int argc, char **argv) {
     kvq_token *toks = malloc((size_t)(n_prefill > 0 ? n_prefill : 1) * sizeof *toks);
     double *v = malloc((size_t)reps * sizeof *v), *refs = malloc((size_t)reps * sizeof *refs),
            *ratio = malloc((size_t)reps * sizeof *ratio);
+    /* decode computes the logits it would sample from: the output head is part of every step */
+    float *logit = malloc((size_t)(gamma + 2) * (size_t)info.n_vocab * sizeof *logit);
+    if (!toks || !v || !refs || !ratio || !logit) { kvq_model_free(m); return cli_fail("bench: out of memory"); }
     uint64_t s = 88172645463325252ull;
     toks[0] = (kvq_token)(info.n_vocab > 3 ? 3 : 0); /* the decode token when there is no prefill (-p 0) */
     for (long i = 0; i < n_prefill; i++) {
@@ -295,7 +304,7 @@ int cmd_bench(int argc, char **argv) {
                 kvq_ctx_truncate(c, (int32_t)depths[d]);
                 kvq_ctx_kv_timing(c, &tm0);
                 double t0 = cli_now();
-                for (long j = 0; j < n_gen && !rc; j++) rc = kvq_eval(c, &t, 1, false, NULL) != KVQ_OK;
+                for (long j = 0; j < n_gen && !rc; j++) rc = kvq_eval(c, &t, 1, false, logit) != KVQ_OK;
                 v[i] = n_gen / (cli_now() - t0);
                 kvq_ctx_kv_timing(c, &tm1);
                 attn_ms += (tm1.attn_seconds - tm0.attn_seconds) * 1e3 / (double)n_gen / reps;
@@ -379,7 +388,7 @@ int cmd_bench(int argc, char **argv) {
             }
             if (speculate && !strncmp(r.spec, "hier", 4)) {
                 double dm, vm, pm;
-                if (spec_costs(c, draft_set, gamma, depths[d], (int)reps, &dm, &vm, &pm)) { rc = 1; break; }
+                if (spec_costs(c, draft_set, gamma, depths[d], (int)reps, logit, &dm, &vm, &pm)) { rc = 1; break; }
                 /* what acceptance rate a would give: (1 - a^(g+1)) / (1 - a) tokens per round of g drafts + 1 verify */
                 const double a9 = (1 - pow(0.9, gamma + 1)) / 0.1, a7 = (1 - pow(0.7, gamma + 1)) / 0.3;
                 const double round = gamma * dm + vm;
@@ -404,6 +413,7 @@ int cmd_bench(int argc, char **argv) {
     free(v);
     free(refs);
     free(ratio);
+    free(logit);
     cli_file_bw_close(fbw);
     kvq_model_free(m);
     return rc;
