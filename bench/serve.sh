@@ -17,21 +17,24 @@ mkdir -p $OUT
 [ -f $SYN/llama3.2-1b-q4_0.gguf ] || $KVQ synth --preset llama3.2-1b --type q4_0 -o $SYN/llama3.2-1b-q4_0.gguf
 machine() { echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpus, load: $(cut -d' ' -f1-3 /proc/loadavg)"; }
 
-serve_load() { # label model extra-args
+serve_load() { # label model serve-args load-args
     local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     $KVQ serve -m "$2" --port $port --parallel 16 -t 2 ${3:-} 2>>$OUT/serve-stderr.log &
     local pid=$!
     for _ in $(seq 600); do curl -sf http://127.0.0.1:$port/health >/dev/null 2>&1 && break; sleep 0.1; done
-    python3 bench/serve_load.py --port $port --streams 1,4,16 --reqs ${REQS:-2} --max-tokens 64 --label "$1"
+    python3 bench/serve_load.py --port $port --streams 1,4,16 --reqs ${REQS:-2} --label "$1" ${4:-}
     kill -TERM $pid; wait $pid
 }
 
 case "${1:-}" in
 load)
     { machine
-      echo "# bench/serve.sh load: bench/serve_load.py --streams 1,4,16 --reqs ${REQS:-2} --max-tokens 64; kvq serve --parallel 16 -t 2"
-      serve_load 656k-q8_0 $S/models/tinystories-656k/TinyStories-656K-Q8_0.gguf
-      serve_load 1b-q4_0 $SYN/llama3.2-1b-q4_0.gguf "--ctx 1024"
+      echo "# bench/serve.sh load: bench/serve_load.py --streams 1,4,16 --reqs ${REQS:-2}; kvq serve --parallel 16 -t 2"
+      echo "# 656k: --max-tokens 128 --prompt-words 24; 1b (decode-bound): --max-tokens 96 --prompt-words 2;"
+      echo "# 1b-mixed: --max-tokens 64 --prompt-words 24 (the synthetic model's tokenizer gives ~5 tokens a word)"
+      serve_load 656k-q8_0 $S/models/tinystories-656k/TinyStories-656K-Q8_0.gguf "" "--max-tokens 128"
+      serve_load 1b-q4_0 $SYN/llama3.2-1b-q4_0.gguf "--ctx 1024" "--max-tokens 96 --prompt-words 2"
+      serve_load 1b-q4_0-mixed $SYN/llama3.2-1b-q4_0.gguf "--ctx 1024" "--max-tokens 64 --prompt-words 24"
     } | tee $OUT/load.jsonl ;;
 batch)
     { machine

@@ -40,7 +40,7 @@ def one(i, r, out):
     t0 = time.perf_counter()
     c.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     resp = c.getresponse()
-    times, toks, buf = [], 0, b""
+    times, toks, ptok, buf = [], 0, 0, b""
     while True:
         chunk = resp.read1(65536)
         if not chunk:
@@ -53,10 +53,12 @@ def one(i, r, out):
             d = json.loads(ev[6:])
             if d.get("usage"):
                 toks = d["usage"]["completion_tokens"]
+                ptok = d["usage"]["prompt_tokens"]
             if any(ch.get("text") for ch in d.get("choices", [])):
                 times.append(time.perf_counter())
     c.close()
-    out.append({"status": resp.status, "t0": t0, "times": times, "tokens": toks, "end": time.perf_counter()})
+    out.append({"status": resp.status, "t0": t0, "times": times, "tokens": toks, "prompt_tokens": ptok,
+                "end": time.perf_counter()})
 
 
 def level(n):
@@ -76,8 +78,10 @@ def level(n):
     ttft = [x["times"][0] - x["t0"] for x in ok]
     itl = [b - a_ for x in ok for a_, b in zip(x["times"], x["times"][1:])]
     tokens = sum(x["tokens"] for x in ok)
+    ptoks = [x["prompt_tokens"] for x in ok if x.get("prompt_tokens")]
     q = lambda v, p: sorted(v)[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
     return {"label": a.label, "streams": n, "requests": len(res), "ok": len(ok), "tokens": tokens,
+            "prompt_tokens_mean": round(sum(ptoks) / len(ptoks), 1) if ptoks else None,
             "wall_s": round(wall, 2), "tok_s": round(tokens / wall, 2),
             "ttft_p50_ms": round(q(ttft, 0.5) * 1e3, 1), "ttft_p99_ms": round(q(ttft, 0.99) * 1e3, 1),
             "itl_p50_ms": round(q(itl, 0.5) * 1e3, 1), "itl_p99_ms": round(q(itl, 0.99) * 1e3, 1),

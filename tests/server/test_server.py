@@ -240,6 +240,11 @@ def main():
     check("a reused prefix gives the text a fresh session gives",
           r2["choices"][0]["message"]["content"] == r3["choices"][0]["message"]["content"] and
           r3["kvq"]["prompt_tokens_reused"] == 0, (r2, r3))
+    st, h5, r5 = s.post("/v1/chat/completions", {"messages": conv2, "max_tokens": 4, "temperature": 0, "kv": "kivi:k4v2"},
+                        dict(AUTH, **{"X-Session-Id": sid}))
+    check("the same session with another KV spec starts afresh under its id",
+          st == 200 and h5.get("X-Session-Id") == sid and r5["kvq"]["prompt_tokens_reused"] == 0 and
+          r5["kvq"]["kv"] == "kivi:k4v2", (st, h5, r5))
     mine = os.urandom(16).hex()
     st, h4, r4 = s.post("/v1/completions", {"prompt": "x", "max_tokens": 2}, dict(AUTH, **{"X-Session-Id": mine}))
     check("a client-proposed session id names the new session", st == 200 and h4.get("X-Session-Id") == mine, h4)
@@ -281,6 +286,18 @@ def main():
     [t.start() for t in ts]
     [t.join() for t in ts]
     codes = sorted(r[0] for r in res)
+    fork = [None, None]
+    same = os.urandom(16).hex()
+
+    def on_same(i):
+        fork[i] = s.post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 60}, {"X-Session-Id": same})
+
+    ts2 = [threading.Thread(target=on_same, args=(i,)) for i in range(2)]
+    [t.start() for t in ts2]
+    [t.join() for t in ts2]
+    ids = sorted(f[1].get("X-Session-Id") for f in fork)
+    check("two requests at once on one session: both served, the second forks under a new id",
+          all(f[0] == 200 for f in fork) and ids[0] != ids[1] and same in ids, [(f[0], f[1].get("X-Session-Id")) for f in fork])
     check("2 sequences, no queue: 2 served, 2 refused with 429 + Retry-After",
           codes == [200, 200, 429, 429] and all(r[1].get("Retry-After") == "1" for r in res if r[0] == 429), codes)
     check("kvq serve exits 0 on SIGTERM (no leak under LSan)", s.stop() == 0, s.log()[-400:])

@@ -282,18 +282,26 @@ static void session_save(srv *s, srv_session *x) {
     }
 }
 
-/* Under the lock: frees the least recently used idle session (saved first).
- * False when none is idle. */
-static bool evict_one(srv *s, const srv_session *keep) {
-    srv_session **best = NULL;
+/* Under the lock: saves (with a session directory) and frees one session. */
+static void evict(srv *s, srv_session *x) {
     for (srv_session **p = &s->sessions; *p; p = &(*p)->next)
-        if (!(*p)->busy && *p != keep && (!best || (*p)->last_used < (*best)->last_used)) best = p;
-    if (!best) return false;
-    srv_session *x = *best;
-    *best = x->next;
+        if (*p == x) {
+            *p = x->next;
+            break;
+        }
     session_save(s, x);
     s->reserved -= x->reserved;
     session_free(x);
+}
+
+/* Under the lock: evicts the least recently used idle session but keep.
+ * False when none is idle. */
+static bool evict_one(srv *s, const srv_session *keep) {
+    srv_session *best = NULL;
+    for (srv_session *x = s->sessions; x; x = x->next)
+        if (!x->busy && x != keep && (!best || x->last_used < best->last_used)) best = x;
+    if (!best) return false;
+    evict(s, best);
     return true;
 }
 
@@ -307,7 +315,14 @@ int srv_submit(srv *s, srv_job *j) {
     srv_lock(s);
     int st = 0;
     srv_session *x = j->session_id[0] ? session_find(s, j->session_id) : NULL;
-    if (x && (x->busy || strcmp(x->spec, j->spec))) x = NULL; /* busy, or another cache: a new session */
+    if (x && x->busy) { /* the conversation is already running: this request forks it under a new id */
+        j->session_id[0] = 0;
+        x = NULL;
+    } else if (x && strcmp(x->spec, j->spec)) {
+        /* another KV spec: the session goes through its file (converted on restore) or starts afresh */
+        evict(s, x);
+        x = NULL;
+    }
     const int n_need = j->n_prompt + j->max_tokens < s->o.n_ctx ? j->n_prompt + j->max_tokens : s->o.n_ctx;
     const uint64_t need = alloc_bound(s->m, j->spec, n_need), credit = x ? x->reserved : 0;
     if (s->stopping) {
@@ -442,12 +457,13 @@ static bool activate(srv *s, srv_job *j, char *err, size_t cap) {
                 if (!restored) logf_(s, KVQ_LOG_WARN, "serve: session file %s was refused; starting afresh", path);
             }
         }
+        srv_lock(s);
         /* a client may propose the id of a new conversation (so a proxy can
          * route its first turn by it): its 128 bits are then the client's to
-         * choose well */
-        if (j->session_id[0]) snprintf(x->id, sizeof x->id, "%s", j->session_id);
+         * choose well. An id already live here (two requests at once on one
+         * conversation) gets a fresh one: the second forks. */
+        if (j->session_id[0] && !session_find(s, j->session_id)) snprintf(x->id, sizeof x->id, "%s", j->session_id);
         else srv_new_id(x->id);
-        srv_lock(s);
         if (restored) s->mt.sessions_loaded++;
         x->next = s->sessions;
         s->sessions = x;
