@@ -70,7 +70,10 @@ class Server:
         return self.request("GET", path, None, headers)
 
     def post(self, path, body, headers=None):
-        st, h, b = self.request("POST", path, body, headers)
+        try:
+            st, h, b = self.request("POST", path, body, headers)
+        except (OSError, http.client.HTTPException) as e:  # the server closed the connection (crashed?): a failed check, not a traceback
+            return 0, {}, {"error": {"message": "connection: %s" % e}}
         try:
             return st, h, json.loads(b)
         except ValueError:
@@ -79,7 +82,10 @@ class Server:
     def stream(self, path, body, headers=None):
         """The events of a streamed reply, and whether it ended with [DONE]."""
         body = dict(body, stream=True)
-        st, h, raw = self.request("POST", path, body, headers)
+        try:
+            st, h, raw = self.request("POST", path, body, headers)
+        except (OSError, http.client.HTTPException):
+            return 0, {}, [], False
         events, done = [], False
         for block in raw.decode().split("\n\n"):
             if not block.startswith("data: "):

@@ -135,7 +135,8 @@ srv *srv_new(kvq_model *m, const srv_opts *o, char *err, size_t err_cap) {
     bp.n_threads = o->n_threads;
     bp.log = cli_log_cb;
     bp.log_user = &s->lg;
-    s->queue = calloc((size_t)o->queue + 1, sizeof *s->queue);
+    /* admission counts active and queued together: all may be queued before the scheduler runs */
+    s->queue = calloc((size_t)o->queue + (size_t)o->parallel, sizeof *s->queue);
     s->active = calloc((size_t)o->parallel, sizeof *s->active);
     s->items = calloc((size_t)o->parallel, sizeof *s->items);
     s->item_job = calloc((size_t)o->parallel, sizeof *s->item_job);
