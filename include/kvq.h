@@ -82,8 +82,9 @@ uint64_t   kvq_model_weight_set_bytes(const kvq_model *m, int32_t set);
 
 /* A string from the model file's metadata, such as the GGUF key
  * "tokenizer.chat_template": *s points into the model (not NUL-terminated)
- * and lives as long as it. KVQ_ERR_ARG when the key is absent or is not a
- * string, or the model was not read from a GGUF file. */
+ * and lives as long as it. For a Hugging Face folder, only
+ * "tokenizer.chat_template" is known (from tokenizer_config.json). KVQ_ERR_ARG
+ * when the key is absent or is not a string. */
 kvq_status kvq_model_meta_str(const kvq_model *m, const char *key, const char **s, size_t *n);
 
 /* One line per tensor: name, type and shape. i in [0, count). */

@@ -93,6 +93,27 @@ static kvq_status weight(struct kvq_model *m, const hf_weights *w, kvq_tensor *t
     return kvq_tensor_view(m, t, name, KVQ_TYPE_F32, buf, n_in, 1, n_in, 1);
 }
 
+/* tokenizer_config.json's chat template (optional): kept for
+ * kvq_model_meta_str("tokenizer.chat_template"), as a GGUF carries it. A
+ * template given as a list of named templates is not read. */
+static kvq_status load_chat_template(struct kvq_model *m, const char *dir) {
+    kvq_status st;
+    cJSON *j = read_json(m, dir, "tokenizer_config.json", false, &st);
+    if (!j) return st;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
+    if (cJSON_IsString(t)) {
+        const size_t n = strlen(t->valuestring);
+        char *c = malloc(n + 1);
+        if (!(st = kvq_model_own(m, c))) { /* it frees c when it cannot keep it */
+            memcpy(c, t->valuestring, n + 1);
+            m->chat_template = c;
+            m->chat_template_len = n;
+        }
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
 /* ------------------------------------------------------- tokenizer.json */
 
 static bool is_type(const cJSON *o, const char *type) {
@@ -318,6 +339,7 @@ kvq_status kvq_load_hf(struct kvq_model *m, const char *dir) {
         }
     }
     if ((st = load_tokenizer_json(m, dir, cfg))) goto done;
+    if ((st = load_chat_template(m, dir))) goto done;
     if (m->vocab_only) goto done;
     if ((st = kvq_model_validate(m))) goto done;
 

@@ -298,6 +298,11 @@ bool kvq_token_is_eog(const kvq_model *m, kvq_token t) {
 kvq_status kvq_model_meta_str(const kvq_model *m, const char *key, const char **s, size_t *n) {
     *s = NULL;
     *n = 0;
+    if (!strcmp(m->format, "hf") && !strcmp(key, "tokenizer.chat_template") && m->chat_template) {
+        *s = m->chat_template;
+        *n = m->chat_template_len;
+        return KVQ_OK;
+    }
     if (strcmp(m->format, "gguf")) return KVQ_ERR_ARG;
     kvq_gguf_str v = {0};
     kvq_logger quiet = {0}; /* an absent key is an answer, not an error to log */

@@ -60,6 +60,8 @@ struct kvq_model {
     kvq_vocab vocab;
     bool has_vocab, vocab_only;
     kvq_gguf gguf;           /* GGUF source (kept open: weights point into it) */
+    const char *chat_template; /* an HF folder's tokenizer_config.json template (owned), or NULL */
+    size_t chat_template_len;
     kvq_mapfile map;         /* llama2.c source */
     kvq_mapfile *shards;     /* safetensors sources (HF folder) */
     int n_shards;

@@ -1,4 +1,5 @@
 /* safetensors, llama2.c and HF-folder loaders against malformed input. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -125,9 +126,58 @@ static void test_hf_folder(void **st) {
     (void)src;
 }
 
+/* Chat templates as metadata: a GGUF key, and an HF folder's
+ * tokenizer_config.json (here the 656K folder's files linked beside a config
+ * that carries a template). */
+static void test_chat_template_meta(void **st) {
+    (void)st;
+    TU_SHARED(gguf, "models/tinystories-656k/TinyStories-656K-Q8_0.gguf");
+    TU_SHARED(hf, "models/tinystories-656k/config.json");
+    kvq_model_params mp = kvq_model_default_params();
+    mp.vocab_only = true;
+    mp.path = gguf;
+    kvq_model *m = NULL;
+    assert_int_equal(kvq_model_load(&mp, &m), KVQ_OK);
+    const char *s;
+    size_t n;
+    assert_int_equal(kvq_model_meta_str(m, "general.architecture", &s, &n), KVQ_OK);
+    assert_int_equal(n, 5);
+    assert_memory_equal(s, "llama", 5);
+    assert_int_equal(kvq_model_meta_str(m, "tokenizer.chat_template", &s, &n), KVQ_ERR_ARG); /* it has none */
+    assert_int_equal(kvq_model_meta_str(m, "llama.block_count", &s, &n), KVQ_ERR_ARG);     /* not a string */
+    kvq_model_free(m);
+
+    char dir[] = "/tmp/kvq_tpl_XXXXXX", p[512], src[512];
+    assert_non_null(mkdtemp(dir));
+    const char *files[] = {"config.json", "tokenizer.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%.*s%s", (int)(strlen(hf) - strlen("config.json")), hf, files[i]);
+        char abs[PATH_MAX];
+        assert_non_null(realpath(src, abs));
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        assert_int_equal(symlink(abs, p), 0);
+    }
+    const char *tc = "{\"chat_template\": \"{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}\"}";
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    tu_write_file(p, tc, strlen(tc));
+    mp.path = dir;
+    assert_int_equal(kvq_model_load(&mp, &m), KVQ_OK);
+    assert_int_equal(kvq_model_meta_str(m, "tokenizer.chat_template", &s, &n), KVQ_OK);
+    assert_int_equal(n, strlen("{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}"));
+    assert_memory_equal(s, "{% for m in messages %}<|im_start|>", 35);
+    kvq_model_free(m);
+    unlink(p);
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_safetensors), cmocka_unit_test(test_llama2c), cmocka_unit_test(test_hf_folder),
+        cmocka_unit_test(test_chat_template_meta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
