@@ -21,19 +21,12 @@ static int fail(perr *e, const char *param, const char *fmt, ...) {
     return 400;
 }
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s);
-    char *d = malloc(n + 1);
-    if (d) memcpy(d, s, n + 1);
-    return d;
-}
-
 /* A message's content: a string, or an array of {"type":"text","text":...} parts. */
 static int content_of(const cJSON *c, char **out, size_t *total, const srv_limits *lim, perr *e) {
     if (cJSON_IsString(c)) {
         *total += strlen(c->valuestring);
         if (*total > lim->max_prompt_bytes) return fail(e, "messages", "the messages exceed %zu bytes", lim->max_prompt_bytes);
-        return (*out = dup_str(c->valuestring)) ? 0 : fail(e, "messages", "out of memory");
+        return (*out = strdup(c->valuestring)) ? 0 : fail(e, "messages", "out of memory");
     }
     if (!cJSON_IsArray(c)) return fail(e, "messages", "a message's content must be a string or an array of text parts");
     size_t n = 0;
@@ -76,7 +69,7 @@ static int parse_messages(const cJSON *ms, srv_req *r, const srv_limits *lim, pe
         if (strcmp(ro, "system") && strcmp(ro, "user") && strcmp(ro, "assistant"))
             return fail(e, "messages", "unsupported role '%.32s' (system, user, assistant)", role->valuestring);
         srv_msg *d = &r->msgs[r->n_msgs++];
-        if (!(d->role = dup_str(ro))) return fail(e, "messages", "out of memory");
+        if (!(d->role = strdup(ro))) return fail(e, "messages", "out of memory");
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
         int st = content_of(c, &d->content, &total, lim, e);
         if (st) return st;
@@ -90,7 +83,7 @@ static int parse_prompt(const cJSON *p, srv_req *r, const srv_limits *lim, perr 
     if (cJSON_IsString(p)) {
         if (strlen(p->valuestring) > lim->max_prompt_bytes)
             return fail(e, "prompt", "the prompt exceeds %zu bytes", lim->max_prompt_bytes);
-        return (r->prompt = dup_str(p->valuestring)) ? 0 : fail(e, "prompt", "out of memory");
+        return (r->prompt = strdup(p->valuestring)) ? 0 : fail(e, "prompt", "out of memory");
     }
     if (!cJSON_IsArray(p)) return fail(e, "prompt", "'prompt' must be a string, or an array of token ids");
     int n = cJSON_GetArraySize(p);
@@ -117,7 +110,7 @@ static int parse_stop(const cJSON *s, srv_req *r, perr *e) {
         if (!cJSON_IsString(x)) return fail(e, "stop", "'stop' must be a string or an array of strings");
         size_t l = strlen(x->valuestring);
         if (l == 0 || l > SRV_MAX_STOP_LEN) return fail(e, "stop", "a stop sequence must be 1 to %d bytes", SRV_MAX_STOP_LEN);
-        if (!(r->stop[r->n_stop++] = dup_str(x->valuestring))) return fail(e, "stop", "out of memory");
+        if (!(r->stop[r->n_stop++] = strdup(x->valuestring))) return fail(e, "stop", "out of memory");
     }
     return 0;
 }
@@ -148,7 +141,7 @@ static int opt_str(const cJSON *root, const char *key, size_t max, char **out, p
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsString(v)) return fail(e, key, "'%s' must be a string", key);
     if (strlen(v->valuestring) > max) return fail(e, key, "'%s' is longer than %zu bytes", key, max);
-    return (*out = dup_str(v->valuestring)) ? 0 : fail(e, key, "out of memory");
+    return (*out = strdup(v->valuestring)) ? 0 : fail(e, key, "out of memory");
 }
 
 static int parse_root(const cJSON *root, srv_kind kind, const srv_limits *lim, srv_req *r, perr *e) {

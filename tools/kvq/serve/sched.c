@@ -361,19 +361,23 @@ int srv_submit(srv *s, srv_job *j) {
 
 /* ---- the scheduler thread ---- */
 
+/* The longest prefix of t[0..n) that does not end inside a UTF-8
+ * character: a stream never sends half of one. */
+static size_t whole_chars(const char *t, size_t n) {
+    size_t p = n;
+    while (p > 0 && n - p < 4 && ((unsigned char)t[p - 1] & 0xC0) == 0x80) p--;
+    if (p == 0) return n;
+    const unsigned char c = (unsigned char)t[p - 1];
+    const size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return p - 1 + want > n ? p - 1 : n;
+}
+
 static void finish(srv *s, srv_job *j, srv_finish f, const char *err) {
     if (j->finish) return;
     j->finish = f;
     if (err) snprintf(j->err, sizeof j->err, "%s", err);
-    /* what was held back (a possible stop string, a partial character) goes out now */
-    size_t n = j->text_len;
-    for (size_t p = n; p > 0 && p + 4 > n; p--) { /* drop a trailing incomplete UTF-8 sequence */
-        unsigned char c = (unsigned char)j->text[p - 1];
-        if ((c & 0xC0) == 0x80) continue;
-        size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-        if (p - 1 + want > n) n = p - 1;
-        break;
-    }
+    /* what was held back (a possible stop string) goes out now; a trailing partial character is dropped */
+    const size_t n = whole_chars(j->text, j->text_len);
     j->text_len = n;
     if (j->safe_len < n) j->safe_len = n;
 }
@@ -415,13 +419,7 @@ static bool scan_text(srv_job *j) {
             if (!memcmp(j->text + j->text_len - k, r->stop[i], k)) break;
         if (j->text_len - k < safe) safe = j->text_len - k;
     }
-    size_t p = safe;
-    while (p > 0 && ((unsigned char)j->text[p - 1] & 0xC0) == 0x80) p--;
-    if (p > 0) {
-        unsigned char c = (unsigned char)j->text[p - 1];
-        size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-        if (p - 1 + want > safe) safe = p - 1;
-    }
+    safe = whole_chars(j->text, safe);
     if (safe > j->safe_len) j->safe_len = safe;
     return false;
 }
