@@ -188,64 +188,29 @@ T_AVX2 static inline __m256 q4_0_term(__m256i aq, __m256i q, const kvq_block_q8_
     return _mm256_mul_ps(_mm256_set1_ps(dw * _cvtsh_ss(b->d)), p);
 }
 
-T_AVX2 static void q4_0_dot_x4(const kvq_block_q4_0 *a, const uint8_t *x, size_t xs, int64_t nb, float *out) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const kvq_block_q8_0 *b0 = (const kvq_block_q8_0 *)x, *b1 = (const kvq_block_q8_0 *)(x + xs),
-                         *b2 = (const kvq_block_q8_0 *)(x + 2 * xs), *b3 = (const kvq_block_q8_0 *)(x + 3 * xs);
+/* One q4_0 row against nx activation rows, nx a constant at every call (8,
+ * 4, 2): inlined and unrolled per count, so acc[] lives in registers. */
+T_AVX2 static inline __attribute__((always_inline)) void q4_0_dot_rows(const kvq_block_q4_0 *a, const uint8_t *x,
+                                                                      size_t xs, int64_t nb, const int nx, float *out) {
+    __m256 acc[KVQ_DOT_XN];
+#pragma GCC unroll 8
+    for (int t = 0; t < nx; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
         const float dw = _cvtsh_ss(a[i].d);
-        a0 = _mm256_add_ps(a0, q4_0_term(aq, q, b0 + i, dw));
-        a1 = _mm256_add_ps(a1, q4_0_term(aq, q, b1 + i, dw));
-        a2 = _mm256_add_ps(a2, q4_0_term(aq, q, b2 + i, dw));
-        a3 = _mm256_add_ps(a3, q4_0_term(aq, q, b3 + i, dw));
+#pragma GCC unroll 8
+        for (int t = 0; t < nx; t++)
+            acc[t] = _mm256_add_ps(acc[t], q4_0_term(aq, q, (const kvq_block_q8_0 *)(x + (size_t)t * xs) + i, dw));
     }
-    out[0] = kvq_hsum8(a0);
-    out[1] = kvq_hsum8(a1);
-    out[2] = kvq_hsum8(a2);
-    out[3] = kvq_hsum8(a3);
+#pragma GCC unroll 8
+    for (int t = 0; t < nx; t++) out[t] = kvq_hsum8(acc[t]);
 }
-
-T_AVX2 static void q4_0_dot_x2(const kvq_block_q4_0 *a, const uint8_t *x, size_t xs, int64_t nb, float *out) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    const kvq_block_q8_0 *b0 = (const kvq_block_q8_0 *)x, *b1 = (const kvq_block_q8_0 *)(x + xs);
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
-        const float dw = _cvtsh_ss(a[i].d);
-        a0 = _mm256_add_ps(a0, q4_0_term(aq, q, b0 + i, dw));
-        a1 = _mm256_add_ps(a1, q4_0_term(aq, q, b1 + i, dw));
-    }
-    out[0] = kvq_hsum8(a0);
-    out[1] = kvq_hsum8(a1);
-}
-
-T_AVX2 static void q4_0_dot_x8(const kvq_block_q4_0 *a, const uint8_t *x, size_t xs, int64_t nb, float *out) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    const kvq_block_q8_0 *b[8];
-    for (int t = 0; t < 8; t++) b[t] = (const kvq_block_q8_0 *)(x + (size_t)t * xs);
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
-        const float dw = _cvtsh_ss(a[i].d);
-        a0 = _mm256_add_ps(a0, q4_0_term(aq, q, b[0] + i, dw));
-        a1 = _mm256_add_ps(a1, q4_0_term(aq, q, b[1] + i, dw));
-        a2 = _mm256_add_ps(a2, q4_0_term(aq, q, b[2] + i, dw));
-        a3 = _mm256_add_ps(a3, q4_0_term(aq, q, b[3] + i, dw));
-        a4 = _mm256_add_ps(a4, q4_0_term(aq, q, b[4] + i, dw));
-        a5 = _mm256_add_ps(a5, q4_0_term(aq, q, b[5] + i, dw));
-        a6 = _mm256_add_ps(a6, q4_0_term(aq, q, b[6] + i, dw));
-        a7 = _mm256_add_ps(a7, q4_0_term(aq, q, b[7] + i, dw));
-    }
-    out[0] = kvq_hsum8(a0); out[1] = kvq_hsum8(a1); out[2] = kvq_hsum8(a2); out[3] = kvq_hsum8(a3);
-    out[4] = kvq_hsum8(a4); out[5] = kvq_hsum8(a5); out[6] = kvq_hsum8(a6); out[7] = kvq_hsum8(a7);
-}
-
-T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n);
 
 T_AVX2 static void q4_0_dot_xn(const void *w, const void *x, size_t xs, int nx, int64_t n, float *out) {
     int t = 0;
-    for (; t + 8 <= nx; t += 8) q4_0_dot_x8(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
-    for (; t + 4 <= nx; t += 4) q4_0_dot_x4(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
-    for (; t + 2 <= nx; t += 2) q4_0_dot_x2(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, out + t);
+    for (; t + 8 <= nx; t += 8) q4_0_dot_rows(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, 8, out + t);
+    for (; t + 4 <= nx; t += 4) q4_0_dot_rows(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, 4, out + t);
+    for (; t + 2 <= nx; t += 2) q4_0_dot_rows(w, (const uint8_t *)x + (size_t)t * xs, xs, n / 32, 2, out + t);
     for (; t < nx; t++) out[t] = q4_0_dot(w, (const uint8_t *)x + (size_t)t * xs, n);
 }
 
