@@ -290,8 +290,9 @@ static enum MHD_Result completion(srv_http *h, struct MHD_Connection *c, conn *k
     if (sid && srv_id_valid(sid)) snprintf(j->session_id, sizeof j->session_id, "%s", sid);
     if ((st = srv_submit(s, j))) {
         snprintf(msg, sizeof msg, "%s", j->err);
+        const char *code = j->code;
         srv_release(s, j);
-        return error_reply(h, c, st, msg, NULL, st == 429 ? "kv_memory_full" : NULL);
+        return error_reply(h, c, st, msg, NULL, code);
     }
     k->job = j;
     k->chat = kind == SRV_CHAT;

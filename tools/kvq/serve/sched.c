@@ -331,6 +331,7 @@ int srv_submit(srv *s, srv_job *j) {
         snprintf(j->err, sizeof j->err, "the server is shutting down");
     } else if (s->n_active + s->n_queue >= s->o.parallel + s->o.queue) {
         st = 429;
+        j->code = "server_busy";
         snprintf(j->err, sizeof j->err, "all %d sequences and %d queue places are taken", s->o.parallel, s->o.queue);
     } else {
         while (s->reserved - credit + need > s->o.kv_memory && evict_one(s, x)) {}
@@ -339,6 +340,7 @@ int srv_submit(srv *s, srv_job *j) {
             cli_human_bytes((double)need, a, sizeof a);
             cli_human_bytes((double)(s->o.kv_memory - (s->reserved - credit)), b, sizeof b);
             st = 429;
+            j->code = "kv_memory_full";
             snprintf(j->err, sizeof j->err, "KV memory is full: this request needs %s of KV cache, %s is free", a, b);
         }
     }
@@ -563,12 +565,15 @@ void *srv_run(void *arg) {
                 retire(s, j);
             }
         while (s->n_queue && s->n_active < s->o.parallel) {
+            /* popped only once set up: while the lock is released for that, the
+             * job must still count against --parallel + --queue (submitters only
+             * append, so queue[0] stays put) */
             srv_job *j = s->queue[0];
-            memmove(s->queue, s->queue + 1, (size_t)--s->n_queue * sizeof *s->queue);
             srv_unlock(s);
             char err[256];
             bool ok = activate(s, j, err, sizeof err);
             srv_lock(s);
+            memmove(s->queue, s->queue + 1, (size_t)--s->n_queue * sizeof *s->queue);
             if (!ok) {
                 finish(s, j, SRV_FIN_ERROR, err);
                 retire(s, j);

@@ -109,6 +109,7 @@ typedef struct srv_job {
     srv_finish finish;
     bool cancelled;            /* the client went away */
     int http_status;           /* a refusal before any output: 429, 503 */
+    const char *code;          /* the OpenAI error code of a refusal at admission, or NULL */
     char err[256];
     char id_out[33];           /* the session id the reply names */
     int refs;                  /* HTTP side + scheduler: freed by the last srv_release */
