@@ -140,8 +140,9 @@ out:
 
 kvq_status kvq_ctx_load(kvq_ctx *c, const char *path) {
     if (kvq_ctx_n_pending(c)) return kvq_err(&c->lg, KVQ_ERR_ARG, "speculative tokens are pending");
-    FILE *f = fopen(path, "rb");
-    if (!f) return kvq_err(&c->lg, KVQ_ERR_IO, "cannot read session file '%s'", path);
+    kvq_status ost;
+    FILE *f = kvq_fopen_read(path, &c->lg, &ost);
+    if (!f) return ost;
     kvq_status st = load(c, f, path);
     fclose(f);
     if (st) {

@@ -9,16 +9,49 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+ * before the S_ISREG check could refuse it. */
+static int open_regular(const char *path, struct stat *st, const kvq_logger *lg, kvq_status *status) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        *status = kvq_err(lg, KVQ_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        *status = kvq_err(lg, KVQ_ERR_IO, "'%s' is not a regular file (a %s)", path,
+                          S_ISDIR(st->st_mode) ? "directory" : S_ISFIFO(st->st_mode) ? "FIFO"
+                          : S_ISCHR(st->st_mode) ? "character device" : S_ISSOCK(st->st_mode) ? "socket" : "special file");
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *status = KVQ_OK;
+    return fd;
+}
+
+FILE *kvq_fopen_read(const char *path, const kvq_logger *lg, kvq_status *status) {
+    struct stat st;
+    kvq_status s;
+    int fd = open_regular(path, &st, lg, &s);
+    if (status) *status = s;
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        s = kvq_err(lg, KVQ_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        if (status) *status = s;
+    }
+    return f;
+}
+
 kvq_status kvq_mapfile_open(const char *path, kvq_mapfile *m, const kvq_logger *lg) {
     m->data = NULL;
     m->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return kvq_err(lg, KVQ_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return kvq_err(lg, KVQ_ERR_IO, "'%s' is not a regular file", path);
-    }
+    kvq_status status;
+    int fd = open_regular(path, &st, lg, &status);
+    if (fd < 0) return status;
     if (st.st_size == 0) {
         close(fd);
         return kvq_err(lg, KVQ_ERR_FORMAT, "'%s' is empty", path);
@@ -39,8 +72,9 @@ void kvq_mapfile_close(kvq_mapfile *m) {
 
 kvq_status kvq_read_file(const char *path, size_t max_size, char **out, size_t *len, const kvq_logger *lg) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return kvq_err(lg, KVQ_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    kvq_status status;
+    FILE *f = kvq_fopen_read(path, lg, &status);
+    if (!f) return status;
     if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return kvq_err(lg, KVQ_ERR_IO, "cannot seek '%s'", path); }
     long sz = ftell(f);
     if (sz < 0 || (size_t)sz > max_size) {

@@ -1,10 +1,14 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/nesting.h"
 
 #define ST_MAX_HEADER (100u << 20)
+/* {tensor: {shape: [...]}} and __metadata__ are three levels */
+#define ST_MAX_DEPTH 8
 
 static int dtype_size(const char *d) {
     static const struct { const char *n; int s; } T[] = {
@@ -28,6 +32,10 @@ kvq_status kvq_safetensors_parse(const uint8_t *buf, size_t size, kvq_safetensor
     if (hn < 2 || hn > size - 8 || hn > ST_MAX_HEADER)
         return kvq_err(lg, KVQ_ERR_FORMAT, "safetensors: header length %llu does not fit a %zu-byte file",
                        (unsigned long long)hn, size);
+    const int depth = kvq_nesting_depth((const char *)buf + 8, (size_t)hn, 1);
+    if (depth > ST_MAX_DEPTH)
+        return kvq_err(lg, KVQ_ERR_FORMAT, "safetensors: the header nests %d deep; a safetensors header needs %d",
+                       depth, ST_MAX_DEPTH);
     cJSON *root = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hn);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -74,14 +82,19 @@ kvq_status kvq_safetensors_parse(const uint8_t *buf, size_t size, kvq_safetensor
         if (st) break;
         double b = cJSON_IsNumber(of->child) ? of->child->valuedouble : -1;
         double en = cJSON_IsNumber(of->child->next) ? of->child->next->valuedouble : -1;
+        if (b != floor(b) || en != floor(en)) {
+            st = kvq_err(lg, KVQ_ERR_FORMAT, "safetensors: tensor '%s' has fractional data_offsets", t->name);
+            break;
+        }
         if (!(b >= 0 && en >= b && en <= (double)avail)) {
-            st = kvq_err(lg, KVQ_ERR_FORMAT, "safetensors: tensor '%s' data [%g, %g) lies outside the %llu data bytes",
-                         t->name, b, en, (unsigned long long)avail);
+            st = kvq_err(lg, KVQ_ERR_FORMAT,
+                         "safetensors: tensor '%s' data [%.0f, %.0f) lies outside the %llu data bytes", t->name, b, en,
+                         (unsigned long long)avail);
             break;
         }
         uint64_t nb;
         if (__builtin_mul_overflow(nel, (uint64_t)es, &nb) || nb != (uint64_t)(en - b)) {
-            st = kvq_err(lg, KVQ_ERR_FORMAT, "safetensors: tensor '%s' holds %g bytes, its shape needs %llu", t->name,
+            st = kvq_err(lg, KVQ_ERR_FORMAT, "safetensors: tensor '%s' holds %.0f bytes, its shape needs %llu", t->name,
                          en - b, (unsigned long long)nb);
             break;
         }

@@ -52,9 +52,8 @@ static kvq_status kivi_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, voi
     const char *layers = NULL;
     for (int i = 0; i < s->n_copt; i++) {
         const kvq_kv_opt *o = &s->copt[i];
-        int k, v;
-        char extra;
-        if (!o->val[0] && sscanf(o->key, "k%dv%d%c", &k, &v, &extra) == 2) { kb = k; vb = v; }
+        long k, v;
+        if (!o->val[0] && kvq_kv_bits_pair(o->key, &k, &v)) { kb = k; vb = v; }
         else if (!strcmp(o->key, "k") || !strcmp(o->key, "v") || !strcmp(o->key, "g") || !strcmp(o->key, "r")) {
             long *dst = o->key[0] == 'k' ? &kb : o->key[0] == 'v' ? &vb : o->key[0] == 'g' ? &G : &R;
             if (!kvq_kv_opt_int(o, 1, o->key, 0, 4096, dst, err, cap)) return KVQ_ERR_ARG;
@@ -69,6 +68,10 @@ static kvq_status kivi_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, voi
         return KVQ_ERR_ARG;
     }
     if (R < 0) R = G;
+    if (kb > 16 || vb > 16) {
+        snprintf(err, cap, "kivi: K%ld V%ld is not supported (bits 2, 4 or 8; k16v16 keeps a layer fp16)", kb, vb);
+        return KVQ_ERR_ARG;
+    }
     int8_t *k = calloc((size_t)g->n_layer, 1), *v = calloc((size_t)g->n_layer, 1);
     if (!k || !v) { free(k); free(v); return KVQ_ERR_NOMEM; }
     kvq_status st = KVQ_OK;

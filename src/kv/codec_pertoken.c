@@ -59,10 +59,13 @@ static kvq_status pt_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void 
     const char *layers = NULL;
     for (int i = 0; i < s->n_copt; i++) {
         const kvq_kv_opt *o = &s->copt[i];
-        int k, v;
-        char extra;
+        long k, v;
         if (!strcmp(o->key, "rot") && !o->val[0]) c.rot = 1;
-        else if (c.kind == PT_ASYM && !o->val[0] && sscanf(o->key, "k%dv%d%c", &k, &v, &extra) == 2) {
+        else if (c.kind == PT_ASYM && !o->val[0] && kvq_kv_bits_pair(o->key, &k, &v)) {
+            if (k > 16 || v > 16) {
+                snprintf(err, cap, "pertoken: %s asks for more than 16 bits", o->key);
+                return KVQ_ERR_ARG;
+            }
             c.kb = (int8_t)k;
             c.vb = (int8_t)v;
         } else if (c.kind == PT_ASYM && !strcmp(o->key, "g")) {

@@ -6,8 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+#include "../core/mapfile.h"
+#include "../core/nesting.h"
 
-#define MAX_TABLE (4u << 20)
+/* A table for 1024 layers is under 64 KB in either form. */
+#define MAX_TABLE (1u << 20)
+/* KVTuner's tables nest two levels (layer -> {nbits_key, nbits_value}) */
+#define MAX_YAML_DEPTH 16
+#define MAX_YAML_INDENT 64
 
 static kvq_status fail(char *err, size_t cap, const char *fmt, ...) {
     va_list ap;
@@ -21,6 +27,17 @@ static bool valid_bits(long b) { return b == 2 || b == 4 || b == 8 || b == 16; }
 /* 16 means "this layer stays fp16", only as a pair */
 static bool valid_pair(long k, long v) { return valid_bits(k) && valid_bits(v) && ((k == 16) == (v == 16)); }
 
+/* "kXvY" exactly, each a decimal within long (no overflow, nothing after) */
+bool kvq_kv_bits_pair(const char *w, long *k, long *v) {
+    char *e;
+    if (*w != 'k' || w[1] < '0' || w[1] > '9') return false;
+    errno = 0;
+    *k = strtol(w + 1, &e, 10);
+    if (errno || *e != 'v' || e[1] < '0' || e[1] > '9') return false;
+    *v = strtol(e + 1, &e, 10);
+    return !errno && !*e;
+}
+
 static bool parse_long(const char *s, long *out) {
     char *e;
     errno = 0;
@@ -31,6 +48,12 @@ static bool parse_long(const char *s, long *out) {
 }
 
 static kvq_status parse_yaml(const char *text, size_t len, int n_layer, int8_t *kb, int8_t *vb, char *err, size_t cap) {
+    const int depth = kvq_nesting_depth(text, len, 0), indent = kvq_max_indent(text, len);
+    if (depth > MAX_YAML_DEPTH)
+        return fail(err, cap, "yaml: brackets nest %d deep; a layer table needs at most %d", depth, MAX_YAML_DEPTH);
+    if (indent > MAX_YAML_INDENT)
+        return fail(err, cap, "yaml: a line is indented by %d columns; a layer table needs at most %d", indent,
+                    MAX_YAML_INDENT);
     yaml_parser_t p;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&p)) return fail(err, cap, "yaml: cannot initialize the parser");
@@ -110,15 +133,18 @@ static kvq_status parse_text(const char *text, size_t len, int n_layer, int8_t *
         buf[l] = 0;
         char *hash = strchr(buf, '#');
         if (hash) *hash = 0;
-        char word[64];
-        if (sscanf(buf, " %63s", word) == 1) {
-            int k, v;
-            char extra;
-            if (sscanf(word, "k%dv%d%c", &k, &v, &extra) != 2)
+        if (e - i > sizeof buf - 2 && !hash)
+            return fail(err, cap, "line %d is longer than %zu characters", line, sizeof buf - 2);
+        char word[64], rest[2];
+        int nw = sscanf(buf, " %63s %1s", word, rest);
+        if (nw >= 1) {
+            long k, v;
+            if (nw == 2) return fail(err, cap, "line %d: one kXvY per line, but '%s' is followed by more", line, word);
+            if (!kvq_kv_bits_pair(word, &k, &v))
                 return fail(err, cap, "line %d: expected kXvY (e.g. k4v2), got '%s'", line, word);
             if (!valid_pair(k, v))
-                return fail(err, cap, "line %d: K%d V%d: unsupported bit width (2, 4 or 8; k16v16 keeps fp16)", line, k,
-                            v);
+                return fail(err, cap, "line %d: K%ld V%ld: unsupported bit width (2, 4 or 8; k16v16 keeps fp16)", line,
+                            k, v);
             if (n >= n_layer) return fail(err, cap, "the table has more than the model's %d layers", n_layer);
             kb[n] = (int8_t)k;
             vb[n] = (int8_t)v;
@@ -141,9 +167,18 @@ kvq_status kvq_layer_bits_parse(const char *text, size_t len, int n_layer, int8_
     return parse_text(text, len, n_layer, kb, vb, err, err_cap);
 }
 
+typedef struct { char *err; size_t cap; } err_sink;
+static void to_err(void *user, kvq_log_level lvl, const char *msg) {
+    const err_sink *e = user;
+    if (lvl == KVQ_LOG_ERROR && e->err && e->cap) snprintf(e->err, e->cap, "layer table: %s", msg);
+}
+
 kvq_status kvq_layer_bits_load(const char *path, int n_layer, int8_t *kb, int8_t *vb, char *err, size_t err_cap) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, err_cap, "cannot open layer table '%s': %s", path, strerror(errno));
+    err_sink sink = {err, err_cap};
+    const kvq_logger lg = {to_err, &sink};
+    kvq_status ost;
+    FILE *f = kvq_fopen_read(path, &lg, &ost);
+    if (!f) return ost;
     char *buf = malloc(MAX_TABLE);
     size_t n = buf ? fread(buf, 1, MAX_TABLE, f) : 0;
     bool more = buf && fgetc(f) != EOF;

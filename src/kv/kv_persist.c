@@ -5,6 +5,7 @@
  * in f16 can be restored compressed. Streams are untrusted: every count is
  * checked before it sizes anything. */
 #include "kv.h"
+#include "../core/mapfile.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -181,8 +182,9 @@ kvq_status kvq_kv_save(const kvq_kv_cache *c, const char *path) {
 }
 
 kvq_status kvq_kv_load(kvq_kv_cache *c, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return kvq_err(c->lg, KVQ_ERR_IO, "cannot read '%s'", path);
+    kvq_status ost;
+    FILE *f = kvq_fopen_read(path, c->lg, &ost);
+    if (!f) return ost;
     kvq_status st = kvq_kv_read(c, f, path);
     fclose(f);
     return st;

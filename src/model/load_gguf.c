@@ -37,7 +37,9 @@ static kvq_status f32_vector(struct kvq_model *m, const kvq_gguf_tensor *gt, kvq
     if (gt->n_dims != 1 || gt->ne[0] != want)
         return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' has %lld elements, expected %lld", name,
                        (long long)gt->ne[0], (long long)want);
-    const void *data = gt->data;
+    kvq_status ast;
+    const void *data = kvq_model_aligned(m, gt->data, gt->nbytes, kvq_type_align((int)gt->type), name, &ast);
+    if (!data) return ast;
     if (gt->type != KVQ_TYPE_F32) {
         const kvq_type_traits *tr = kvq_traits((kvq_type)gt->type);
         if (!tr || !tr->to_float)
@@ -46,7 +48,7 @@ static kvq_status f32_vector(struct kvq_model *m, const kvq_gguf_tensor *gt, kvq
         float *buf = malloc((size_t)want * sizeof(float));
         kvq_status st = kvq_model_own(m, buf);
         if (st) return st;
-        tr->to_float(gt->data, buf, want);
+        tr->to_float(data, buf, want);
         data = buf;
     }
     t->type = KVQ_TYPE_F32;
@@ -71,7 +73,9 @@ static kvq_status bind_companions(struct kvq_model *m, kvq_tensor *t, const char
             return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' has type %s; it must be %s", cname,
                            kvq_type_name((int)ct->type) ? kvq_type_name((int)ct->type) : "?",
                            kvq_type_name(tr->companion_types[i]));
-        t->aux[i] = ct->data;
+        kvq_status ast;
+        if (!(t->aux[i] = kvq_model_aligned(m, ct->data, ct->nbytes, kvq_type_align((int)ct->type), cname, &ast)))
+            return ast;
         t->aux_bytes[i] = ct->nbytes;
     }
     char msg[200];

@@ -2,14 +2,18 @@
  * model.safetensors.index.json) + tokenizer.json. Weights are used in place
  * (F32/F16/BF16); HF keeps Q/K rows unpermuted, so RoPE rotates halves. */
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/nesting.h"
 #include "../io/safetensors.h"
 #include "model.h"
 
 #define HF_MAX_JSON (256u << 20)
+#define HF_MAX_DEPTH 64
 #define HF_MAX_SHARDS 64
 
 static cJSON *read_json(struct kvq_model *m, const char *dir, const char *file, bool required, kvq_status *st) {
@@ -17,13 +21,21 @@ static cJSON *read_json(struct kvq_model *m, const char *dir, const char *file, 
     snprintf(path, sizeof path, "%s/%s", dir, file);
     char *txt;
     size_t len;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *st = required ? kvq_err(&m->lg, KVQ_ERR_IO, "cannot open '%s'", path) : KVQ_OK;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        *st = required ? kvq_err(&m->lg, KVQ_ERR_IO, "cannot open '%s': %s", path, strerror(errno)) : KVQ_OK;
         return NULL;
     }
-    fclose(f);
     if ((*st = kvq_read_file(path, HF_MAX_JSON, &txt, &len, &m->lg))) return NULL;
+    /* tokenizer.json nests about 6 levels (normalizer sequences); cJSON
+     * recurses once per level */
+    const int depth = kvq_nesting_depth(txt, len, 1);
+    if (depth > HF_MAX_DEPTH) {
+        free(txt);
+        *st = kvq_err(&m->lg, KVQ_ERR_FORMAT, "'%s' nests %d levels deep; kvq reads at most %d", path, depth,
+                      HF_MAX_DEPTH);
+        return NULL;
+    }
     cJSON *j = cJSON_ParseWithLength(txt, len);
     free(txt);
     if (!j || !cJSON_IsObject(j)) {
@@ -43,9 +55,37 @@ static bool jint(const cJSON *o, const char *k, int64_t lo, int64_t hi, int32_t 
     return true;
 }
 
-static bool jfloat(const cJSON *o, const char *k, float *out) {
+/* config.json's numbers, each checked and named: absent takes the default
+ * (or is an error when required); present but wrong is always an error. */
+static bool cfg_int(struct kvq_model *m, const cJSON *o, const char *k, int64_t lo, int64_t hi, bool required,
+                    int32_t *out, kvq_status *st) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(x)) return false;
+    if (!x || cJSON_IsNull(x)) {
+        if (required) *st = kvq_err(&m->lg, KVQ_ERR_FORMAT, "config.json lacks %s", k);
+        return !required;
+    }
+    if (!cJSON_IsNumber(x)) {
+        *st = kvq_err(&m->lg, KVQ_ERR_FORMAT, "config.json %s is not a number", k);
+        return false;
+    }
+    const double v = x->valuedouble;
+    if (v != floor(v) || v < (double)lo || v > (double)hi) {
+        *st = kvq_err(&m->lg, KVQ_ERR_FORMAT, "config.json %s is %.17g; it must be an integer from %lld to %lld", k, v,
+                      (long long)lo, (long long)hi);
+        return false;
+    }
+    *out = (int32_t)v;
+    return true;
+}
+
+static bool cfg_float(struct kvq_model *m, const cJSON *o, const char *where, const char *k, double lo, float *out,
+                      kvq_status *st) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!x || cJSON_IsNull(x)) return true;
+    if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble) || x->valuedouble < lo || !isfinite((float)x->valuedouble)) {
+        *st = kvq_err(&m->lg, KVQ_ERR_FORMAT, "config.json %s%s must be a finite number of at least %g", where, k, lo);
+        return false;
+    }
     *out = (float)x->valuedouble;
     return true;
 }
@@ -89,7 +129,7 @@ static kvq_status weight(struct kvq_model *m, const hf_weights *w, kvq_tensor *t
     /* vectors (norms, biases) are used as f32 */
     float *buf = malloc((size_t)n_in * sizeof(float));
     if ((st = kvq_model_own(m, buf))) return st;
-    kvq_traits(ty)->to_float(s->data, buf, n_in);
+    kvq_traits(ty)->to_float(t->data, buf, n_in);
     return kvq_tensor_view(m, t, name, KVQ_TYPE_F32, buf, n_in, 1, n_in, 1);
 }
 
@@ -171,13 +211,25 @@ static kvq_status load_tokenizer_json(struct kvq_model *m, const char *dir, cons
             const cJSON *idj = pass ? cJSON_GetObjectItemCaseSensitive(e, "id") : e;
             const cJSON *txt = pass ? cJSON_GetObjectItemCaseSensitive(e, "content") : NULL;
             const char *s = pass ? (cJSON_IsString(txt) ? txt->valuestring : NULL) : e->string;
-            if (!cJSON_IsNumber(idj) || idj->valuedouble < 0 || idj->valuedouble >= (1 << 22) || !s) {
+            if (!s) {
                 cJSON_Delete(j);
-                return kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer.json: bad token entry");
+                return kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer.json: an added_tokens entry has no content string");
+            }
+            if (!cJSON_IsNumber(idj) || idj->valuedouble < 0 || idj->valuedouble >= (1 << 22) ||
+                idj->valuedouble != floor(idj->valuedouble)) {
+                st = kvq_err(lg, KVQ_ERR_FORMAT,
+                             "tokenizer.json: token '%.40s' has id %.17g; ids are integers from 0 to %d", s,
+                             cJSON_IsNumber(idj) ? idj->valuedouble : -1.0, (1 << 22) - 1);
+                cJSON_Delete(j);
+                return st;
             }
             if ((int32_t)idj->valuedouble + 1 > n) n = (int32_t)idj->valuedouble + 1;
             bytes += strlen(s);
         }
+    }
+    if (n == 0) {
+        cJSON_Delete(j);
+        return kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer.json has an empty vocabulary");
     }
     const cJSON *bl = find_component(pre, "ByteLevel");
     kvq_vocab_kind kind = bl ? KVQ_VOCAB_BYTE_BPE : KVQ_VOCAB_BPE;
@@ -188,13 +240,22 @@ static kvq_status load_tokenizer_json(struct kvq_model *m, const char *dir, cons
     const char **txt = calloc((size_t)n, sizeof *txt);
     uint8_t *attr = calloc((size_t)n, 1);
     if (!txt || !attr) { free(txt); free(attr); cJSON_Delete(j); return KVQ_ERR_NOMEM; }
-    for (const cJSON *e = vocab->child; e; e = e->next) {
-        txt[(int32_t)e->valuedouble] = e->string;
-        attr[(int32_t)e->valuedouble] = KVQ_TOK_NORMAL;
+    for (const cJSON *e = vocab->child; e && !st; e = e->next) {
+        const int32_t id = (int32_t)e->valuedouble;
+        if (txt[id])
+            st = kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.40s' and '%.40s'", id, txt[id],
+                         e->string);
+        txt[id] = e->string;
+        attr[id] = KVQ_TOK_NORMAL;
     }
-    for (const cJSON *e = added ? added->child : NULL; e; e = e->next) {
+    for (const cJSON *e = added ? added->child : NULL; e && !st; e = e->next) {
         int32_t id = (int32_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
-        txt[id] = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
+        const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
+        /* an added token may repeat its vocabulary entry, but not rename it */
+        if (txt[id] && strcmp(txt[id], c))
+            st = kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.40s' and added token '%.40s'",
+                         id, txt[id], c);
+        txt[id] = c;
         attr[id] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special")) ? KVQ_TOK_CONTROL : KVQ_TOK_USER;
     }
     for (int32_t i = 0; i < n && !st; i++)
@@ -279,43 +340,74 @@ kvq_status kvq_load_hf(struct kvq_model *m, const char *dir) {
     snprintf(m->arch, sizeof m->arch, "%s", mt);
     const char *nm = strrchr(dir, '/');
     snprintf(m->name, sizeof m->name, "%s", nm && nm[1] ? nm + 1 : dir);
-    if (!jint(cfg, "hidden_size", 1, 1 << 16, &h->n_embd) || !jint(cfg, "num_hidden_layers", 1, 1024, &h->n_layer) ||
-        !jint(cfg, "num_attention_heads", 1, 1024, &h->n_head) || !jint(cfg, "intermediate_size", 1, 1 << 20, &h->n_ff) ||
-        !jint(cfg, "vocab_size", 1, 1 << 22, &h->n_vocab)) {
-        st = kvq_err(lg, KVQ_ERR_FORMAT, "config.json lacks hidden_size / num_hidden_layers / num_attention_heads / "
-                                         "intermediate_size / vocab_size, or one is out of range");
+    h->n_ctx_train = 2048;
+    h->norm_eps = 1e-6f;
+    h->rope_theta = 10000.0f;
+    if (!cfg_int(m, cfg, "hidden_size", 1, 1 << 16, true, &h->n_embd, &st) ||
+        !cfg_int(m, cfg, "num_hidden_layers", 1, 1024, true, &h->n_layer, &st) ||
+        !cfg_int(m, cfg, "num_attention_heads", 1, 1024, true, &h->n_head, &st) ||
+        !cfg_int(m, cfg, "intermediate_size", 1, 1 << 20, true, &h->n_ff, &st) ||
+        !cfg_int(m, cfg, "vocab_size", 1, 1 << 22, true, &h->n_vocab, &st))
+        goto done;
+    h->n_head_kv = h->n_head;
+    h->head_dim = 0;
+    if (!cfg_int(m, cfg, "num_key_value_heads", 1, 1024, false, &h->n_head_kv, &st) ||
+        !cfg_int(m, cfg, "head_dim", 2, 1024, false, &h->head_dim, &st) ||
+        !cfg_int(m, cfg, "max_position_embeddings", 1, 1 << 24, false, &h->n_ctx_train, &st) ||
+        !cfg_float(m, cfg, "", "rms_norm_eps", 0, &h->norm_eps, &st) ||
+        !cfg_float(m, cfg, "", "rope_theta", 1e-30, &h->rope_theta, &st))
+        goto done;
+    if (!h->head_dim) {
+        if (h->n_embd % h->n_head) {
+            st = kvq_err(lg, KVQ_ERR_FORMAT, "config.json hidden_size %d is not divisible by num_attention_heads %d",
+                         h->n_embd, h->n_head);
+            goto done;
+        }
+        h->head_dim = h->n_embd / h->n_head;
+    } else if ((int64_t)h->head_dim * h->n_head != h->n_embd) {
+        /* legitimate (Mistral NeMo: 32 heads of 128 over a hidden size of 5120), but worth a word */
+        kvq_logf(lg, KVQ_LOG_WARN,
+                 "config.json head_dim %d times num_attention_heads %d is %lld, not hidden_size %d; kvq follows head_dim",
+                 h->head_dim, h->n_head, (long long)h->head_dim * h->n_head, h->n_embd);
+    }
+    if (h->n_head_kv > h->n_head || h->n_head % h->n_head_kv) {
+        st = kvq_err(lg, KVQ_ERR_FORMAT, "config.json num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                     h->n_head, h->n_head_kv);
         goto done;
     }
-    h->n_head_kv = h->n_head;
-    jint(cfg, "num_key_value_heads", 1, 1024, &h->n_head_kv);
-    h->head_dim = h->n_embd / h->n_head;
-    jint(cfg, "head_dim", 2, 1024, &h->head_dim);
     h->n_rot = h->head_dim;
-    h->n_ctx_train = 2048;
-    jint(cfg, "max_position_embeddings", 1, 1 << 24, &h->n_ctx_train);
-    h->norm_eps = 1e-6f;
-    jfloat(cfg, "rms_norm_eps", &h->norm_eps);
-    h->rope_theta = 10000.0f;
-    jfloat(cfg, "rope_theta", &h->rope_theta);
     h->rope_freq_scale = 1.0f;
     h->rope_neox = true;
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs) && !cJSON_IsObject(rs)) {
+        st = kvq_err(lg, KVQ_ERR_FORMAT, "config.json rope_scaling must be an object or null");
+        goto done;
+    }
     if (cJSON_IsObject(rs)) {
-        const char *ty = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rs, "rope_type"));
-        if (!ty) ty = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rs, "type"));
+        const cJSON *tyj = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+        if (!tyj) tyj = cJSON_GetObjectItemCaseSensitive(rs, "type");
+        const char *ty = cJSON_GetStringValue(tyj);
         float factor = 1;
-        jfloat(rs, "factor", &factor);
-        if (!ty || !(factor > 0)) { st = kvq_err(lg, KVQ_ERR_FORMAT, "config.json rope_scaling malformed"); goto done; }
+        if (!ty) {
+            st = kvq_err(lg, KVQ_ERR_FORMAT, "config.json rope_scaling has no rope_type (or type) string");
+            goto done;
+        }
+        if (!cfg_float(m, rs, "rope_scaling.", "factor", 1e-6, &factor, &st)) goto done;
         if (!strcmp(ty, "linear")) {
             h->rope_scaling = KVQ_ROPE_LINEAR;
             h->rope_freq_scale = 1.0f / factor;
         } else if (!strcmp(ty, "llama3")) {
             float lo = 1, hi = 4;
             int32_t orig = 8192;
-            jfloat(rs, "low_freq_factor", &lo);
-            jfloat(rs, "high_freq_factor", &hi);
-            jint(rs, "original_max_position_embeddings", 1, 1 << 24, &orig);
-            if (!(hi > lo) || h->n_rot < 2 || h->n_rot > 1024) { st = kvq_err(lg, KVQ_ERR_FORMAT, "config.json llama3 rope_scaling malformed"); goto done; }
+            if (!cfg_float(m, rs, "rope_scaling.", "low_freq_factor", 1e-6, &lo, &st) ||
+                !cfg_float(m, rs, "rope_scaling.", "high_freq_factor", 1e-6, &hi, &st) ||
+                !cfg_int(m, rs, "original_max_position_embeddings", 1, 1 << 24, false, &orig, &st))
+                goto done;
+            if (!(hi > lo)) {
+                st = kvq_err(lg, KVQ_ERR_FORMAT,
+                             "config.json rope_scaling.high_freq_factor %g must exceed low_freq_factor %g", hi, lo);
+                goto done;
+            }
             /* Same divisors llama.cpp's converter writes to rope_freqs.weight. */
             int nf = h->n_rot / 2;
             h->rope_freq_factors = malloc((size_t)nf * sizeof(float));

@@ -19,7 +19,7 @@ static kvq_status load_tokenizer(struct kvq_model *m, const char *path, int32_t 
     if (f.size < 4) { st = kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer '%s' is truncated", path); goto done; }
     for (int32_t i = 0; i < n_vocab; i++) {
         int32_t len;
-        if ((size_t)(end - q) < 8) { st = kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer '%s' is truncated at token %d of %d", path, i, n_vocab); goto done; }
+        if ((size_t)(end - q) < 8) { st = kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer '%s' ends at token %d, but the checkpoint's vocabulary is %d", path, i, n_vocab); goto done; }
         memcpy(&len, q + 4, 4);
         if (len < 0 || (size_t)len > (size_t)(end - q - 8)) {
             st = kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer '%s': token %d has length %d beyond the file", path, i, len);
@@ -27,6 +27,13 @@ static kvq_status load_tokenizer(struct kvq_model *m, const char *path, int32_t 
         }
         bytes += (size_t)len;
         q += 8 + len;
+    }
+    if (q != end) {
+        st = kvq_err(lg, KVQ_ERR_FORMAT,
+                     "tokenizer '%s' has %zu bytes after its %d tokens: it is for a larger vocabulary than the "
+                     "checkpoint's %d",
+                     path, (size_t)(end - q), n_vocab, n_vocab);
+        goto done;
     }
     kvq_vocab *v = &m->vocab;
     if ((st = kvq_vocab_init(v, KVQ_VOCAB_SPM, n_vocab, bytes, lg))) goto done;
@@ -54,6 +61,19 @@ done:
     return st;
 }
 
+/* The header's seven int32 are all in plausible ranges: only then is an
+ * unknown file taken for a llama2.c checkpoint. */
+bool kvq_llama2c_plausible(const uint8_t *b, size_t n) {
+    if (n < sizeof(l2c_header)) return false;
+    l2c_header h;
+    memcpy(&h, b, sizeof h);
+    if (h.dim == 0x616b3432) return true; /* versioned export: the loader names it */
+    int32_t v = h.vocab < 0 ? -h.vocab : h.vocab;
+    return h.dim > 0 && h.dim <= 65536 && h.hidden > 0 && h.hidden <= (1 << 20) && h.n_layers > 0 &&
+           h.n_layers <= 1024 && h.n_heads > 0 && h.n_heads <= h.dim && h.n_kv_heads > 0 && h.n_kv_heads <= 4096 &&
+           v > 0 && v <= (1 << 22) && h.seq_len > 0 && h.seq_len <= (1 << 24);
+}
+
 kvq_status kvq_load_llama2c(struct kvq_model *m, const char *path, const char *tok_path) {
     const kvq_logger *lg = &m->lg;
     snprintf(m->format, sizeof m->format, "llama2c");
@@ -79,9 +99,17 @@ kvq_status kvq_load_llama2c(struct kvq_model *m, const char *path, const char *t
     const int64_t D = h.dim, HS = h.dim / h.n_heads, KV = (int64_t)h.n_kv_heads * HS, L = h.n_layers, F = h.hidden;
     const int64_t need = h.vocab * D + L * (D + D * D + 2 * D * KV + D * D + D + 3 * D * F) + D +
                          (int64_t)h.seq_len * HS + (shared ? 0 : h.vocab * D);
-    if ((uint64_t)need > (m->map.size - sizeof h) / 4)
-        return kvq_err(lg, KVQ_ERR_FORMAT, "'%s' is truncated: the header needs %lld floats, the file has %zu", path,
-                       (long long)need, (m->map.size - sizeof h) / 4);
+    /* exact: a vocabulary size that does not match the arrays behind the
+     * header (or a sign that wrongly claims a separate classifier) leaves
+     * bytes over or missing, and every array after the embedding would be
+     * read from the wrong offset */
+    const uint64_t want = sizeof h + (uint64_t)need * 4;
+    if (m->map.size != want)
+        return kvq_err(lg, KVQ_ERR_FORMAT,
+                       "'%s' is %s for its llama2.c header: the header (dim %d, %d layers, vocabulary %d, %s classifier) "
+                       "needs %llu bytes, the file has %zu",
+                       path, m->map.size < want ? "truncated" : "too long", h.dim, h.n_layers, h.vocab,
+                       shared ? "shared" : "separate", (unsigned long long)want, m->map.size);
     kvq_hparams *hp = &m->hp;
     hp->n_vocab = h.vocab;
     hp->n_embd = h.dim;

@@ -2,6 +2,7 @@
  * checks everything the forward pass relies on. */
 #include "model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,25 @@ kvq_status kvq_model_own(struct kvq_model *m, void *p) {
     return KVQ_OK;
 }
 
-kvq_status kvq_tensor_view(const struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
+size_t kvq_type_align(int type) {
+    if (type == KVQ_TYPE_F32) return 4;
+    if (type == KVQ_TYPE_I8) return 1;
+    return 2;
+}
+
+const void *kvq_model_aligned(struct kvq_model *m, const void *data, size_t bytes, size_t align, const char *name,
+                              kvq_status *st) {
+    *st = KVQ_OK;
+    if (align <= 1 || (uintptr_t)data % align == 0) return data;
+    void *copy = malloc(bytes ? bytes : 1);
+    if ((*st = kvq_model_own(m, copy))) return NULL;
+    memcpy(copy, data, bytes);
+    kvq_logf(&m->lg, KVQ_LOG_INFO, "tensor '%s' is not %zu-byte aligned in the file; copied (%zu bytes)", name, align,
+             bytes);
+    return copy;
+}
+
+kvq_status kvq_tensor_view(struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
                            int64_t ne0, int64_t ne1, int64_t want0, int64_t want1) {
     snprintf(t->name, sizeof t->name, "%s", name);
     if (ne0 != want0 || ne1 != want1)
@@ -45,34 +64,47 @@ kvq_status kvq_tensor_view(const struct kvq_model *m, kvq_tensor *t, const char 
     if (!t->row_bytes)
         return kvq_err(&m->lg, KVQ_ERR_FORMAT, "tensor '%s' row of %lld does not fit the %s block", name,
                        (long long)ne0, kvq_type_name((int)type));
-    return KVQ_OK;
+    kvq_status st;
+    t->data = kvq_model_aligned(m, data, t->row_bytes * (size_t)ne1, kvq_type_align((int)type), name, &st);
+    return st;
 }
 
 kvq_status kvq_model_validate(struct kvq_model *m) {
     kvq_hparams *h = &m->hp;
     const kvq_logger *lg = &m->lg;
-#define RANGE(v, lo, hi)                                                                                          \
+    /* named as a person reads them, whichever format they came from */
+#define RANGE(v, name, lo, hi)                                                                                    \
     if ((v) < (lo) || (v) > (hi))                                                                                 \
-        return kvq_err(lg, KVQ_ERR_FORMAT, "hyperparameter %s = %lld is out of range [%lld, %lld]", #v,          \
+        return kvq_err(lg, KVQ_ERR_FORMAT, "the model's %s is %lld; it must be between %lld and %lld", name,      \
                        (long long)(v), (long long)(lo), (long long)(hi));
-    RANGE(h->n_vocab, 1, 1 << 22);
+    RANGE(h->n_vocab, "vocabulary size", 1, 1 << 22);
     if (!m->vocab_only) {
-        RANGE(h->n_embd, 1, 1 << 16);
-        RANGE(h->n_layer, 1, 1024);
-        RANGE(h->n_head, 1, 1024);
-        RANGE(h->n_head_kv, 1, h->n_head);
-        RANGE(h->head_dim, 2, 1024);
-        RANGE(h->n_ff, 1, 1 << 20);
-        RANGE(h->n_ctx_train, 1, 1 << 24);
-        RANGE(h->n_rot, 2, h->head_dim);
+        RANGE(h->n_embd, "hidden size (embedding length)", 1, 1 << 16);
+        RANGE(h->n_layer, "layer count", 1, 1024);
+        RANGE(h->n_head, "attention head count", 1, 1024);
+        if (h->n_head_kv > h->n_head)
+            return kvq_err(lg, KVQ_ERR_FORMAT, "the model has more KV heads (%d) than attention heads (%d)",
+                           h->n_head_kv, h->n_head);
+        RANGE(h->n_head_kv, "KV head count", 1, h->n_head);
+        RANGE(h->head_dim, "head dimension", 2, 1024);
+        RANGE(h->n_ff, "feed-forward size", 1, 1 << 20);
+        RANGE(h->n_ctx_train, "training context length", 1, 1 << 24);
+        RANGE(h->n_rot, "rotary dimension count", 2, h->head_dim);
         if (h->n_head % h->n_head_kv)
-            return kvq_err(lg, KVQ_ERR_FORMAT, "%d query heads cannot be grouped over %d KV heads", h->n_head,
-                           h->n_head_kv);
+            return kvq_err(lg, KVQ_ERR_FORMAT, "%d attention heads cannot be grouped over %d KV heads (not a multiple)",
+                           h->n_head, h->n_head_kv);
         if (h->head_dim % 2 || h->n_rot % 2)
-            return kvq_err(lg, KVQ_ERR_FORMAT, "head_dim %d / rotary dims %d must be even", h->head_dim, h->n_rot);
-        if (!(h->rope_theta > 0) || !(h->norm_eps >= 0) || !(h->rope_freq_scale > 0))
-            return kvq_err(lg, KVQ_ERR_FORMAT, "invalid rope theta %g / freq scale %g / norm eps %g", h->rope_theta,
-                           h->rope_freq_scale, h->norm_eps);
+            return kvq_err(lg, KVQ_ERR_FORMAT, "head dimension %d and rotary dimensions %d must be even", h->head_dim,
+                           h->n_rot);
+        if (!(h->rope_theta > 0) || !isfinite(h->rope_theta))
+            return kvq_err(lg, KVQ_ERR_FORMAT, "the RoPE base (rope_theta) %g must be a finite positive number",
+                           h->rope_theta);
+        if (!(h->rope_freq_scale > 0) || !isfinite(h->rope_freq_scale))
+            return kvq_err(lg, KVQ_ERR_FORMAT, "the RoPE frequency scale %g must be a finite positive number",
+                           h->rope_freq_scale);
+        if (!(h->norm_eps >= 0) || !isfinite(h->norm_eps))
+            return kvq_err(lg, KVQ_ERR_FORMAT, "the RMSNorm epsilon %g must be a finite non-negative number",
+                           h->norm_eps);
     }
 #undef RANGE
     if (m->has_vocab && m->vocab.n != h->n_vocab) {
@@ -83,6 +115,25 @@ kvq_status kvq_model_validate(struct kvq_model *m) {
                  m->vocab.n);
     }
     return KVQ_OK;
+}
+
+/* What an unrecognised file looks like, so the error says more than "bad
+ * header". */
+const char *kvq_sniff_describe(const uint8_t *b, size_t n) {
+    if (n < 8) return "a file too short to be a model";
+    int same = 0;
+    for (int i = 0; i < 4; i++) same += b[i] == (uint8_t)"GGUF"[i];
+    if (same == 3) return "a GGUF file with a damaged magic (its first 4 bytes are not \"GGUF\")";
+    uint64_t hl;
+    memcpy(&hl, b, 8);
+    if (n > 9 && hl >= 2 && hl < (100u << 20) && b[8] == '{')
+        return "a single safetensors file (give the Hugging Face folder that holds it with config.json)";
+    if (b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4) return "a ZIP archive (a PyTorch checkpoint?)";
+    if (b[0] == 0x80 && b[1] <= 5) return "a Python pickle (a PyTorch checkpoint?)";
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++) text += (b[i] >= 32 && b[i] < 127) || b[i] == '\n' || b[i] == '\r' || b[i] == '\t' || b[i] >= 0x80;
+    if (text == n) return b[0] == '{' ? "a JSON text file" : "a text file";
+    return "none of them (unknown binary data)";
 }
 
 static bool is_dir(const char *p) {
@@ -99,21 +150,31 @@ kvq_status kvq_model_load(const kvq_model_params *p, kvq_model **out) {
     m->lg = lg;
     m->vocab_only = p->vocab_only;
     kvq_status st;
+    const bool tok_given = p->tokenizer_path && *p->tokenizer_path;
     if (is_dir(p->path)) {
         st = kvq_load_hf(m, p->path);
     } else {
-        FILE *f = fopen(p->path, "rb");
-        char magic[4] = {0};
+        uint8_t head[64] = {0};
+        kvq_status ost;
+        FILE *f = kvq_fopen_read(p->path, &lg, &ost);
         if (!f) {
             free(m);
-            return kvq_err(&lg, KVQ_ERR_IO, "cannot open model '%s'", p->path);
+            return ost;
         }
-        size_t got = fread(magic, 1, 4, f);
+        size_t got = fread(head, 1, sizeof head, f);
         fclose(f);
-        if (got == 4 && memcmp(magic, "GGUF", 4) == 0) st = kvq_load_gguf(m, p->path);
-        else st = kvq_load_llama2c(m, p->path, p->tokenizer_path);
+        if (got >= 4 && memcmp(head, "GGUF", 4) == 0) st = kvq_load_gguf(m, p->path);
+        else if (kvq_llama2c_plausible(head, got)) st = kvq_load_llama2c(m, p->path, p->tokenizer_path);
+        else st = kvq_err(&lg, KVQ_ERR_FORMAT,
+                          "'%s' is not a model kvq can read: it looks like %s. kvq reads GGUF files, Hugging Face "
+                          "folders (config.json, tokenizer.json, *.safetensors) and llama2.c checkpoints (with "
+                          "--tokenizer FILE.bin)", p->path, kvq_sniff_describe(head, got));
     }
-    if (st == KVQ_OK) st = kvq_model_validate(m);
+    /* silently using the model's own tokenizer would hide a user's mistake */
+    if (st == KVQ_OK && tok_given && strcmp(m->format, "llama2c"))
+        st = kvq_err(&lg, KVQ_ERR_ARG,
+                     "--tokenizer '%s' is for llama2.c checkpoints; '%s' is a %s model with its own tokenizer (drop "
+                     "--tokenizer)", p->tokenizer_path, p->path, !strcmp(m->format, "hf") ? "Hugging Face" : "GGUF");
     if (st != KVQ_OK) {
         kvq_model_free(m);
         return st;

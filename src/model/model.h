@@ -80,12 +80,23 @@ void kvq_model_free_sets(struct kvq_model *m);
 /* Loaders fill m (already zeroed, with lg set). */
 kvq_status kvq_load_gguf(struct kvq_model *m, const char *path);
 kvq_status kvq_load_llama2c(struct kvq_model *m, const char *path, const char *tok_path);
+bool       kvq_llama2c_plausible(const uint8_t *head, size_t n);
+const char *kvq_sniff_describe(const uint8_t *head, size_t n);
 kvq_status kvq_load_hf(struct kvq_model *m, const char *dir);
 
 /* Shared checks once a loader has filled hyperparameters and tensors. */
 kvq_status kvq_model_validate(struct kvq_model *m);
 /* Fills a tensor view and checks its shape; missing + !required leaves data NULL. */
-kvq_status kvq_tensor_view(const struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
+/* data, or an owned copy when data is not aligned to `align` bytes: a
+ * safetensors header of any length, or a GGUF with a small general.alignment,
+ * can place tensors anywhere, and the kernels load whole elements. NULL
+ * (status set) when out of memory. */
+const void *kvq_model_aligned(struct kvq_model *m, const void *data, size_t bytes, size_t align, const char *name,
+                              kvq_status *st);
+/* the alignment a tensor of this type needs: its widest element (f32) or
+ * the fp16 fields of its blocks */
+size_t      kvq_type_align(int type);
+kvq_status kvq_tensor_view(struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
                            int64_t ne0, int64_t ne1, int64_t want0, int64_t want1);
 /* Takes ownership of a heap buffer freed with the model. */
 kvq_status kvq_model_own(struct kvq_model *m, void *p);

@@ -132,9 +132,13 @@ kvq_status kvq_vocab_add_merge(kvq_vocab *v, const char *a, size_t alen, const c
 }
 
 kvq_status kvq_vocab_finish(kvq_vocab *v, const kvq_logger *lg) {
+    int32_t n_bad_bytes = 0, first_bad = -1;
     for (int32_t id = 0; id < v->n; id++) {
         if (!v->text[id]) return kvq_err(lg, KVQ_ERR_FORMAT, "token %d has no text", id);
         int b = kvq_parse_byte_token(v->text[id], v->len[id]);
+        if (b < 0 && v->len[id] >= 4 && !memcmp(v->text[id], "<0x", 3) && v->text[id][v->len[id] - 1] == '>' &&
+            v->kind != KVQ_VOCAB_BYTE_BPE && n_bad_bytes++ == 0)
+            first_bad = id;
         if (v->attr[id] == KVQ_TOK_BYTE && b < 0)
             return kvq_err(lg, KVQ_ERR_FORMAT, "token %d is marked as a byte token but its text '%.16s' is not <0xHH>",
                            id, v->text[id]);
@@ -150,6 +154,11 @@ kvq_status kvq_vocab_finish(kvq_vocab *v, const kvq_logger *lg) {
         }
         if (v->tab[h] < 0) v->tab[h] = id; /* duplicates keep the lowest id */
     }
+    /* such a token is kept as plain text, so the byte it meant to stand for
+     * falls back to <unk> */
+    if (n_bad_bytes)
+        kvq_logf(lg, KVQ_LOG_WARN, "%d token(s) look like byte tokens but are not <0xHH> (the first: id %d, '%.16s'); "
+                 "kept as text", n_bad_bytes, first_bad, v->text[first_bad]);
     for (kvq_token *t = &v->bos; t <= &v->unk; t++)
         if (*t >= v->n) {
             kvq_logf(lg, KVQ_LOG_WARN, "special token id %d is outside the vocabulary; ignored", *t);

@@ -187,7 +187,7 @@ static kvq_status search(tuner *t, kvq_tune_report *R) {
     }
     double combos = 1;
     for (int g = 0; g < G; g++) combos *= nopt[g];
-    if (combos > 5e6) return kvq_err(&t->lg, KVQ_ERR_UNSUPPORTED, "tune: %g combinations: too many groups", combos);
+    if (combos > 5e6) return kvq_err(&t->lg, KVQ_ERR_UNSUPPORTED, "tune: %.0f combinations: too many groups", combos);
     struct { double bits, proxy; long idx; } best[NB];
     for (int b = 0; b < NB; b++) best[b].idx = -1;
     int ix[MAX_LAYERS], pairs[MAX_LAYERS];

@@ -79,10 +79,14 @@ if need $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $M/tinystories-656k/model
 fi
 
 # 5. Bad input: clear error, non-zero exit, never a crash (exit >= 128).
+# Under `make SAN=1` a leak on an error path makes LeakSanitizer report and
+# exit 23, still a failing status: the report itself fails the check.
 expect_fail() { # description, expected stderr fragment, command...
     local d=$1 frag=$2; shift 2
     "$@" >$TMP/o 2>$TMP/e; rc=$?
-    if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$frag" $TMP/e; then ok "$d"; else bad "$d (rc $rc: $(head -c 300 $TMP/e))"; fi
+    if grep -q "ERROR: LeakSanitizer\|ERROR: AddressSanitizer\|runtime error:" $TMP/e; then
+        bad "$d (sanitizer: $(grep -m1 "ERROR\|runtime error" $TMP/e | head -c 200))"
+    elif [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$frag" $TMP/e; then ok "$d"; else bad "$d (rc $rc: $(head -c 300 $TMP/e))"; fi
 }
 if need $M/stories260K/stories260K.bin; then
     L2C="-m $M/stories260K/stories260K.bin --tokenizer $M/stories260K/tok512.bin"
@@ -133,6 +137,74 @@ if need $M/tinystories-656k/model.safetensors $S/corpora/tinystories-valid-head.
     rss=$($KVQ bench -m $M/tinystories-656k -p 16 -n 4 -r 1 --json 2>/dev/null | jget peak_rss)
     python3 -c "import sys; sys.exit(0 if int(sys.argv[1]) < 512 << 20 else 1)" "$rss" \
         && ok "bench's peak RSS ($rss bytes) leaves out the 1 GiB bandwidth probe" || bad "bench peak RSS $rss"
+fi
+
+# issue 16's parser and file items: each crafted input gets a clear error (or a warning), never a hang or a crash
+if need $M/tinystories-656k/model.safetensors $M/stories260K/stories260K.bin $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $S/tokenizers/llama2c_tokenizer.bin $S/corpora/tinystories-valid-head.txt; then
+    HF=$M/tinystories-656k
+    mkfifo $TMP/fifo
+    # a FIFO would block forever at open: each use is bounded by timeout, and must be refused at once
+    expect_fail "a FIFO as -m is refused" "not a regular file" timeout 10 $KVQ run -m $TMP/fifo -p hi
+    expect_fail "a FIFO as --tokenizer is refused" "not a regular file" timeout 10 $KVQ run -m $M/stories260K/stories260K.bin --tokenizer $TMP/fifo -p hi
+    expect_fail "a FIFO as ppl -f is refused" "not a regular file" timeout 10 $KVQ ppl -m $HF -f $TMP/fifo
+    expect_fail "a FIFO as run -f is refused" "not a regular file" timeout 10 $KVQ run -m $HF -f $TMP/fifo
+    expect_fail "a FIFO as a layer table is refused" "not a regular file" timeout 10 $KVQ run -m $HF --kv kivi:layers=$TMP/fifo -p hi
+    # what a file that is no model looks like
+    expect_fail "a text file as -m is named as text" "looks like a text file" $KVQ run -m README.md -p hi
+    expect_fail "a safetensors file as -m" "single safetensors file" $KVQ run -m $HF/model.safetensors -p hi
+    { printf 'GGUE'; tail -c +5 $HF/TinyStories-656K-Q8_0.gguf; } > $TMP/badmagic.gguf
+    expect_fail "a GGUF with a damaged magic" "damaged magic" $KVQ run -m $TMP/badmagic.gguf -p hi
+    expect_fail "--tokenizer with a GGUF is refused, not ignored" "is for llama2.c checkpoints" $KVQ run -m $HF/TinyStories-656K-Q8_0.gguf --tokenizer /nonexistent -p hi
+    expect_fail "--tokenizer with an HF folder is refused" "its own tokenizer" $KVQ run -m $HF --tokenizer $M/stories260K/tok512.bin -p hi
+    # safetensors with a header of 4k+1 bytes: every F32 tensor is misaligned (UBSan aborted in the kernels)
+    python3 tests/golden/hf_variant.py $HF $TMP/unaligned unaligned
+    a=$($KVQ run -m $TMP/unaligned -p "Once upon a time" -n 24 --temp 0 2>$TMP/e); b=$($KVQ run -m $HF -p "Once upon a time" -n 24 --temp 0 2>/dev/null)
+    [ -n "$a" ] && [ "$a" == "$b" ] && ! grep -q "runtime error" $TMP/e && ok "unaligned safetensors tensors are realigned (same greedy text)" || bad "unaligned safetensors ($(head -c 200 $TMP/e))"
+    # config.json: each inconsistent or impossible value is named
+    cfg_fail() { rm -rf $TMP/cfg; python3 tests/golden/hf_variant.py $HF $TMP/cfg config "$1" "$2"; expect_fail "config.json $1=$2" "$3" $KVQ run -m $TMP/cfg -p hi -n 1; }
+    cfg_fail hidden_size 128.5 "hidden_size is 128.5; it must be an integer"
+    cfg_fail num_attention_heads 3 "hidden_size 128 is not divisible by num_attention_heads 3"
+    cfg_fail num_key_value_heads 16 "num_attention_heads 8 is not a multiple of num_key_value_heads 16"
+    cfg_fail max_position_embeddings 0 "max_position_embeddings is 0"
+    cfg_fail max_position_embeddings -4 "max_position_embeddings is -4"
+    cfg_fail rope_theta 1e999 "rope_theta must be a finite number"
+    cfg_fail rope_scaling '"yes"' "rope_scaling must be an object or null"
+    cfg_fail rope_scaling '{"type": "linear", "factor": "x"}' "rope_scaling.factor must be a finite number"
+    cfg_fail rope_scaling '{"factor": 2}' "no rope_type"
+    rm -rf $TMP/cfg; python3 tests/golden/hf_variant.py $HF $TMP/cfg config head_dim 32
+    $KVQ run -m $TMP/cfg -p hi -n 1 2>&1 | grep -q "head_dim 32 times num_attention_heads 8 is 256, not hidden_size 128" \
+        && ok "config.json head_dim inconsistent with hidden_size: a warning" || bad "no head_dim warning"
+    # tokenizer.json
+    tok_fail() { rm -rf $TMP/tj; python3 tests/golden/hf_variant.py $HF $TMP/tj tokenizer "$1"; expect_fail "tokenizer.json $1" "$2" $KVQ run -m $TMP/tj -p hi -n 1; }
+    tok_fail empty "empty vocabulary"
+    tok_fail dup-id "id 5 is given to both"
+    tok_fail frac-id "has id 7.5"
+    rm -rf $TMP/tj; python3 tests/golden/hf_variant.py $HF $TMP/tj tokenizer bad-byte
+    $KVQ run -m $TMP/tj -p hi -n 1 2>&1 | grep -q "look like byte tokens but are not <0xHH>" \
+        && ok "tokenizer.json: a malformed <0x..> token gets a warning" || bad "no warning for a malformed byte token"
+    # llama2.c: a header whose vocabulary does not match the file or its tokenizer
+    python3 - $M/stories260K/stories260K.bin $TMP/l2c_neg.bin $TMP/l2c_big.bin <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+neg = bytearray(b); struct.pack_into("<i", neg, 20, -struct.unpack_from("<i", b, 20)[0])
+open(sys.argv[2], "wb").write(neg)   # claims a separate classifier the file does not hold
+big = bytearray(b); struct.pack_into("<i", big, 20, struct.unpack_from("<i", b, 20)[0] + 1)
+open(sys.argv[3], "wb").write(big)   # one more token than the embedding holds
+PY
+    expect_fail "llama2.c: a negative vocabulary without the classifier" "truncated for its llama2.c header" $KVQ run -m $TMP/l2c_neg.bin --tokenizer $M/stories260K/tok512.bin -p hi
+    expect_fail "llama2.c: a vocabulary larger than the arrays" "needs" $KVQ run -m $TMP/l2c_big.bin --tokenizer $M/stories260K/tok512.bin -p hi
+    head -c 100000 $S/tokenizers/llama2c_tokenizer.bin > $TMP/bigtok.bin 2>/dev/null
+    expect_fail "llama2.c: a tokenizer for another vocabulary" "tokenizer '$TMP/bigtok.bin'" $KVQ run -m $M/stories260K/stories260K.bin --tokenizer $TMP/bigtok.bin -p hi
+    # layer tables: overflow, trailing garbage, deep nesting (libyaml took 37 s on 200 KB of '[')
+    printf 'k2147483648v2\nk4v2\n' > $TMP/ovf.txt
+    expect_fail "layer table: an overflowing width" "K2147483648 V2" $KVQ run -m $HF --kv kivi:layers=$TMP/ovf.txt -p hi
+    printf 'k4v2 junk\nk4v2\n' > $TMP/trail.txt
+    expect_fail "layer table: trailing garbage" "followed by more" $KVQ run -m $HF --kv kivi:layers=$TMP/trail.txt -p hi
+    expect_fail "--kv kivi:k2147483648v2" "K2147483648 V2 is not supported" $KVQ run -m $HF --kv kivi:k2147483648v2 -p hi
+    python3 -c "open('$TMP/deep.yaml','w').write('nbits_key: 1\n0: ' + '['*100000 + ']'*100000 + '\n')"
+    head -c 20 $S/corpora/tinystories-valid-head.txt > $TMP/tiny.txt
+    expect_fail "tune: too short a calibration text (no leak under LSan)" "calibration text too short" $KVQ tune -m $HF -f $TMP/tiny.txt --budget 3 -o $TMP/tt.txt
+    expect_fail "deeply nested YAML is refused before parsing" "nest 100000 deep" timeout 10 $KVQ run -m $HF --kv kivi:layers=$TMP/deep.yaml -p hi
 fi
 
 # 6. KV quantization end to end: tuner, per-layer tables, accounting.

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -133,17 +135,38 @@ int sysconf_cores(void) {
     return n > 0 ? (int)n : 1;
 }
 
+FILE *cli_fopen_text(const char *path, const char *what) {
+    /* O_NONBLOCK so that opening a FIFO returns at once, to be refused */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        cli_fail("cannot open %s '%s': %s", what, path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        cli_fail("cannot open %s '%s': not a regular file", what, path);
+        return NULL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        cli_fail("cannot open %s '%s': %s", what, path, strerror(errno));
+    }
+    return f;
+}
+
 int cli_read_tokens(kvq_model *m, const char *path, size_t max_bytes, kvq_token **out, int *n) {
     *out = NULL;
     *n = 0;
+    FILE *f = cli_fopen_text(path, "text");
+    if (!f) return 1;
     char *text = malloc(max_bytes ? max_bytes : 1);
-    FILE *f = fopen(path, "rb");
-    const size_t len = f && text ? fread(text, 1, max_bytes, f) : 0;
-    if (f) fclose(f);
-    if (!f || !text) {
-        free(text);
-        return cli_fail("cannot open '%s'", path);
-    }
+    const size_t len = text ? fread(text, 1, max_bytes, f) : 0;
+    fclose(f);
+    if (!text) return cli_fail("no memory to read '%s'", path);
     kvq_model_info info;
     kvq_model_get_info(m, &info);
     kvq_tokenize(m, text, len, info.add_bos, NULL, 0, n);

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "kvq.h"
 
 typedef struct cli_log { int verbosity; } cli_log;
@@ -24,6 +25,11 @@ const char *cli_val(int argc, char **argv, int *i);
  * the model adds one) into *out (freed by the caller); 0, or the exit code
  * with the reason printed. */
 int cli_read_tokens(kvq_model *m, const char *path, size_t max_bytes, kvq_token **out, int *n);
+
+/* fopen(path, "rb") for a regular file only: a FIFO or device given as a
+ * text would block or never end. NULL with the reason printed ("cannot open
+ * WHAT 'path': ..."). */
+FILE *cli_fopen_text(const char *path, const char *what);
 
 /* Loads a model with the CLI logger; prints the reason and returns NULL on failure. */
 kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cli_log *lg);

@@ -86,8 +86,8 @@ int cmd_niah(int argc, char **argv) {
     char *hay = NULL;
     size_t hay_len;
     if (hay_path) {
-        FILE *f = fopen(hay_path, "rb");
-        if (!f) return cli_fail("cannot open haystack '%s'", hay_path);
+        FILE *f = cli_fopen_text(hay_path, "haystack");
+        if (!f) return 1;
         hay = malloc(8 << 20);
         hay_len = hay ? fread(hay, 1, 8 << 20, f) : 0;
         fclose(f);

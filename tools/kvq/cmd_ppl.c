@@ -74,8 +74,8 @@ int cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "kvq: note: --batch %ld: each window attends to its own tokens before they are quantized; "
                         "--batch 1 measures the cache as decoding reads it\n", batch);
 
-    FILE *tf = fopen(file, "rb");
-    if (!tf) return cli_fail("cannot open text '%s'", file);
+    FILE *tf = cli_fopen_text(file, "text");
+    if (!tf) return 1;
     fseek(tf, 0, SEEK_END);
     long fsz = ftell(tf);
     rewind(tf);
@@ -146,8 +146,8 @@ int cmd_ppl(int argc, char **argv) {
     }
     if (base) {
         logits_hdr bh;
-        fb = fopen(base, "rb");
-        if (!fb || fread(&bh, sizeof bh, 1, fb) != 1 || memcmp(bh.magic, LOGITS_MAGIC, 4) || bh.version != LOGITS_VERSION) {
+        if (!(fb = cli_fopen_text(base, "logits file"))) goto out;
+        if (fread(&bh, sizeof bh, 1, fb) != 1 || memcmp(bh.magic, LOGITS_MAGIC, 4) || bh.version != LOGITS_VERSION) {
             cli_fail("'%s' is not a kvq logits file", base);
             goto out;
         }

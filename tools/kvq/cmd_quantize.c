@@ -116,7 +116,8 @@ int cmd_quantize(int argc, char **argv) {
         return mixed(model, tok, file, out, method, type, 4, 32, n_tokens, ctx, threads, (int)verbose);
     if (strcmp(method, "rtn"))
         return cli_fail("quantize: --method %s writes its own mixed-precision type (--bits N)", method), 2;
-    FILE *f = fopen(model, "rb");
+    FILE *f = cli_fopen_text(model, "model");
+    if (!f) return 1;
     char magic[4] = {0};
     if (!f || fread(magic, 1, 4, f) != 4 || memcmp(magic, "GGUF", 4)) {
         if (f) fclose(f);

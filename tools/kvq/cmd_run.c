@@ -100,8 +100,8 @@ int cmd_run(int argc, char **argv) {
     char *prompt_buf = NULL;
     /* -f FILE, or -p - for standard input */
     if (prompt_file || (prompt && !strcmp(prompt, "-"))) {
-        FILE *pf = prompt_file ? fopen(prompt_file, "rb") : stdin;
-        if (!pf) { cli_fail("run: cannot open prompt file '%s'", prompt_file); goto out; }
+        FILE *pf = prompt_file ? cli_fopen_text(prompt_file, "prompt file") : stdin;
+        if (!pf) goto out;
         size_t cap = 1 << 16, len = 0, got;
         prompt_buf = malloc(cap + 1);
         while (prompt_buf && (got = fread(prompt_buf + len, 1, cap - len, pf)) > 0) {
