@@ -8,7 +8,7 @@ SAN     ?= 0
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -MMD -MP
-LDLIBS  += -lcjson -lyaml -llapacke -lopenblas -lm -lpthread
+LDLIBS  += -lcjson -lyaml -lutf8proc -llapacke -lopenblas -lm -lpthread
 CLI_LIBS := -lmicrohttpd
 LDFLAGS += -fopenmp
 
@@ -65,7 +65,7 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 build-fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p build-fuzz
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fopenmp -Wno-pass-failed -Iinclude -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $^ -o $@ -lcjson -lyaml -llapacke -lopenblas -lm -lpthread
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fopenmp -Wno-pass-failed -Iinclude -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $^ -o $@ -lcjson -lyaml -lutf8proc -llapacke -lopenblas -lm -lpthread
 # the server's request parser and chat templates live with the CLI
 build-fuzz/fuzz_serve: tools/kvq/serve/request.c tools/kvq/serve/chat.c
 fuzz: $(FUZZERS)

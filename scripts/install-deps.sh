@@ -8,6 +8,7 @@ PKGS=(
   libcmocka-dev     # unit-test framework
   libcjson-dev      # JSON: HF config.json / tokenizer.json / safetensors headers
   libyaml-dev       # KVTuner per-layer presets (YAML)
+  libutf8proc-dev   # tokenizers: Unicode categories and NFC/NFKC normalization
   libopenblas-dev   # sgemm for batched prefill
   liblapacke-dev    # LAPACK's C interface: Cholesky solves in calibration (AQUA-KV predictors)
   gnuplot-nox       # kvq niah heatmaps

@@ -170,9 +170,15 @@ static kvq_status load_vocab(struct kvq_model *m) {
     v->pretok = KVQ_PRETOK_GPT2;
     kvq_gguf_str pre;
     if (kvq_gguf_get_str(g, "tokenizer.ggml.pre", false, &pre, lg) == KVQ_OK) {
-        if (kvq_gguf_str_eq(pre, "llama-bpe") || kvq_gguf_str_eq(pre, "llama3") || kvq_gguf_str_eq(pre, "smaug-bpe"))
+        if (kvq_gguf_str_eq(pre, "llama-bpe") || kvq_gguf_str_eq(pre, "llama3") || kvq_gguf_str_eq(pre, "smaug-bpe")) {
             v->pretok = KVQ_PRETOK_LLAMA3;
-        else if (kvq_gguf_str_eq(pre, "qwen2")) v->pretok = KVQ_PRETOK_QWEN2;
+            v->ignore_merges = true; /* Llama 3's tokenizer.json sets it; GGUF does not carry the flag */
+        } else if (kvq_gguf_str_eq(pre, "qwen2")) v->pretok = KVQ_PRETOK_QWEN2;
+        else if (kind == KVQ_VOCAB_BYTE_BPE && !kvq_gguf_str_eq(pre, "gpt2") && !kvq_gguf_str_eq(pre, "default"))
+            kvq_logf(lg, KVQ_LOG_WARN,
+                     "tokenizer.ggml.pre '%.*s' is not one kvq knows (gpt2, llama-bpe, qwen2): pre-tokenizing as "
+                     "GPT-2 does, so some texts may tokenize differently from the model's own tokenizer",
+                     (int)(pre.n > 64 ? 64 : pre.n), pre.s);
     }
     if ((st = kvq_vocab_finish(v, lg))) return st;
     if (merges) {

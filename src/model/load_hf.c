@@ -14,6 +14,7 @@
 
 #define HF_MAX_JSON (256u << 20)
 #define HF_MAX_DEPTH 64
+#define MARKER_UTF8 "\xe2\x96\x81" /* U+2581, the visible space of SentencePiece-style vocabularies */
 #define HF_MAX_SHARDS 64
 
 static cJSON *read_json(struct kvq_model *m, const char *dir, const char *file, bool required, kvq_status *st) {
@@ -183,6 +184,72 @@ static const char *split_pattern(const cJSON *pre) {
     return cJSON_IsString(re) ? re->valuestring : NULL;
 }
 
+/* Calls fn on each component of a normalizer or pre-tokenizer, inside
+ * Sequences. */
+static void each_component(const cJSON *c, const char *list, void (*fn)(struct kvq_model *, const cJSON *, void *),
+                           struct kvq_model *m, void *user) {
+    if (!cJSON_IsObject(c)) return;
+    if (is_type(c, "Sequence")) {
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(c, list);
+        for (const cJSON *x = l ? l->child : NULL; x; x = x->next) each_component(x, list, fn, m, user);
+        return;
+    }
+    fn(m, c, user);
+}
+
+static const char *type_of(const cJSON *c) {
+    const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "type"));
+    return t ? t : "(untyped)";
+}
+
+/* Every normalizer is applied or named: one kvq skipped would tokenize the
+ * texts it changes differently from Hugging Face, silently. */
+static void normalizer(struct kvq_model *m, const cJSON *c, void *user) {
+    kvq_vocab *v = user;
+    const char *t = type_of(c);
+    static const struct { const char *name; kvq_normal form; } forms[] = {
+        {"NFC", KVQ_NORMAL_NFC}, {"NFD", KVQ_NORMAL_NFD}, {"NFKC", KVQ_NORMAL_NFKC}, {"NFKD", KVQ_NORMAL_NFKD}};
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++)
+        if (!strcmp(t, forms[i].name)) {
+            v->normal = forms[i].form;
+            return;
+        }
+    if (!strcmp(t, "Prepend") && v->kind == KVQ_VOCAB_BPE) return; /* the SPM-style space prefix */
+    if (!strcmp(t, "Replace") && v->kind == KVQ_VOCAB_BPE) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(c, "pattern");
+        const char *from = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pat, "String"));
+        const char *to = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "content"));
+        if (from && to && !strcmp(from, " ") && !strcmp(to, MARKER_UTF8)) return;
+    }
+    kvq_logf(&m->lg, KVQ_LOG_WARN,
+             "tokenizer.json: the %s normalizer is not implemented and is skipped; texts it would change tokenize "
+             "differently from Hugging Face", t);
+}
+
+static void pretokenizer(struct kvq_model *m, const cJSON *c, void *user) {
+    const kvq_vocab *v = user;
+    const char *t = type_of(c);
+    if (!strcmp(t, "Metaspace") && v->kind == KVQ_VOCAB_BPE) return;
+    if (!strcmp(t, "ByteLevel")) {
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "add_prefix_space")))
+            kvq_logf(&m->lg, KVQ_LOG_WARN, "tokenizer.json: ByteLevel add_prefix_space is not implemented; a text "
+                                           "that does not start with a space tokenizes differently");
+        return;
+    }
+    if (!strcmp(t, "Split")) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(c, "pattern");
+        const char *re = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pat, "Regex"));
+        if (re && v->pretok != KVQ_PRETOK_GPT2) return; /* a pattern kvq recognised */
+        kvq_logf(&m->lg, KVQ_LOG_WARN,
+                 "tokenizer.json: a Split pre-tokenizer with a pattern kvq does not know; splitting as GPT-2 does, "
+                 "so some texts tokenize differently from Hugging Face");
+        return;
+    }
+    kvq_logf(&m->lg, KVQ_LOG_WARN,
+             "tokenizer.json: the %s pre-tokenizer is not implemented and is skipped; texts it would split tokenize "
+             "differently from Hugging Face", t);
+}
+
 static kvq_status load_tokenizer_json(struct kvq_model *m, const char *dir, const cJSON *cfg) {
     const kvq_logger *lg = &m->lg;
     kvq_status st;
@@ -203,6 +270,19 @@ static kvq_status load_tokenizer_json(struct kvq_model *m, const char *dir, cons
         cJSON_Delete(j);
         return kvq_err(lg, KVQ_ERR_FORMAT, "tokenizer.json: model.vocab / model.merges malformed");
     }
+    static const char *const affixes[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+    for (int i = 0; i < 2; i++) {
+        const char *a = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, affixes[i]));
+        if (a && *a) {
+            cJSON_Delete(j);
+            return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "tokenizer.json: BPE with a %s ('%.16s') is not supported",
+                           affixes[i], a);
+        }
+    }
+    const cJSON *drop = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    if (cJSON_IsNumber(drop) && drop->valuedouble > 0)
+        kvq_logf(lg, KVQ_LOG_WARN, "tokenizer.json: BPE dropout %g is a training-time option; kvq tokenizes without it",
+                 drop->valuedouble);
     int32_t n = 0;
     size_t bytes = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -263,6 +343,8 @@ static kvq_status load_tokenizer_json(struct kvq_model *m, const char *dir, cons
                            attr[i] ? attr[i] : KVQ_TOK_UNUSED, lg);
     free(txt);
     free(attr);
+    v->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+    v->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
     if (!st) {
         if (kind == KVQ_VOCAB_BYTE_BPE) {
             const char *re = split_pattern(pre);
@@ -283,7 +365,13 @@ static kvq_status load_tokenizer_json(struct kvq_model *m, const char *dir, cons
         if (cJSON_IsArray(eos_list) && cJSON_GetArraySize(eos_list) > 1 && cJSON_IsNumber(eos_list->child->next) &&
             eos_list->child->next->valuedouble >= 0 && eos_list->child->next->valuedouble < n)
             v->eot = (int32_t)eos_list->child->next->valuedouble;
+        each_component(norm, "normalizers", normalizer, m, v);
+        each_component(pre, "pretokenizers", pretokenizer, m, v);
         st = kvq_vocab_finish(v, lg);
+        /* without byte_fallback an unknown character is <unk>, even where
+         * <0xHH> tokens exist */
+        if (!st && kind == KVQ_VOCAB_BPE && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback")))
+            for (int b = 0; b < 256; b++) v->byte_tok[b] = -1;
     }
     if (!st) { /* lookups by text need the index kvq_vocab_finish built */
         const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
@@ -327,7 +415,19 @@ kvq_status kvq_load_hf(struct kvq_model *m, const char *dir) {
     const kvq_logger *lg = &m->lg;
     snprintf(m->format, sizeof m->format, "hf");
     kvq_status st;
-    cJSON *cfg = read_json(m, dir, "config.json", true, &st);
+    /* a folder with only tokenizer.json serves tokenizing (kvq tokenize -m DIR) */
+    char tpath[4096];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
+    struct stat sb;
+    const bool tokenizer_only = m->vocab_only && stat(tpath, &sb) == 0 &&
+                                (snprintf(tpath, sizeof tpath, "%s/config.json", dir), stat(tpath, &sb) != 0);
+    cJSON *cfg = tokenizer_only ? NULL : read_json(m, dir, "config.json", true, &st);
+    if (tokenizer_only) {
+        snprintf(m->arch, sizeof m->arch, "tokenizer");
+        if ((st = load_tokenizer_json(m, dir, NULL))) return st;
+        m->hp.n_vocab = m->vocab.n;
+        return KVQ_OK;
+    }
     if (!cfg) return st;
     hf_weights w = {0};
     const char *mt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cfg, "model_type"));

@@ -335,14 +335,21 @@ kvq_status kvq_tokenize(const kvq_model *m, const char *text, size_t len, bool a
                         int *n_out) {
     if (!m->has_vocab) return kvq_err(&m->lg, KVQ_ERR_ARG, "model has no tokenizer");
     if (!text && len) return KVQ_ERR_ARG;
-    return kvq_vocab_encode(&m->vocab, text ? text : "", len, add_bos, out, cap, n_out);
+    return kvq_tokenize_ex(m, text, len, add_bos, false, out, cap, n_out);
 }
 
 kvq_status kvq_tokenize_ex(const kvq_model *m, const char *text, size_t len, bool add_bos, bool parse_special,
                            kvq_token *out, int cap, int *n_out) {
     if (!m->has_vocab) return kvq_err(&m->lg, KVQ_ERR_ARG, "model has no tokenizer");
     if (!text && len) return KVQ_ERR_ARG;
-    return kvq_vocab_encode_ex(&m->vocab, text ? text : "", len, add_bos, parse_special, out, cap, n_out);
+    int n_unk = 0;
+    const kvq_status st =
+        kvq_vocab_encode_unk(&m->vocab, text ? text : "", len, add_bos, parse_special, out, cap, n_out, &n_unk);
+    /* said once, by the call that fills the tokens (callers often count first) */
+    if (st == KVQ_OK && n_unk)
+        kvq_logf(&m->lg, KVQ_LOG_WARN, "%d character(s) of the text are not in the vocabulary and became <unk>%s",
+                 n_unk, m->vocab.fuse_unk ? " (runs of them fused into one, as the tokenizer asks)" : "");
+    return st;
 }
 
 int kvq_token_to_piece(const kvq_model *m, kvq_token prev, kvq_token tok, char *buf, int cap) {

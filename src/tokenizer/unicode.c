@@ -1,9 +1,10 @@
-/* Categories are coarse ranges covering the scripts LLM vocabularies are
- * trained on; exotic codepoints may fall in the wrong class, which only
- * changes how a rare word is split, never the round trip. */
+/* UTF-8 stepping, the pre-tokenizers' character classes and normalization
+ * forms; the Unicode data itself comes from utf8proc. */
 #include "unicode.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
 
 int kvq_utf8_len(const char *s, size_t avail) {
     int n;
@@ -48,42 +49,86 @@ int kvq_utf8_encode(uint32_t cp, char out[4]) {
     return 4;
 }
 
+/* The regex classes of the pre-tokenizer patterns (\s, \p{L}, \p{N}) from
+ * the Unicode database as utf8proc ships it, so that a codepoint falls in
+ * the class Hugging Face's regex engine puts it in. */
 bool kvq_cp_is_space(uint32_t cp) {
-    return (cp >= 9 && cp <= 13) || cp == 32 || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
-           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
-           cp == 0x3000;
+    /* White_Space: the Z categories, plus the controls \t\n\v\f\r and NEL */
+    if ((cp >= 9 && cp <= 13) || cp == 0x85) return true;
+    if (cp > 0x10ffff) return false;
+    const utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c == UTF8PROC_CATEGORY_ZS || c == UTF8PROC_CATEGORY_ZL || c == UTF8PROC_CATEGORY_ZP;
 }
 
 bool kvq_cp_is_number(uint32_t cp) {
     if (cp < 0x80) return cp >= '0' && cp <= '9';
-    return cp == 0xb2 || cp == 0xb3 || cp == 0xb9 || (cp >= 0xbc && cp <= 0xbe) || (cp >= 0x660 && cp <= 0x669) ||
-           (cp >= 0x6f0 && cp <= 0x6f9) || (cp >= 0x966 && cp <= 0x96f) || (cp >= 0x2070 && cp <= 0x2079) ||
-           (cp >= 0x2080 && cp <= 0x2089) || (cp >= 0x2150 && cp <= 0x2189) || (cp >= 0x2460 && cp <= 0x249b) ||
-           (cp >= 0xff10 && cp <= 0xff19);
+    if (cp > 0x10ffff) return false;
+    const utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
 }
 
 bool kvq_cp_is_letter(uint32_t cp) {
     if (cp < 0x80) return (cp | 32) >= 'a' && (cp | 32) <= 'z';
-    static const uint32_t R[][2] = {
-        {0xaa, 0xaa},       {0xb5, 0xb5},       {0xba, 0xba},       {0xc0, 0xd6},       {0xd8, 0xf6},
-        {0xf8, 0x2c1},      {0x2c6, 0x2d1},     {0x2e0, 0x2e4},     {0x370, 0x374},     {0x376, 0x37d},
-        {0x386, 0x386},     {0x388, 0x3ff},     {0x400, 0x481},     {0x48a, 0x52f},     {0x531, 0x556},
-        {0x561, 0x587},     {0x5d0, 0x5ea},     {0x620, 0x64a},     {0x671, 0x6d3},     {0x904, 0x939},
-        {0x93d, 0x93d},     {0x950, 0x950},     {0x958, 0x961},     {0x980, 0x9ff},     {0xa00, 0xdff},
-        {0xe01, 0xe30},     {0xe40, 0xe46},     {0xe81, 0xeb0},     {0x10a0, 0x10ff},   {0x1100, 0x11ff},
-        {0x1780, 0x17b3},   {0x1e00, 0x1fbc},   {0x1fc2, 0x1ffc},   {0x2c00, 0x2ce4},   {0x3041, 0x3096},
-        {0x30a1, 0x30fa},   {0x3105, 0x312f},   {0x3131, 0x318e},   {0x3400, 0x4dbf},   {0x4e00, 0x9fff},
-        {0xa000, 0xa48c},   {0xac00, 0xd7a3},   {0xf900, 0xfaff},   {0xff21, 0xff3a},   {0xff41, 0xff5a},
-        {0xff66, 0xffdc},   {0x10000, 0x1007f}, {0x20000, 0x2fa1f},
-    };
-    size_t lo = 0, hi = sizeof R / sizeof R[0];
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (cp < R[mid][0]) hi = mid;
-        else if (cp > R[mid][1]) lo = mid + 1;
-        else return true;
+    if (cp > 0x10ffff) return false;
+    const utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO;
+}
+
+kvq_status kvq_unicode_normalize(kvq_normal form, const char *text, size_t len, char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    if (form == KVQ_NORMAL_NONE || len == 0) return KVQ_OK;
+    int opt = UTF8PROC_STABLE;
+    if (form == KVQ_NORMAL_NFC || form == KVQ_NORMAL_NFKC) opt |= UTF8PROC_COMPOSE;
+    else opt |= UTF8PROC_DECOMPOSE;
+    if (form == KVQ_NORMAL_NFKC || form == KVQ_NORMAL_NFKD) opt |= UTF8PROC_COMPAT;
+    /* Only valid UTF-8 can be normalized: each maximal valid run is, and
+     * the bytes between runs are copied as they are (a Hugging Face
+     * tokenizer never sees them; kvq still encodes them, byte by byte). */
+    size_t cap = len * 3 + 16, o = 0;
+    char *buf = malloc(cap);
+    if (!buf) return KVQ_ERR_NOMEM;
+    for (size_t i = 0; i < len;) {
+        size_t j = i;
+        while (j < len) {
+            int l;
+            const uint32_t cp = kvq_utf8_decode(text + j, len - j, &l);
+            if (l == 1 && cp >= 0x80) break; /* an invalid byte */
+            j += (size_t)l;
+        }
+        if (j > i) {
+            utf8proc_uint8_t *d = NULL;
+            const utf8proc_ssize_t n =
+                utf8proc_map((const utf8proc_uint8_t *)text + i, (utf8proc_ssize_t)(j - i), &d, (utf8proc_option_t)opt);
+            if (n < 0) { /* cannot happen on valid input; keep the run as it is */
+                free(d);
+                d = NULL;
+            }
+            const size_t add = n < 0 ? j - i : (size_t)n;
+            if (o + add + 4 > cap) {
+                cap = (o + add + 4) * 2;
+                char *nb = realloc(buf, cap);
+                if (!nb) { free(d); free(buf); return KVQ_ERR_NOMEM; }
+                buf = nb;
+            }
+            memcpy(buf + o, d ? (const char *)d : text + i, add);
+            o += add;
+            free(d);
+        }
+        if (j < len) {
+            if (o + 4 > cap) {
+                cap = cap * 2;
+                char *nb = realloc(buf, cap);
+                if (!nb) { free(buf); return KVQ_ERR_NOMEM; }
+                buf = nb;
+            }
+            buf[o++] = text[j++];
+        }
+        i = j;
     }
-    return false;
+    *out = buf;
+    *out_len = o;
+    return KVQ_OK;
 }
 
 /* Bytes that are printable Latin-1 keep their codepoint; the other 68 are

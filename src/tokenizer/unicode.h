@@ -1,5 +1,6 @@
-/* The little Unicode a tokenizer needs: UTF-8 stepping, coarse general
- * categories for pre-tokenizer rules, and GPT-2's byte <-> codepoint map. */
+/* The Unicode a tokenizer needs: UTF-8 stepping, the general categories of
+ * pre-tokenizer rules and normalization forms (both from utf8proc), and
+ * GPT-2's byte <-> codepoint map. */
 #ifndef KVQ_MODEL_UNICODE_H
 #define KVQ_MODEL_UNICODE_H
 #include <stdbool.h>
@@ -12,9 +13,16 @@ int      kvq_utf8_len(const char *s, size_t avail);
 uint32_t kvq_utf8_decode(const char *s, size_t avail, int *len);
 int      kvq_utf8_encode(uint32_t cp, char out[4]);
 
+#include "../core/log.h"
+
 bool kvq_cp_is_letter(uint32_t cp);
 bool kvq_cp_is_number(uint32_t cp);
 bool kvq_cp_is_space(uint32_t cp);
+
+typedef enum kvq_normal { KVQ_NORMAL_NONE, KVQ_NORMAL_NFC, KVQ_NORMAL_NFD, KVQ_NORMAL_NFKC, KVQ_NORMAL_NFKD } kvq_normal;
+/* text in the given normalization form, into a new heap buffer *out (NULL
+ * and nothing to free for KVQ_NORMAL_NONE). Invalid UTF-8 bytes are kept. */
+kvq_status kvq_unicode_normalize(kvq_normal form, const char *text, size_t len, char **out, size_t *out_len);
 
 /* GPT-2 byte-level BPE maps every byte to a printable codepoint. */
 uint32_t kvq_byte_to_cp(uint8_t b);

@@ -249,6 +249,8 @@ typedef struct enc {
     heap h;
     kvq_token *out;
     int cap, n;
+    int n_unk;      /* characters that no token or byte token covers */
+    bool last_unk;  /* the last token emitted stands for unknown characters */
     bool oom;
 } enc;
 
@@ -275,11 +277,20 @@ static void try_pair(enc *e, int32_t left) {
 static void emit(enc *e, kvq_token t) {
     if (e->n < e->cap) e->out[e->n] = t;
     e->n++;
+    e->last_unk = false;
 }
 
 /* Merges the symbols of buf[0..len) (one pre-tokenized word) and emits ids. */
 static void encode_word(enc *e, const char *buf, size_t len) {
     if (!len) return;
+    e->last_unk = false; /* unknowns fuse within a word only, as in Hugging Face's BPE model */
+    if (e->v->ignore_merges) {
+        const int32_t whole = kvq_vocab_find(e->v, buf, len);
+        if (whole >= 0) {
+            emit(e, whole);
+            return;
+        }
+    }
     e->buf = buf;
     e->s = malloc(len * sizeof *e->s);
     if (!e->s) { e->oom = true; return; }
@@ -310,10 +321,20 @@ static void encode_word(enc *e, const char *buf, size_t len) {
         const sym *s = &e->s[i];
         int32_t id = kvq_vocab_find(e->v, buf + s->start, s->len);
         if (id >= 0) { emit(e, id); continue; }
-        for (uint32_t k = 0; k < s->len; k++) {
-            uint8_t byte = (uint8_t)buf[s->start + k];
-            kvq_token t = e->v->byte_tok[byte];
-            emit(e, t >= 0 ? t : e->v->unk >= 0 ? e->v->unk : 0);
+        /* byte fallback when every byte has its token; otherwise the
+         * character is unknown (once, not once per byte) */
+        bool bytes = true;
+        for (uint32_t k = 0; k < s->len; k++) bytes &= e->v->byte_tok[(uint8_t)buf[s->start + k]] >= 0;
+        if (bytes) {
+            for (uint32_t k = 0; k < s->len; k++) emit(e, e->v->byte_tok[(uint8_t)buf[s->start + k]]);
+            continue;
+        }
+        /* a merged symbol that is no token holds several characters */
+        for (uint32_t k = 0; k < s->len; k += (uint32_t)kvq_utf8_len(buf + s->start + k, s->len - k)) {
+            e->n_unk++;
+            if (e->v->fuse_unk && e->last_unk) continue;
+            emit(e, e->v->unk >= 0 ? e->v->unk : 0);
+            e->last_unk = true;
         }
     }
     free(e->s);
@@ -334,28 +355,44 @@ static void byte_word(void *user, size_t start, size_t len) {
  * prefix applies (at the start, and after a special token, as llama.cpp does). */
 static kvq_status encode_fragment(enc *e, const char *text, size_t len, bool prefix) {
     const kvq_vocab *v = e->v;
+    char *norm = NULL;
+    size_t norm_len;
+    if (v->normal != KVQ_NORMAL_NONE) {
+        if (kvq_unicode_normalize(v->normal, text, len, &norm, &norm_len)) return KVQ_ERR_NOMEM;
+        if (norm) {
+            text = norm;
+            len = norm_len;
+        }
+    }
+    kvq_status st = KVQ_OK;
     if (v->kind == KVQ_VOCAB_BYTE_BPE) {
         char *tmp = malloc(len * 2 + 4);
-        if (!tmp) return KVQ_ERR_NOMEM;
-        word_ctx w = {e, text, tmp};
-        kvq_pretokenize(v->pretok, text, len, byte_word, &w);
-        free(tmp);
+        if (!tmp) st = KVQ_ERR_NOMEM;
+        else {
+            word_ctx w = {e, text, tmp};
+            kvq_pretokenize(v->pretok, text, len, byte_word, &w);
+            free(tmp);
+        }
     } else if (len > 0) {
         /* prefix a space, then write spaces as U+2581 where the vocabulary does */
         size_t cap_b = (len + 1) * 3 + 1, o = 0;
         char *buf = malloc(cap_b);
-        if (!buf) return KVQ_ERR_NOMEM;
-        if (prefix && v->add_space_prefix) {
-            if (v->space_is_marker) { memcpy(buf, MARKER, 3); o = 3; }
-            else buf[o++] = ' ';
+        if (!buf) st = KVQ_ERR_NOMEM;
+        else {
+            if (prefix && v->add_space_prefix) {
+                if (v->space_is_marker) { memcpy(buf, MARKER, 3); o = 3; }
+                else buf[o++] = ' ';
+            }
+            for (size_t i = 0; i < len; i++) {
+                if (text[i] == ' ' && v->space_is_marker) { memcpy(buf + o, MARKER, 3); o += 3; }
+                else buf[o++] = text[i];
+            }
+            encode_word(e, buf, o);
+            free(buf);
         }
-        for (size_t i = 0; i < len; i++) {
-            if (text[i] == ' ' && v->space_is_marker) { memcpy(buf + o, MARKER, 3); o += 3; }
-            else buf[o++] = text[i];
-        }
-        encode_word(e, buf, o);
-        free(buf);
     }
+    free(norm);
+    if (st) return st;
     return e->oom ? KVQ_ERR_NOMEM : KVQ_OK;
 }
 
@@ -370,9 +407,10 @@ static int32_t special_at(const kvq_vocab *v, const char *s, size_t left) {
     return best;
 }
 
-kvq_status kvq_vocab_encode_ex(const kvq_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
-                               kvq_token *out, int cap, int *n_out) {
+kvq_status kvq_vocab_encode_unk(const kvq_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                                kvq_token *out, int cap, int *n_out, int *n_unk) {
     enc e = {.v = v, .out = out, .cap = cap < 0 ? 0 : cap};
+    if (n_unk) *n_unk = 0;
     if (add_bos && v->bos >= 0) emit(&e, v->bos);
     if (len > ((size_t)1 << 30)) return KVQ_ERR_ARG;
     kvq_status st = KVQ_OK;
@@ -393,7 +431,13 @@ kvq_status kvq_vocab_encode_ex(const kvq_vocab *v, const char *text, size_t len,
     free(e.h.a);
     if (st) return st;
     *n_out = e.n;
+    if (n_unk) *n_unk = e.n_unk;
     return e.n > e.cap ? KVQ_ERR_ARG : KVQ_OK;
+}
+
+kvq_status kvq_vocab_encode_ex(const kvq_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                               kvq_token *out, int cap, int *n_out) {
+    return kvq_vocab_encode_unk(v, text, len, add_bos, parse_special, out, cap, n_out, NULL);
 }
 
 kvq_status kvq_vocab_encode(const kvq_vocab *v, const char *text, size_t len, bool add_bos, kvq_token *out, int cap,

@@ -43,6 +43,9 @@ typedef struct kvq_vocab {
     bool add_bos, add_space_prefix;
     bool space_is_marker;  /* spaces are written U+2581 inside tokens */
     bool scores_repaired;
+    kvq_normal normal;     /* applied to text before pre-tokenization (tokenizer.json's normalizer) */
+    bool ignore_merges;    /* a pre-token that is itself a token is emitted whole (Llama 3) */
+    bool fuse_unk;         /* consecutive unknown characters become one <unk> */
 } kvq_vocab;
 
 /* Building: start with n tokens, set each, then finish. */
@@ -64,6 +67,9 @@ kvq_status kvq_vocab_encode(const kvq_vocab *v, const char *text, size_t len, bo
  * (e.g. <|im_start|>) become those tokens. */
 kvq_status kvq_vocab_encode_ex(const kvq_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
                                kvq_token *out, int cap, int *n_out);
+/* The same, also counting the characters that became <unk> (*n_unk). */
+kvq_status kvq_vocab_encode_unk(const kvq_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                                kvq_token *out, int cap, int *n_out, int *n_unk);
 int kvq_vocab_piece(const kvq_vocab *v, kvq_token prev, kvq_token tok, char *buf, int cap);
 
 /* Parses "<0xHH>"; returns the byte or -1. */

@@ -202,6 +202,15 @@ PY
     expect_fail "layer table: trailing garbage" "followed by more" $KVQ run -m $HF --kv kivi:layers=$TMP/trail.txt -p hi
     expect_fail "--kv kivi:k2147483648v2" "K2147483648 V2 is not supported" $KVQ run -m $HF --kv kivi:k2147483648v2 -p hi
     python3 -c "open('$TMP/deep.yaml','w').write('nbits_key: 1\n0: ' + '['*100000 + ']'*100000 + '\n')"
+    # characters the vocabulary cannot encode: counted, and fused as tokenizer.json's fuse_unk asks
+    # (expected ids from transformers.js: 80 1158 80 0 80 171 80 0)
+    out=$($KVQ tokenize -m $HF -p "Hi 日本 ok ÿ" 2>$TMP/e)
+    [ "$out" == "80 1158 80 0 80 171 80 0" ] && grep -q "3 character(s) of the text are not in the vocabulary and became <unk>" $TMP/e \
+        && ok "unknown characters: one fused <unk> per run, and a count on stderr" || bad "unk handling: '$out' $(head -c 200 $TMP/e)"
+    if [ -f $S/tokenizers/llama3/tokenizer.json ]; then
+        out=$($KVQ tokenize -m $S/tokenizers/llama3 -p "Cửa Việt" 2>/dev/null)
+        [ "$out" == "34 91163 101798" ] && ok "Llama 3 ignore_merges: ' Việt' is one token (a tokenizer-only folder)" || bad "Llama 3 'Cửa Việt': $out"
+    fi
     head -c 20 $S/corpora/tinystories-valid-head.txt > $TMP/tiny.txt
     expect_fail "tune: too short a calibration text (no leak under LSan)" "calibration text too short" $KVQ tune -m $HF -f $TMP/tiny.txt --budget 3 -o $TMP/tt.txt
     expect_fail "deeply nested YAML is refused before parsing" "nest 100000 deep" timeout 10 $KVQ run -m $HF --kv kivi:layers=$TMP/deep.yaml -p hi

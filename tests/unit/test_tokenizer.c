@@ -35,12 +35,11 @@ static char *decode(kvq_model *m, const kvq_token *t, int n, kvq_token prev, siz
     return s;
 }
 
-static void test_spm_vectors(void **st) {
-    (void)st;
-    TU_SHARED(vocab, "tokenizers/ggml-vocab-llama-spm.gguf");
-    TU_SHARED(inp, "tokenizers/ggml-vocab-llama-spm.gguf.inp");
-    TU_SHARED(outp, "tokenizers/ggml-vocab-llama-spm.gguf.out");
-    kvq_model *m = load(vocab, NULL, true);
+/* llama.cpp's vector format: texts separated by __ggml_vocab_test__ lines,
+ * and one line of ids per text; returns the mismatches, all printed. */
+#define N_OWN_VECTORS 27
+
+static int run_vectors(kvq_model *m, const char *inp, const char *outp, int want_cases) {
     char *in, *out;
     size_t in_n, out_n;
     assert_int_equal(kvq_read_file(inp, 1 << 20, &in, &in_n, NULL), KVQ_OK);
@@ -56,9 +55,9 @@ static void test_spm_vectors(void **st) {
         *ol = 0;
         kvq_token *t;
         int n = encode(m, p, (size_t)(e - p), false, &t);
-        char got[4096] = "";
+        char got[8192] = "";
         size_t g = 0;
-        for (int i = 0; i < n; i++) g += (size_t)snprintf(got + g, sizeof got - g, "%s%d", i ? " " : "", t[i]);
+        for (int i = 0; i < n && g < sizeof got; i++) g += (size_t)snprintf(got + g, sizeof got - g, "%s%d", i ? " " : "", t[i]);
         /* expected lines begin with a space per id */
         const char *exp = o[0] == ' ' ? o + 1 : o;
         if (strcmp(got, exp)) {
@@ -70,13 +69,46 @@ static void test_spm_vectors(void **st) {
         p = e + strlen(sep);
         o = ol + 1;
     }
-    fprintf(stderr, "%d SPM test vectors, %d mismatches\n", cases, bad);
-    assert_int_equal(cases, 46);
-    assert_int_equal(bad, 0);
+    fprintf(stderr, "%s: %d test vectors, %d mismatches\n", inp, cases, bad);
+    assert_int_equal(cases, want_cases);
     free(in);
     free(out);
+    return bad;
+}
+
+static void test_spm_vectors(void **st) {
+    (void)st;
+    TU_SHARED(vocab, "tokenizers/ggml-vocab-llama-spm.gguf");
+    TU_SHARED(inp, "tokenizers/ggml-vocab-llama-spm.gguf.inp");
+    TU_SHARED(outp, "tokenizers/ggml-vocab-llama-spm.gguf.out");
+    kvq_model *m = load(vocab, NULL, true);
+    assert_int_equal(run_vectors(m, inp, outp, 46), 0);
     kvq_model_free(m);
 }
+
+/* The real Llama 3 and Qwen3 tokenizer.json files (a folder holding only
+ * the tokenizer loads for tokenizing), against llama.cpp's vectors (made
+ * with Hugging Face's tokenizers), then against kvq's own multilingual
+ * vectors (tests/data/tokenizer, made with transformers.js: combining marks,
+ * CJK, Vietnamese, emoji, Arabic, whitespace runs). */
+static void hf_vectors(const char *dir, const char *name, int n_llamacpp, int n_own) {
+    char path[512], inp[600], outp[600];
+    snprintf(path, sizeof path, "tokenizers/%s", dir);
+    const char *folder = tu_shared(path);
+    if (!folder) { skip(); return; }
+    kvq_model *m = load(folder, NULL, true);
+    snprintf(inp, sizeof inp, "%s/ggml-vocab-%s.gguf.inp", folder, name);
+    snprintf(outp, sizeof outp, "%s/ggml-vocab-%s.gguf.out", folder, name);
+    int bad = run_vectors(m, inp, outp, n_llamacpp);
+    snprintf(inp, sizeof inp, "tests/data/tokenizer/multilingual.inp");
+    snprintf(outp, sizeof outp, "tests/data/tokenizer/%s.out", dir);
+    bad += run_vectors(m, inp, outp, n_own);
+    assert_int_equal(bad, 0);
+    kvq_model_free(m);
+}
+
+static void test_llama3_vectors(void **st) { (void)st; hf_vectors("llama3", "llama-bpe", 46, N_OWN_VECTORS); }
+static void test_qwen3_vectors(void **st) { (void)st; hf_vectors("qwen3", "qwen2", 46, N_OWN_VECTORS); }
 
 static void roundtrip(kvq_model *m, const char *text, size_t n) {
     kvq_token *t;
@@ -191,6 +223,7 @@ int main(void) {
         cmocka_unit_test(test_spm_vectors),       cmocka_unit_test(test_byte_bpe_roundtrip),
         cmocka_unit_test(test_spm_roundtrip),     cmocka_unit_test(test_llama2c_tokenizer),
         cmocka_unit_test(test_hf_and_gguf_agree), cmocka_unit_test(test_parse_special),
+        cmocka_unit_test(test_llama3_vectors),    cmocka_unit_test(test_qwen3_vectors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
