@@ -129,6 +129,9 @@ typedef struct kvq_kv_report {
     int32_t n_tokens;           /* tokens (slots) cached right now (contexts only) */
     uint64_t aux_bytes;         /* held once, outside the per-token figures: AQUA-KV's predictors
                                    (shared by every context of the spec); 0 for other codecs */
+    int32_t held_max;           /* describe: the most tokens the cache ever holds when its policy bounds
+                                   it below the context (window), else 0; bytes_reserved and
+                                   bytes_alloc_max are then for held_max tokens */
 } kvq_kv_report;
 
 kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_kv_report *r,
@@ -286,6 +289,10 @@ void       kvq_sampler_dist(kvq_sampler *s, const float *logits, float *probs);
 /* A draw from a distribution (probs need not be normalized), with the sampler's generator. */
 kvq_token  kvq_sampler_draw(kvq_sampler *s, const float *probs);
 float      kvq_sampler_uniform(kvq_sampler *s);
+/* The repetition penalty of llama.cpp and CTRL: each distinct token among
+ * recent[0..n) has its logit divided by penalty when positive, multiplied
+ * when negative (penalty 1: nothing). Ids outside the vocabulary are skipped. */
+void       kvq_repeat_penalty(float *logits, int n_vocab, const kvq_token *recent, int n, float penalty);
 
 /* ------------------------------------------------- speculative decoding */
 

@@ -181,9 +181,21 @@ static void fill_report(const kvq_kv_geom *g, const kvq_kv_spec *spec, uint64_t 
 
 kvq_status kvq_ctx_kv_report(const kvq_ctx *c, kvq_kv_report *r) {
     memset(r, 0, sizeof *r);
-    uint64_t res = 0;
-    for (int il = 0; il < c->kv->g.n_layer; il++) res += c->kv->codec->bytes_for(&c->kv->layers[il], c->n_ctx);
+    uint64_t res = 0, held_res = 0;
+    int32_t most = 0;
+    for (int il = 0; il < c->kv->g.n_layer; il++) {
+        const kvq_kv_layer *L = &c->kv->layers[il];
+        const int32_t b = c->kv->policy->held_bound ? c->kv->policy->held_bound(c->kv, il) : 0;
+        const int32_t n = b > 0 && b < c->n_ctx ? b : c->n_ctx;
+        if (n > most) most = n;
+        res += c->kv->codec->bytes_for(L, c->n_ctx);
+        held_res += c->kv->codec->bytes_for(L, n);
+    }
     fill_report(&c->kv->g, &c->kv->spec, res, r);
+    if (most < c->n_ctx) {
+        r->held_max = most;
+        r->bytes_reserved = held_res;
+    }
     r->bytes_used = kvq_kv_bytes_used(c->kv);
     r->bytes_allocated = kvq_kv_bytes_allocated(c->kv);
     r->bytes_alloc_max = c->kv_alloc_max;
@@ -203,9 +215,17 @@ kvq_status kvq_kv_describe(const kvq_model *m, const char *spec, int n_ctx, kvq_
     uint64_t aux = 0;
     if (!st) st = kvq_kv_bytes_for_ex(&g, spec, n_ctx, &bytes, &aux, err, err_cap);
     if (st) return st;
-    fill_report(&g, &s, bytes, r);
+    int32_t held;
+    uint64_t held_bytes;
+    /* building the cache checks what parsing cannot: policy options, and a
+     * policy that evicts on a codec that cannot compact */
+    if ((st = kvq_kv_held_bound(&g, spec, &r->bytes_alloc_max, &held, &held_bytes, err, err_cap))) return st;
+    fill_report(&g, &s, bytes, r); /* the rate per cached token */
     r->aux_bytes = aux;
-    kvq_kv_alloc_bound(&g, spec, &r->bytes_alloc_max, NULL, 0);
+    if (held < n_ctx) { /* what is reserved is what the policy keeps */
+        r->held_max = held;
+        r->bytes_reserved = held_bytes;
+    }
     return KVQ_OK;
 }
 

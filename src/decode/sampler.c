@@ -151,3 +151,15 @@ kvq_token kvq_sampler_draw(kvq_sampler *s, const float *probs) {
 }
 
 float kvq_sampler_uniform(kvq_sampler *s) { return next_uniform(s); }
+
+void kvq_repeat_penalty(float *logits, int n_vocab, const kvq_token *recent, int n, float penalty) {
+    if (penalty == 1.0f || !(penalty > 0)) return;
+    for (int i = 0; i < n; i++) {
+        const kvq_token t = recent[i];
+        if (t < 0 || t >= n_vocab) continue;
+        bool seen = false; /* once per distinct token: n is a few dozen, so a scan is cheapest */
+        for (int j = 0; j < i && !seen; j++) seen = recent[j] == t;
+        if (seen) continue;
+        logits[t] = logits[t] > 0 ? logits[t] / penalty : logits[t] * penalty;
+    }
+}

@@ -158,6 +158,10 @@ typedef struct kvq_policy {
     void (*on_truncate)(kvq_kv_cache *c, int il, int n);
     /* Exact bytes of the policy's own data (page summaries), counted in bytes_used. */
     uint64_t (*bytes)(const kvq_kv_cache *c);
+    /* The most slots layer il holds at the end of any step, however long the
+     * context (NULL or 0: no bound; eviction after a prompt does not bound
+     * what generation adds). */
+    int32_t (*held_bound)(const kvq_kv_cache *c, int il);
     bool needs_compact;     /* evicts: the codec must compact */
     int32_t obs_window;     /* how many recent queries per layer the policy wants kept (init may change
                                kvq_kv_cache.obs_w from its options) */
@@ -276,6 +280,11 @@ uint64_t   kvq_kv_bytes_used(const kvq_kv_cache *c);
 uint64_t   kvq_kv_bytes_allocated(const kvq_kv_cache *c);
 /* Upper bound of bytes_allocated at the full context. */
 kvq_status kvq_kv_alloc_bound(const kvq_kv_geom *g, const char *spec, uint64_t *bytes, char *err, size_t err_cap);
+/* The same, where a policy bounds what it holds (a window): *held the most
+ * slots any layer keeps (n_ctx when unbounded), *held_bytes their exact
+ * bytes over all layers. Validates the whole spec, policy options included. */
+kvq_status kvq_kv_held_bound(const kvq_kv_geom *g, const char *spec, uint64_t *alloc, int32_t *held, uint64_t *held_bytes,
+                             char *err, size_t err_cap);
 
 /* Persistence (kv_persist.c): the cache in its compressed form. Loading a
  * stream written from another spec converts it through the codecs (read,

@@ -154,14 +154,27 @@ void kvq_kv_cache_free(kvq_kv_cache *c) {
 }
 
 kvq_status kvq_kv_alloc_bound(const kvq_kv_geom *g, const char *spec, uint64_t *bytes, char *err, size_t err_cap) {
+    return kvq_kv_held_bound(g, spec, bytes, NULL, NULL, err, err_cap);
+}
+
+kvq_status kvq_kv_held_bound(const kvq_kv_geom *g, const char *spec, uint64_t *alloc, int32_t *held, uint64_t *held_bytes,
+                             char *err, size_t err_cap) {
     kvq_kv_cache *c;
     kvq_status st = kvq_kv_cache_new(g, spec, NULL, &c, err, err_cap);
     if (st) return st;
-    uint64_t b = c->mem.held; /* fixed buffers */
-    for (int il = 0; il < g->n_layer; il++)
-        b += (uint64_t)kvq_pages_for(c->layers[il].page, g->n_ctx) * c->layers[il].page_bytes;
+    uint64_t b = c->mem.held, hb = 0; /* fixed buffers */
+    int32_t most = 0;
+    for (int il = 0; il < g->n_layer; il++) {
+        const int32_t bound = c->policy->held_bound ? c->policy->held_bound(c, il) : 0;
+        const int32_t n = bound > 0 && bound < g->n_ctx ? bound : g->n_ctx;
+        if (n > most) most = n;
+        b += (uint64_t)kvq_pages_for(c->layers[il].page, n) * c->layers[il].page_bytes;
+        hb += c->codec->bytes_for(&c->layers[il], n);
+    }
     kvq_kv_cache_free(c);
-    *bytes = b;
+    if (alloc) *alloc = b;
+    if (held) *held = most;
+    if (held_bytes) *held_bytes = hb;
     return KVQ_OK;
 }
 

@@ -61,7 +61,16 @@ static kvq_status w_after_step(kvq_kv_cache *c, int il) {
     return st;
 }
 
+/* after_step keeps the sinks rounded up to a page, the window, and what is
+ * left of the page the eviction could not free whole */
+static int32_t w_held_bound(const kvq_kv_cache *c, int il) {
+    const wstate *s = c->pstate;
+    const int P = c->layers[il].page;
+    return (s->sink + P - 1) / P * P + s->win + P - 1;
+}
+
 const kvq_policy kvq_policy_window = {
     .name = "window", .init = w_init, .destroy = w_destroy, .select = w_select, .after_step = w_after_step,
+    .held_bound = w_held_bound,
     .needs_compact = true, .max_spans = 2,
 };

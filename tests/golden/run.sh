@@ -131,9 +131,27 @@ if need $M/tinystories-656k/model.safetensors $S/corpora/tinystories-valid-head.
         && ok "ppl warns when --ctx is past the training context" || bad "no ppl --ctx warning"
     $KVQ niah -m $M/tinystories-656k --lengths 600 --depths 0.5 -n 1 2>&1 >/dev/null | grep -q "past the model's training context" \
         && ok "niah warns when --lengths go past the training context" || bad "no niah length warning"
+    if command -v gnuplot >/dev/null; then
+        $KVQ niah -m $M/tinystories-656k --lengths 128 --depths 0.2,0.8 -n 1 --plot $TMP/n1.png >/dev/null 2>&1 && [ -s $TMP/n1.png ] \
+            && ok "niah --plot with a single length draws a line" || bad "niah --plot, single length"
+        expect_fail "niah --plot that cannot be written fails" "gnuplot failed" $KVQ niah -m $M/tinystories-656k --lengths 128 --depths 0.5 -n 1 --plot /nonexistent/dir/x.png
+    fi
     s1=$($KVQ run -m $M/tinystories-656k -p "Hi" -n 2 2>&1 >/dev/null | grep -o "seed [0-9]*")
     [ -n "$s1" ] && ok "run prints its random seed ($s1)" || bad "no seed printed"
     expect_fail "run: missing prompt file" "cannot open prompt file" $KVQ run -m $M/tinystories-656k -f $TMP/none.txt
+    # --stop: the text ends before the stop string, which is never printed; --repeat-penalty changes greedy text
+    full=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 40 --temp 0 2>/dev/null)
+    cut=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 40 --temp 0 --stop "Spot" --stop "zzz" 2>/dev/null)
+    pre=${full%%Spot*}
+    [ "$cut" == "${pre}" ] && [ "$cut" != "$full" ] && ok "run --stop ends before the stop string" || bad "run --stop: '$cut'"
+    pen=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 40 --temp 0 --repeat-penalty 1.3 2>/dev/null)
+    pen2=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 40 --temp 0 --repeat-penalty 1.3 2>/dev/null)
+    [ "$pen" == "$pen2" ] && [ "$pen" != "$full" ] && ! echo "$pen" | grep -q "Spot, Spot" && ok "run --repeat-penalty" || bad "run --repeat-penalty: '$pen'"
+    # -i: a two-turn conversation on stdin, the second turn reusing the cache
+    printf 'Tell me a story\nWhat happened next?\n' | $KVQ run -m $M/tinystories-656k -i --chat-template plain -n 12 --temp 0 >$TMP/chat.out 2>$TMP/e
+    [ $? -eq 0 ] && [ "$(grep -c . $TMP/chat.out)" -ge 2 ] && grep -q "chat (template plain)" $TMP/e && ok "run -i: two turns on standard input" || bad "run -i ($(head -c 200 $TMP/e))"
+    expect_fail "run -i without a chat template" "has no chat template" $KVQ run -m $M/tinystories-656k -i
+    expect_fail "run -i with -p" "takes no -p" $KVQ run -m $M/tinystories-656k -i -p hi
     rss=$($KVQ bench -m $M/tinystories-656k -p 16 -n 4 -r 1 --json 2>/dev/null | jget peak_rss)
     python3 -c "import sys; sys.exit(0 if int(sys.argv[1]) < 512 << 20 else 1)" "$rss" \
         && ok "bench's peak RSS ($rss bytes) leaves out the 1 GiB bandwidth probe" || bad "bench peak RSS $rss"
@@ -214,6 +232,19 @@ PY
     head -c 20 $S/corpora/tinystories-valid-head.txt > $TMP/tiny.txt
     expect_fail "tune: too short a calibration text (no leak under LSan)" "calibration text too short" $KVQ tune -m $HF -f $TMP/tiny.txt --budget 3 -o $TMP/tt.txt
     expect_fail "deeply nested YAML is refused before parsing" "nest 100000 deep" timeout 10 $KVQ run -m $HF --kv kivi:layers=$TMP/deep.yaml -p hi
+fi
+
+# info --kv ...+window: what a window really holds (sinks rounded up to a page, the window, under a page),
+# and a run that generates far past the window stays within it
+if [ -f models/kvq-recall/model.safetensors ]; then
+    j=$($KVQ info models/kvq-recall --kv f16+window:win=256 --ctx 4096 --json 2>/dev/null)
+    hm=$(echo "$j" | python3 -c 'import json,sys; k=json.load(sys.stdin)["kv"][0]; print(k["held_max"], k["bytes_alloc_max"])')
+    $KVQ run -m models/kvq-recall -p "the" -n 1500 --ctx 4096 --kv f16+window:win=256 --temp 1 --seed 1 2>$TMP/e >/dev/null
+    held=$(grep -o "held for [0-9]* tokens" $TMP/e | grep -o "[0-9]*")
+    set -- $hm
+    [ "${1:-0}" -gt 256 ] && [ "${1:-0}" -lt 4096 ] && [ -n "$held" ] && [ "$held" -le "$1" ] && [ "$held" -gt 256 ] \
+        && ok "info --kv f16+window:win=256 says it holds at most $1 tokens; a 1500-token run holds $held" || bad "window bound: info '$hm', run held '$held'"
+    expect_fail "info --kv with an unknown window option" "unknown option 'size'" $KVQ info models/kvq-recall --kv f16+window:size=64
 fi
 
 # 6. KV quantization end to end: tuner, per-layer tables, accounting.

@@ -64,6 +64,19 @@ static void test_top_k_and_p(void **st) { (void)st; check_cut(2000, 0.5f); }
 
 /* Top-p over a 128K vocabulary of equal logits: the mass is reached only
  * after 90% of the ids, which the O(n*k) selection would take minutes over. */
+/* Against its definition: positive logits shrink, negative ones grow, each
+ * distinct recent token once, the rest untouched. */
+static void test_repeat_penalty(void **st) {
+    (void)st;
+    float l[6] = {2.0f, -1.0f, 0.5f, 3.0f, -2.0f, 1.0f};
+    const kvq_token recent[] = {0, 1, 0, 4, 99, -3};
+    kvq_repeat_penalty(l, 6, recent, 6, 2.0f);
+    const float want[6] = {1.0f, -2.0f, 0.5f, 3.0f, -4.0f, 1.0f};
+    for (int i = 0; i < 6; i++) assert_float_equal(l[i], want[i], 0);
+    kvq_repeat_penalty(l, 6, recent, 6, 1.0f);
+    for (int i = 0; i < 6; i++) assert_float_equal(l[i], want[i], 0);
+}
+
 static void test_top_p_flat_vocab(void **st) {
     (void)st;
     const int n = 128256;
@@ -86,6 +99,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_top_k_small), cmocka_unit_test(test_top_k_large), cmocka_unit_test(test_top_p),
         cmocka_unit_test(test_top_k_and_p), cmocka_unit_test(test_top_p_flat_vocab),
+        cmocka_unit_test(test_repeat_penalty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

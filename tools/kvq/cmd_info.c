@@ -104,13 +104,18 @@ int cmd_info(int argc, char **argv) {
         if (json) {
             printf("%s{\"spec\": \"%s\", \"ctx\": %ld, \"bytes_per_token\": %.3f, \"bits_per_value\": %.4f, "
                    "\"bytes_reserved\": %llu, \"bytes_alloc_max\": %llu, \"aux_bytes\": %llu, "
-                   "\"break_even_tokens\": %ld}",
+                   "\"break_even_tokens\": %ld, \"held_max\": %d}",
                    i ? ", " : "", r.spec, n_ctx, r.bytes_per_token, r.bits_per_value,
                    (unsigned long long)r.bytes_reserved, (unsigned long long)r.bytes_alloc_max,
-                   (unsigned long long)r.aux_bytes, even);
+                   (unsigned long long)r.aux_bytes, even, r.held_max);
         } else {
-            printf("kv %-9s %.1f bytes/token, %.3f bits/value; %s for %ld tokens\n", r.spec, r.bytes_per_token,
-                   r.bits_per_value, res, n_ctx);
+            if (r.held_max)
+                printf("kv %-9s %.1f bytes/token, %.3f bits/value; holds at most %d tokens (sinks rounded up to a "
+                       "page, the window, under a page more): %s at any context length (%ld here)\n",
+                       r.spec, r.bytes_per_token, r.bits_per_value, r.held_max, res, n_ctx);
+            else
+                printf("kv %-9s %.1f bytes/token, %.3f bits/value; %s for %ld tokens\n", r.spec, r.bytes_per_token,
+                       r.bits_per_value, res, n_ctx);
             if (r.aux_bytes) {
                 char ab[32];
                 cli_human_bytes((double)r.aux_bytes, ab, sizeof ab);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "cli.h"
 #include "niah_tasks.h"
 
@@ -30,27 +31,48 @@ static bool parse_ints(const char *flag, const char *v, long *out, int *n) {
     return *n > 0;
 }
 
+/* A heatmap over lengths x depths; with a single length or a single depth
+ * (gnuplot's image needs a 2 x 2 grid, and drew nothing) a line of accuracy
+ * over the other axis. 0 only when gnuplot succeeded and the PNG is there. */
 static int plot(const char *png, const char *title, const long *len, int nl, const double *dep, int nd,
                 double acc[MAX_AXIS][MAX_AXIS]) {
     char dat[] = "/tmp/kvq-niah-XXXXXX";
     int fd = mkstemp(dat);
     if (fd < 0) return -1;
     FILE *f = fdopen(fd, "w");
+    const bool grid = nl > 1 && nd > 1;
     for (int i = 0; i < nl; i++)
-        for (int j = 0; j < nd; j++) fprintf(f, "%d %d %.1f\n", j, i, 100 * acc[i][j]);
+        for (int j = 0; j < nd; j++) fprintf(f, "%d %d %.1f\n", grid ? j : nd > 1 ? j : i, i, 100 * acc[i][j]);
     fclose(f);
+    unlink(png); /* so that a PNG found afterwards is this run's */
     FILE *g = popen("gnuplot", "w");
     if (!g) { unlink(dat); return -1; }
-    fprintf(g, "set terminal png size 960,%d font ',11'\nset output '%s'\n", 220 + 40 * nl, png);
-    fprintf(g, "set title '%s'\nset xlabel 'needle depth'\nset ylabel 'context length (tokens)'\n", title);
-    fprintf(g, "set cbrange [0:100]\nset cblabel 'exact match %%'\nset palette defined (0 '#b2182b', 50 '#f7f7f7', 100 '#2166ac')\n");
-    fprintf(g, "set xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\nset xtics (", nd - 1, nl - 1);
-    for (int j = 0; j < nd; j++) fprintf(g, "%s'%.2g' %d", j ? ", " : "", dep[j], j);
-    fprintf(g, ")\nset ytics (");
-    for (int i = 0; i < nl; i++) fprintf(g, "%s'%ld' %d", i ? ", " : "", len[i], i);
-    fprintf(g, ")\nplot '%s' using 1:2:3 with image notitle, '' using 1:2:(sprintf('%%.0f',$3)) with labels notitle\n", dat);
+    fprintf(g, "set terminal png size 960,%d font ',11'\nset output '%s'\n", grid ? 220 + 40 * nl : 480, png);
+    if (grid || nd == 1) fprintf(g, "set title '%s'\n", title);
+    else fprintf(g, "set title '%s, %ld tokens'\n", title, len[0]);
+    if (grid) {
+        fprintf(g, "set xlabel 'needle depth'\nset ylabel 'context length (tokens)'\n");
+        fprintf(g, "set cbrange [0:100]\nset cblabel 'exact match %%'\nset palette defined (0 '#b2182b', 50 '#f7f7f7', 100 '#2166ac')\n");
+        fprintf(g, "set xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\nset xtics (", nd - 1, nl - 1);
+        for (int j = 0; j < nd; j++) fprintf(g, "%s'%.2g' %d", j ? ", " : "", dep[j], j);
+        fprintf(g, ")\nset ytics (");
+        for (int i = 0; i < nl; i++) fprintf(g, "%s'%ld' %d", i ? ", " : "", len[i], i);
+        fprintf(g, ")\nplot '%s' using 1:2:3 with image notitle, '' using 1:2:(sprintf('%%.0f',$3)) with labels notitle\n", dat);
+    } else {
+        const int n = nd > 1 ? nd : nl;
+        fprintf(g, "set xlabel '%s'\nset ylabel 'exact match %%'\nset yrange [0:105]\nset xrange [-0.5:%d.5]\nset xtics (",
+                nd > 1 ? "needle depth" : "context length (tokens)", n - 1);
+        for (int k = 0; k < n; k++) {
+            if (nd > 1) fprintf(g, "%s'%.2g' %d", k ? ", " : "", dep[k], k);
+            else fprintf(g, "%s'%ld' %d", k ? ", " : "", len[k], k);
+        }
+        fprintf(g, ")\nset key off\nplot '%s' using 1:3 with linespoints lw 2 pt 7, '' using 1:3:(sprintf('%%.0f',$3)) "
+                   "with labels offset 0,1\n", dat);
+    }
     int rc = pclose(g);
     unlink(dat);
+    struct stat st;
+    if (rc == 0 && (stat(png, &st) != 0 || st.st_size == 0)) rc = -1;
     return rc;
 }
 
@@ -242,7 +264,7 @@ int cmd_niah(int argc, char **argv) {
         char title[600];
         snprintf(title, sizeof title, "%s retrieval, kv %s (mean %.0f%%)", task_s, rep.spec, 100 * mean);
         for (char *p = title; *p; p++) if (*p == '\'') *p = ' ';
-        if (plot(png, title, lens, nl, deps, nd, acc)) rc = cli_fail("niah: gnuplot failed (is gnuplot installed?)");
+        if (plot(png, title, lens, nl, deps, nd, acc)) rc = cli_fail("niah: gnuplot failed to draw '%s' (is gnuplot installed, and the folder writable?)", png);
         else fprintf(stderr, "kvq niah: wrote %s\n", png);
     }
     free(toks);

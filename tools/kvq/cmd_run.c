@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "cli.h"
+#include "run_chat.h"
 
 typedef struct emitter {
     const kvq_model *m;
@@ -49,12 +50,16 @@ int cmd_run(int argc, char **argv) {
     const char *speculate = NULL, *draft_w = "q4_0", *session_kv = NULL;
     long gamma = 0;
     long n_gen = 128, top_k = 40, threads = 0, n_ctx = 0, seed = -1, verbose = 0;
-    const char *prompt_file = NULL;
-    double temp = 0.8, top_p = 0.95;
+    const char *prompt_file = NULL, *tpl_name = NULL, *system = NULL;
+    double temp = 0.8, top_p = 0.95, penalty = 1.0;
+    long last_n = 64;
     uint64_t kv_mem = 0;
+    bool chat = false;
+    cli_gen g = {.repeat_penalty = 1.0f};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-v")) { verbose++; continue; }
+        if (!strcmp(a, "-i") || !strcmp(a, "--chat")) { chat = true; continue; }
         if (!(v = cli_val(argc, argv, &i))) return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--tokenizer")) tok = v;
@@ -76,8 +81,22 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) { if (!cli_int(a, v, 0, 0x7fffffffL, &seed)) return 2; }
         else if (!strcmp(a, "--temp")) { if (!cli_float(a, v, 0, 100, &temp)) return 2; }
         else if (!strcmp(a, "--top-p")) { if (!cli_float(a, v, 1e-6, 1, &top_p)) return 2; }
-        else return cli_fail("run: unknown option '%s'", a), 2;
+        else if (!strcmp(a, "--repeat-penalty")) { if (!cli_float(a, v, 0.01, 100, &penalty)) return 2; }
+        else if (!strcmp(a, "--repeat-last-n")) { if (!cli_int(a, v, 0, 1 << 20, &last_n)) return 2; }
+        else if (!strcmp(a, "--chat-template")) tpl_name = v;
+        else if (!strcmp(a, "--system")) system = v;
+        else if (!strcmp(a, "--stop")) {
+            if (!*v) return cli_fail("run: --stop needs a non-empty string"), 2;
+            if (g.n_stop == CLI_MAX_STOP) return cli_fail("run: at most %d --stop strings", CLI_MAX_STOP), 2;
+            g.stop[g.n_stop++] = (char *)v;
+        } else return cli_fail("run: unknown option '%s'", a), 2;
     }
+    g.repeat_penalty = (float)penalty;
+    g.repeat_last_n = (int)last_n;
+    if (chat && (prompt || prompt_file || load || save || speculate))
+        return cli_fail("run: -i (chat) reads the conversation from standard input; it takes no -p, -f, sessions or "
+                        "--speculate"), 2;
+    if ((tpl_name || system) && !chat) return cli_fail("run: --chat-template and --system are for -i (chat)"), 2;
     if (!model) return cli_fail("run: no model given (-m MODEL)"), 2;
     if (prompt && prompt_file) return cli_fail("run: give the prompt with -p TEXT or -f FILE, not both"), 2;
     if (session_kv && !save) return cli_fail("run: --session-kv SPEC is the format of --save-session FILE"), 2;
@@ -148,7 +167,7 @@ int cmd_run(int argc, char **argv) {
         cli_fail("cannot tokenize the prompt");
         goto out;
     }
-    if (n_tok == 0 && !load) {
+    if (n_tok == 0 && !load && !chat) {
         cli_fail("the prompt is empty and this model has no BOS token to start from: pass -p TEXT");
         goto out;
     }
@@ -189,6 +208,33 @@ int cmd_run(int argc, char **argv) {
     if (kvq_sampler_new(&sp, info.n_vocab, &s)) { cli_fail("invalid sampling options"); goto out; }
     logits = malloc((size_t)info.n_vocab * sizeof(float));
     if (!logits) goto out;
+    g.m = m;
+    g.c = c;
+    g.s = s;
+    g.logits = logits;
+    g.eo = &eo;
+    g.eval_last = save != NULL;
+    if (chat) {
+        srv_tpl tpl = SRV_TPL_PLAIN;
+        const char *tt;
+        size_t tn;
+        if (tpl_name) {
+            if (!srv_tpl_from_name(tpl_name, &tpl)) {
+                cli_fail("--chat-template '%s': one of plain, chatml, llama2, llama3, mistral, zephyr", tpl_name);
+                goto out;
+            }
+        } else if (kvq_model_meta_str(m, "tokenizer.chat_template", &tt, &tn)) {
+            cli_fail("run -i: the model has no chat template; name one with --chat-template "
+                     "plain|chatml|llama2|llama3|mistral|zephyr");
+            goto out;
+        } else if (!srv_tpl_detect(tt, tn, &tpl)) {
+            cli_fail("run -i: the model's chat template is of no family kvq knows; name one with --chat-template");
+            goto out;
+        }
+        g.eval_last = true; /* the next turn continues from the reply */
+        rc = cli_chat(&g, tpl, system, (int)n_gen);
+        goto out;
+    }
 
     fwrite(prompt, 1, plen, stdout);
     fflush(stdout);
@@ -217,20 +263,11 @@ int cmd_run(int argc, char **argv) {
             if (kvq_eval(c, &prev, 1, false, logits)) goto out;
         }
     } else {
-        char piece[512];
-        for (; gen < n_gen; gen++) {
-            kvq_token t = kvq_sample(s, logits);
-            if (kvq_token_is_eog(m, t) || t == info.bos) break;
-            int pl = kvq_token_to_piece(m, prev, t, piece, sizeof piece);
-            if (pl > 0) fwrite(piece, 1, (size_t)(pl < (int)sizeof piece ? pl : (int)sizeof piece), stdout);
-            fflush(stdout);
-            prev = t;
-            /* the last token need not be evaluated, unless a session will continue from it */
-            if (gen + 1 == n_gen && !save) { gen++; break; }
-            if (kvq_ctx_n_past(c) >= kvq_ctx_n_ctx(c)) { full = true; gen++; break; }
-            if (kvq_eval_ex(c, &t, 1, &eo, logits)) goto out;
-            decoded++;
-        }
+        cli_gen_out go;
+        if (cli_generate(&g, prev, (int)n_gen, stdout, NULL, &go)) goto out;
+        gen = go.gen;
+        decoded = go.decoded;
+        full = go.full;
     }
     double t2 = cli_now();
     fputc('\n', stdout);

@@ -81,7 +81,7 @@ static bool client_gone(const conn *k) {
 /* Waits (lock held) for text past `seen` or the end; false when the client left. */
 static bool wait_news(conn *k, size_t seen) {
     srv_job *j = k->job;
-    while (j->safe_len <= seen && j->finish == SRV_RUNNING) {
+    while (j->out.safe <= seen && j->finish == SRV_RUNNING) {
         srv_wait(k->h->s, j, seen);
         if (client_gone(k)) return false;
     }
@@ -177,9 +177,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         cJSON *o = head(k, obj), *ch = cJSON_AddArrayToObject(o, "choices");
         bool done = false;
-        if (j->safe_len > k->seen) {
-            cJSON_AddItemToArray(ch, choice(k, j->text + k->seen, j->safe_len - k->seen, NULL, true, false));
-            k->seen = j->safe_len;
+        if (j->out.safe > k->seen) {
+            cJSON_AddItemToArray(ch, choice(k, j->out.p + k->seen, j->out.safe - k->seen, NULL, true, false));
+            k->seen = j->out.safe;
         } else {
             cJSON_AddItemToArray(ch, choice(k, "", 0, finish_name(j->finish), true, false));
             if (j->req.include_usage) cJSON_AddItemToObject(o, "usage", usage_of(j));
@@ -324,7 +324,7 @@ static enum MHD_Result completion(srv_http *h, struct MHD_Connection *c, conn *k
     }
     srv_lock(s);
     cJSON *o = head(k, k->chat ? "chat.completion" : "text_completion"), *ch = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToArray(ch, choice(k, j->text, j->text_len, finish_name(j->finish), false, k->chat));
+    cJSON_AddItemToArray(ch, choice(k, j->out.p, j->out.len, finish_name(j->finish), false, k->chat));
     cJSON_AddItemToObject(o, "usage", usage_of(j));
     add_kvq(o, j);
     char sidv[33];

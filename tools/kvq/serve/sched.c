@@ -228,7 +228,7 @@ static void job_free(srv_job *j) {
     kvq_sampler_free(j->smp);
     free(j->prompt);
     free(j->logits);
-    free(j->text);
+    cli_text_free(&j->out);
     free(j);
 }
 
@@ -249,7 +249,7 @@ void srv_release(srv *s, srv_job *j) {
 }
 
 void srv_wait(srv *s, srv_job *j, size_t seen) {
-    if (j->safe_len > seen || j->finish != SRV_RUNNING) return;
+    if (j->out.safe > seen || j->finish != SRV_RUNNING) return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 500000000L;
@@ -363,67 +363,12 @@ int srv_submit(srv *s, srv_job *j) {
 
 /* ---- the scheduler thread ---- */
 
-/* The longest prefix of t[0..n) that does not end inside a UTF-8
- * character: a stream never sends half of one. */
-static size_t whole_chars(const char *t, size_t n) {
-    size_t p = n;
-    while (p > 0 && n - p < 4 && ((unsigned char)t[p - 1] & 0xC0) == 0x80) p--;
-    if (p == 0) return n;
-    const unsigned char c = (unsigned char)t[p - 1];
-    const size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    return p - 1 + want > n ? p - 1 : n;
-}
-
 static void finish(srv *s, srv_job *j, srv_finish f, const char *err) {
     if (j->finish) return;
     j->finish = f;
     if (err) snprintf(j->err, sizeof j->err, "%s", err);
     /* what was held back (a possible stop string) goes out now; a trailing partial character is dropped */
-    const size_t n = whole_chars(j->text, j->text_len);
-    j->text_len = n;
-    if (j->safe_len < n) j->safe_len = n;
-}
-
-static bool text_add(srv_job *j, const char *p, size_t n) {
-    if (j->text_len + n + 1 > j->text_cap) {
-        size_t cap = (j->text_len + n + 1) * 2;
-        char *t = realloc(j->text, cap);
-        if (!t) return false;
-        j->text = t;
-        j->text_cap = cap;
-    }
-    memcpy(j->text + j->text_len, p, n);
-    j->text_len += n;
-    j->text[j->text_len] = 0;
-    return true;
-}
-
-/* After text was added: true when a stop string appeared (the text is cut
- * before it); else safe_len moves up to what can be neither the start of a
- * stop string nor part of an unfinished character. */
-static bool scan_text(srv_job *j) {
-    const srv_req *r = &j->req;
-    bool hit = false;
-    for (int i = 0; i < r->n_stop; i++) {
-        char *at = strstr(j->text + j->safe_len, r->stop[i]); /* held back, so a match starts past safe_len */
-        if (at) {
-            j->text_len = (size_t)(at - j->text);
-            j->text[j->text_len] = 0;
-            hit = true;
-        }
-    }
-    if (hit) return true;
-    size_t safe = j->text_len;
-    for (int i = 0; i < r->n_stop; i++) {
-        size_t k = strlen(r->stop[i]) - 1;
-        if (k > j->text_len) k = j->text_len;
-        for (; k > 0; k--)
-            if (!memcmp(j->text + j->text_len - k, r->stop[i], k)) break;
-        if (j->text_len - k < safe) safe = j->text_len - k;
-    }
-    safe = whole_chars(j->text, safe);
-    if (safe > j->safe_len) j->safe_len = safe;
-    return false;
+    cli_text_finish(&j->out);
 }
 
 /* Sets up a job taken from the queue: its context (a session's, restored,
@@ -533,9 +478,9 @@ static void take_token(srv *s, srv_job *j, kvq_token t, double now) {
     j->prev = t;
     j->n_gen++;
     s->mt.gen_tokens++;
-    if (n > 0 && !text_add(j, piece, (size_t)(n < (int)sizeof piece ? n : (int)sizeof piece)))
+    if (n > 0 && !cli_text_add(&j->out, piece, (size_t)(n < (int)sizeof piece ? n : (int)sizeof piece)))
         return finish(s, j, SRV_FIN_ERROR, "out of memory");
-    if (scan_text(j)) return finish(s, j, SRV_FIN_STOP, NULL);
+    if (cli_text_scan(&j->out, j->req.stop, j->req.n_stop)) return finish(s, j, SRV_FIN_STOP, NULL);
     if (j->n_gen >= j->max_tokens || kvq_ctx_n_past(j->s->ctx) + 1 > kvq_ctx_n_ctx(j->s->ctx))
         return finish(s, j, SRV_FIN_LENGTH, NULL);
     j->next = t;

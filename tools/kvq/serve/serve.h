@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kvq.h"
+#include "../stoptext.h"
 
 /* ------------------------------------------------------------ request.c */
 
@@ -103,8 +104,7 @@ typedef struct srv_job {
     kvq_token next, prev;
     uint64_t reserve;          /* bytes this job reserved in the budget */
     /* shared, under srv.mu */
-    char *text;                /* generated text */
-    size_t text_len, text_cap, safe_len; /* safe_len: what can be sent (no partial stop string or UTF-8) */
+    cli_text out;              /* generated text; out.safe: what can be sent (no partial stop string or UTF-8) */
     int n_gen, n_reused;
     srv_finish finish;
     bool cancelled;            /* the client went away */
