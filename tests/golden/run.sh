@@ -99,7 +99,8 @@ if need $M/stories260K/stories260K.bin; then
     expect_fail "prompt longer than the context" "more than the context" $KVQ run $L2C --ctx 8 -p "one two three four five six seven eight nine ten"
     expect_fail "absurd context" "--ctx expects" $KVQ run $L2C --ctx 99999999999
     expect_fail "unknown option" "unknown option" $KVQ run $L2C --frobnicate 1
-    expect_fail "a bare unknown flag" "not an option of this command" $KVQ run $L2C --frobnicate
+    expect_fail "a bare unknown flag" "unknown option '--frobnicate' for kvq run" $KVQ run $L2C --frobnicate
+    expect_fail "a known flag without its value" "option -n needs a value" $KVQ run $L2C -n
     for c in run ppl info tokenize synth bench tune quantize calibrate niah; do
         $KVQ $c --help > $TMP/h 2>&1 && head -n 1 $TMP/h | grep -q "^usage: kvq $c" || { bad "kvq $c --help ($(head -c 200 $TMP/h))"; continue; }
     done
@@ -136,6 +137,9 @@ if need $M/tinystories-656k/model.safetensors $S/corpora/tinystories-valid-head.
             && ok "niah --plot with a single length draws a line" || bad "niah --plot, single length"
         expect_fail "niah --plot that cannot be written fails" "gnuplot failed" $KVQ niah -m $M/tinystories-656k --lengths 128 --depths 0.5 -n 1 --plot /nonexistent/dir/x.png
     fi
+    head -c 4000 $S/corpora/tinystories-valid-head.txt > $TMP/long_prompt.txt
+    $KVQ run -m $M/tinystories-656k -f $TMP/long_prompt.txt -n 1 --ctx 2048 2>&1 >/dev/null | grep -q "the prompt has [0-9]* tokens, past the model's training context" \
+        && ok "run warns when the prompt is past the training context" || bad "no prompt-length warning"
     s1=$($KVQ run -m $M/tinystories-656k -p "Hi" -n 2 2>&1 >/dev/null | grep -o "seed [0-9]*")
     [ -n "$s1" ] && ok "run prints its random seed ($s1)" || bad "no seed printed"
     expect_fail "run: missing prompt file" "cannot open prompt file" $KVQ run -m $M/tinystories-656k -f $TMP/none.txt

@@ -78,7 +78,9 @@ bool cli_bytes(const char *flag, const char *v, uint64_t *out) {
 
 const char *cli_val(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
-        cli_fail("option %s needs a value, or is not an option of this command (--help lists them)", argv[*i]);
+        /* argv[0] is the command: its usage text tells a missing value from an unknown option */
+        if (cli_cmd_has_flag(argv[0], argv[*i])) cli_fail("option %s needs a value", argv[*i]);
+        else cli_fail("unknown option '%s' for kvq %s (kvq %s --help lists them)", argv[*i], argv[0], argv[0]);
         return NULL;
     }
     return argv[++*i];

@@ -20,6 +20,8 @@ bool cli_float(const char *flag, const char *v, double lo, double hi, double *ou
 bool cli_bytes(const char *flag, const char *v, uint64_t *out);
 /* argv[*i] is a flag taking a value: returns the value and advances, or NULL (error printed). */
 const char *cli_val(int argc, char **argv, int *i);
+/* Whether the usage text of command cmd lists flag (main.c holds the text). */
+bool cli_cmd_has_flag(const char *cmd, const char *flag);
 
 /* The tokens of the first max_bytes of a calibration text (BOS first when
  * the model adds one) into *out (freed by the caller); 0, or the exit code

@@ -167,6 +167,9 @@ int cmd_run(int argc, char **argv) {
         cli_fail("cannot tokenize the prompt");
         goto out;
     }
+    if (info.n_ctx_train > 0 && n_tok > info.n_ctx_train)
+        fprintf(stderr, "kvq: warning: the prompt has %d tokens, past the model's training context (%d tokens); what "
+                        "it does beyond that was never trained\n", n_tok, info.n_ctx_train);
     if (n_tok == 0 && !load && !chat) {
         cli_fail("the prompt is empty and this model has no BOS token to start from: pass -p TEXT");
         goto out;

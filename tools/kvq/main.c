@@ -23,10 +23,10 @@ static const char USAGE[] =
             "  ppl   -m MODEL -f TEXT [--ctx N] [--chars N] [--kv SPEC] [--weights TYPE|FILE] [--score half|all]\n"
             "        [--split] [--view draft|full] [--save-logits FILE] [--kl-base FILE] [--batch N] [-t T] [--json]\n"
             "        perplexity and KL divergence (--split: prompt then token-by-token decode)\n"
-            "  info  MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
+            "  info  [-m] MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
             "  tokenize -m MODEL -p TEXT [--bos] [--special] [--pieces]     token ids of a text\n"
             "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF] [--layers N] [--seed S]\n"
-            "        random-weight model in a real shape (speed/memory only)\n"
+            "        [-t T]    random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
             "        [--speculate quantspec[:gamma=G]] [--draft-weights TYPE|FILE] [--session same|SPEC] [--no-bw]\n"
             "        [--seqs S,...]    (--seqs: S sequences decoding together, continuous batching)\n"
@@ -75,6 +75,33 @@ static bool command_usage(const char *cmd) {
     }
     if (found) fputs(notes, stdout);
     return found;
+}
+
+bool cli_cmd_has_flag(const char *cmd, const char *flag) {
+    /* long spellings the usage text gives once, by their short form; and
+     * --tokenizer, which MODEL's note gives for every command */
+    static const char *const alias[][2] = {{"--model", "-m"}, {"--file", "-f"}, {"--prompt", "-p"},
+                                           {"--threads", "-t"}, {"--out", "-o"}};
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
+        if (!strcmp(flag, alias[i][0])) flag = alias[i][1];
+    if (!strcmp(flag, "--tokenizer")) return true;
+    const char *p = strstr(USAGE, "commands:\n"), *notes = strstr(USAGE, "\nMODEL is");
+    const size_t n = strlen(cmd), fl = strlen(flag);
+    bool in = false;
+    while (p && (p = strchr(p, '\n')) && ++p < notes) {
+        const char *e = strchr(p, '\n');
+        const bool entry = p[0] == ' ' && p[1] == ' ' && p[2] != ' ';
+        if (entry) in = !strncmp(p + 2, cmd, n) && (p[2 + n] == ' ' || p[2 + n] == '\n');
+        if (!in) continue;
+        /* the flag as a whole word of the line: "-t" must not match "--top-k" */
+        for (const char *q = p; (q = memmem(q, (size_t)(e - q), flag, fl)) != NULL; q += fl) {
+            const char before = q > p ? q[-1] : ' ', after = q[fl];
+            if ((before == ' ' || before == '[' || before == '|') &&
+                !(after == '-' || (after >= 'a' && after <= 'z') || (after >= '0' && after <= '9')))
+                return true;
+        }
+    }
+    return false;
 }
 
 int main(int argc, char **argv) {
