@@ -5,6 +5,19 @@
 #include <string.h>
 
 #define MARKER "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
+/* long texts are encoded in pieces of about this many bytes (see encode_fragment) */
+#define CHUNK (v->chunk ? v->chunk : (size_t)1 << 16)
+
+static void mark_pair(kvq_vocab *v, uint8_t a, uint8_t b) {
+    const unsigned k = (unsigned)a << 8 | b;
+    v->span_pair[k >> 3] |= (uint8_t)(1u << (k & 7));
+}
+
+static bool pair_spanned(const kvq_vocab *v, uint8_t a, uint8_t b) {
+    const unsigned k = (unsigned)a << 8 | b;
+    return v->span_pair[k >> 3] >> (k & 7) & 1;
+}
+
 
 static uint32_t hash_bytes(const char *s, size_t n) {
     uint32_t h = 2166136261u;
@@ -119,6 +132,7 @@ kvq_status kvq_vocab_add_merge(kvq_vocab *v, const char *a, size_t alen, const c
     }
     if ((uint32_t)v->n_merges + 1 > v->m_mask / 2 + 1)
         return kvq_err(lg, KVQ_ERR_FORMAT, "more merges than declared");
+    mark_pair(v, (uint8_t)a[alen - 1], (uint8_t)b[0]); /* the merged symbol spans the junction */
     uint64_t key = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
     uint32_t h = (uint32_t)mix64(key) & v->m_mask;
     while (v->mkey[h] != UINT64_MAX) {
@@ -135,6 +149,7 @@ kvq_status kvq_vocab_finish(kvq_vocab *v, const kvq_logger *lg) {
     int32_t n_bad_bytes = 0, first_bad = -1;
     for (int32_t id = 0; id < v->n; id++) {
         if (!v->text[id]) return kvq_err(lg, KVQ_ERR_FORMAT, "token %d has no text", id);
+        for (uint32_t i = 1; i < v->len[id]; i++) mark_pair(v, (uint8_t)v->text[id][i - 1], (uint8_t)v->text[id][i]);
         int b = kvq_parse_byte_token(v->text[id], v->len[id]);
         if (b < 0 && v->len[id] >= 4 && !memcmp(v->text[id], "<0x", 3) && v->text[id][v->len[id] - 1] == '>' &&
             v->kind != KVQ_VOCAB_BYTE_BPE && n_bad_bytes++ == 0)
@@ -366,12 +381,21 @@ static kvq_status encode_fragment(enc *e, const char *text, size_t len, bool pre
     }
     kvq_status st = KVQ_OK;
     if (v->kind == KVQ_VOCAB_BYTE_BPE) {
-        char *tmp = malloc(len * 2 + 4);
-        if (!tmp) st = KVQ_ERR_NOMEM;
-        else {
-            word_ctx w = {e, text, tmp};
-            kvq_pretokenize(v->pretok, text, len, byte_word, &w);
-            free(tmp);
+        /* in pieces cut after a newline that a non-space follows: every
+         * pre-tokenizer pattern kvq knows ends a word there */
+        for (size_t at = 0; at < len && !st;) {
+            size_t end = len;
+            if (len - at > CHUNK)
+                for (end = at + CHUNK; end < len; end++)
+                    if (text[end - 1] == '\n' && !strchr(" \t\r\n\v\f", text[end])) break;
+            char *tmp = malloc((end - at) * 2 + 4);
+            if (!tmp) st = KVQ_ERR_NOMEM;
+            else {
+                word_ctx w = {e, text + at, tmp};
+                kvq_pretokenize(v->pretok, text + at, end - at, byte_word, &w);
+                free(tmp);
+            }
+            at = end;
         }
     } else if (len > 0) {
         /* prefix a space, then write spaces as U+2581 where the vocabulary does */
@@ -387,7 +411,18 @@ static kvq_status encode_fragment(enc *e, const char *text, size_t len, bool pre
                 if (text[i] == ' ' && v->space_is_marker) { memcpy(buf + o, MARKER, 3); o += 3; }
                 else buf[o++] = text[i];
             }
-            encode_word(e, buf, o);
+            /* the merge engine's memory grows with the word (a long text is
+             * one word here): cut it between characters that no token or
+             * merge joins, so no merge is lost */
+            for (size_t at = 0; at < o;) {
+                size_t end = o;
+                if (o - at > CHUNK)
+                    for (end = at + CHUNK; end < o; end++)
+                        if (((uint8_t)buf[end] & 0xC0) != 0x80 && !pair_spanned(v, (uint8_t)buf[end - 1], (uint8_t)buf[end]))
+                            break;
+                encode_word(e, buf + at, end - at);
+                at = end;
+            }
             free(buf);
         }
     }

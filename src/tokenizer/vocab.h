@@ -46,6 +46,11 @@ typedef struct kvq_vocab {
     kvq_normal normal;     /* applied to text before pre-tokenization (tokenizer.json's normalizer) */
     bool ignore_merges;    /* a pre-token that is itself a token is emitted whole (Llama 3) */
     bool fuse_unk;         /* consecutive unknown characters become one <unk> */
+    /* byte pairs (a, b) that occur side by side in some token or merge: text
+     * can be cut between any other two bytes and tokenize the same, which
+     * bounds the merge engine's memory on long texts */
+    uint8_t span_pair[65536 / 8];
+    size_t chunk;          /* the size of those pieces (0: 64 KiB; tests set it) */
 } kvq_vocab;
 
 /* Building: start with n tokens, set each, then finish. */

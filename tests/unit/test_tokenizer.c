@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core/mapfile.h"
+#include "model/model.h"
 #include "testutil.h"
 
 static kvq_model *load(const char *path, const char *tok, bool vocab_only) {
@@ -105,6 +106,39 @@ static void hf_vectors(const char *dir, const char *name, int n_llamacpp, int n_
     bad += run_vectors(m, inp, outp, n_own);
     assert_int_equal(bad, 0);
     kvq_model_free(m);
+}
+
+/* Long texts are encoded in pieces, cut where no token or merge can span
+ * (SPM, BPE) or after a newline that starts a word (byte-level): the ids
+ * must be those of the whole text in one piece. */
+static void test_chunked_equals_whole(void **st) {
+    (void)st;
+    TU_SHARED(corpus, "corpora/wikitext-2-raw-test.txt");
+    TU_SHARED(spm, "tokenizers/ggml-vocab-llama-spm.gguf");
+    TU_SHARED(ts, "models/tinystories-656k/TinyStories-656K-Q8_0.gguf");
+    const char *qwen = tu_shared("tokenizers/qwen3");
+    char *text;
+    size_t n;
+    assert_int_equal(kvq_read_file(corpus, 1 << 30, &text, &n, NULL), KVQ_OK);
+    if (n > 600000) n = 600000;
+    const char *paths[] = {spm, ts, qwen};
+    for (int k = 0; k < 3; k++) {
+        if (!paths[k]) continue;
+        kvq_model *m = load(paths[k], NULL, true);
+        kvq_vocab *v = &((struct kvq_model *)m)->vocab;
+        v->chunk = 4096; /* many cuts */
+        kvq_token *a, *b;
+        const int na = encode(m, text, n, false, &a);
+        v->chunk = (size_t)1 << 40; /* none */
+        const int nb = encode(m, text, n, false, &b);
+        fprintf(stderr, "%s: %d tokens in pieces, %d whole\n", paths[k], na, nb);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, (size_t)na * sizeof *a);
+        free(a);
+        free(b);
+        kvq_model_free(m);
+    }
+    free(text);
 }
 
 static void test_llama3_vectors(void **st) { (void)st; hf_vectors("llama3", "llama-bpe", 46, N_OWN_VECTORS); }
@@ -224,6 +258,7 @@ int main(void) {
         cmocka_unit_test(test_spm_roundtrip),     cmocka_unit_test(test_llama2c_tokenizer),
         cmocka_unit_test(test_hf_and_gguf_agree), cmocka_unit_test(test_parse_special),
         cmocka_unit_test(test_llama3_vectors),    cmocka_unit_test(test_qwen3_vectors),
+        cmocka_unit_test(test_chunked_equals_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

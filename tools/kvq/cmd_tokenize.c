@@ -5,7 +5,7 @@
 #include "cli.h"
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *model = NULL, *tok = NULL, *text = NULL;
+    const char *model = NULL, *tok = NULL, *text = NULL, *file = NULL;
     bool bos = false, pieces = false, special = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -16,17 +16,38 @@ int cmd_tokenize(int argc, char **argv) {
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--tokenizer")) tok = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) text = v;
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) file = v;
         else return cli_fail("tokenize: unknown option '%s'", a), 2;
     }
-    if (!model || !text) return cli_fail("tokenize: -m MODEL and -p TEXT are required"), 2;
+    if (!model || !text == !file) return cli_fail("tokenize: -m MODEL and one of -p TEXT or -f FILE are required"), 2;
+    char *buf = NULL;
+    size_t tlen = text ? strlen(text) : 0;
+    if (file) {
+        FILE *f = cli_fopen_text(file, "text");
+        if (!f) return 1;
+        size_t cap = 1 << 16;
+        buf = malloc(cap);
+        for (size_t got; buf && (got = fread(buf + tlen, 1, cap - tlen, f)) > 0;) {
+            tlen += got;
+            if (tlen == cap) {
+                char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
+                if (!nb) { free(buf); buf = NULL; break; }
+                buf = nb;
+                cap *= 2;
+            }
+        }
+        fclose(f);
+        if (!buf) return cli_fail("tokenize: cannot read '%s' (over 1 GiB, or out of memory)", file);
+        text = buf;
+    }
     cli_log lg = {0};
     kvq_model *m = cli_load_model(model, tok, true, &lg);
-    if (!m) return 1;
+    if (!m) { free(buf); return 1; }
     int n = 0;
-    kvq_tokenize_ex(m, text, strlen(text), bos, special, NULL, 0, &n);
+    kvq_tokenize_ex(m, text, tlen, bos, special, NULL, 0, &n);
     kvq_token *t = malloc(((size_t)n + 1) * sizeof *t);
     int rc = 1;
-    if (t && kvq_tokenize_ex(m, text, strlen(text), bos, special, t, n, &n) == KVQ_OK) {
+    if (t && kvq_tokenize_ex(m, text, tlen, bos, special, t, n, &n) == KVQ_OK) {
         for (int i = 0; i < n; i++) {
             if (pieces) {
                 char buf[256];
@@ -40,6 +61,7 @@ int cmd_tokenize(int argc, char **argv) {
         rc = 0;
     }
     free(t);
+    free(buf);
     kvq_model_free(m);
     return rc;
 }

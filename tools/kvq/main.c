@@ -24,7 +24,7 @@ static const char USAGE[] =
             "        [--split] [--view draft|full] [--save-logits FILE] [--kl-base FILE] [--batch N] [-t T] [--json]\n"
             "        perplexity and KL divergence (--split: prompt then token-by-token decode)\n"
             "  info  [-m] MODEL [--tokenizer FILE] [--kv SPEC]... [--ctx N] [--tensors] [--json]\n"
-            "  tokenize -m MODEL -p TEXT [--bos] [--special] [--pieces]     token ids of a text\n"
+            "  tokenize -m MODEL -p TEXT|-f FILE [--bos] [--special] [--pieces]     token ids of a text\n"
             "  synth --preset NAME --type TYPE -o OUT.gguf [--ctx N] [--tokenizer-from GGUF] [--layers N] [--seed S]\n"
             "        [-t T]    random-weight model in a real shape (speed/memory only)\n"
             "  bench -m MODEL [--kv SPEC]... [-p N] [-n N] [--depth D,...] [-t T] [-r REPS] [--json]\n"
