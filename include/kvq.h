@@ -152,7 +152,9 @@ typedef struct kvq_ctx kvq_ctx;
 typedef struct kvq_ctx_params {
     int32_t     n_ctx;       /* 0: the model's training context */
     int32_t     n_batch;     /* max tokens per forward pass chunk (prefill) */
-    int32_t     n_threads;   /* 0: all cores */
+    int32_t     n_threads;   /* 0: all cores (or OMP_NUM_THREADS when set) */
+    bool        fixed_threads; /* decode steps always use n_threads; by default they drop to one
+                                  thread while other processes hold the cores, and come back */
     const char *kv_spec;     /* "f32", "f16", ... (NULL: "f16") */
     uint64_t    kv_mem_cap;  /* bytes of KV memory this context may hold (0: no cap) */
     kvq_kv_pool *kv_pool;    /* shared KV budget (NULL: none) */

@@ -3,6 +3,7 @@
  * and reports. The forward pass itself is forward.c. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "../core/cpu.h"
 #include "context.h"
 
@@ -49,6 +50,10 @@ kvq_status kvq_ctx_new(const kvq_model *m, const kvq_ctx_params *p, kvq_ctx **ou
     c->n_ctx = n_ctx;
     c->n_batch = p->n_batch < n_ctx ? p->n_batch : n_ctx;
     c->n_threads = p->n_threads ? p->n_threads : kvq_n_cores();
+    /* OMP_DYNAMIC=false says the user wants the count as given */
+    const char *dyn = getenv("OMP_DYNAMIC");
+    kvq_thread_gov_init(&c->gov, c->n_threads, !p->fixed_threads && !(dyn && (!strcmp(dyn, "false") || !strcmp(dyn, "FALSE"))));
+    c->gov.others = kvq_others_running;
     c->n_sets = kvq_model_n_weight_sets(m);
     kvq_kv_geom g = {h->n_layer, h->n_head, h->n_head_kv, h->head_dim, n_ctx, c->n_batch, kvq_model_fingerprint(m)};
     kvq_kv_mem_opts mo = {p->kv_mem_cap, p->kv_pool};
@@ -105,7 +110,19 @@ kvq_status kvq_eval_ex(kvq_ctx *c, const kvq_token *tokens, int n, const kvq_eva
         if (logits && o.all_logits) it.logits = logits + (size_t)i * V;
         else if (logits && i + nb == n) it.logits = logits;
         it.o.prompt_end = o.prompt_end && i + nb == n; /* the prompt ends with its last chunk */
-        if ((st = kvq_forward(&c->w, c->n_threads, &it, 1))) return st;
+        /* a decode step's thread count is the governor's (threads.h) */
+        const bool decode = nb == 1;
+        const int nth = decode ? kvq_thread_gov_next(&c->gov) : c->n_threads;
+        struct timespec t0, t1;
+        if (decode) clock_gettime(CLOCK_MONOTONIC, &t0);
+        if ((st = kvq_forward(&c->w, nth, &it, 1))) return st;
+        if (decode) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if (kvq_thread_gov_done(&c->gov, nth, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)))
+                kvq_logf(&c->lg, KVQ_LOG_INFO, "decode now uses %d thread(s) of %d (%s)", c->gov.cur, c->gov.max,
+                         c->gov.cur == 1 ? "steps were slower on all: other processes hold the cores"
+                                         : "the cores are free again");
+        }
     }
     return KVQ_OK;
 }

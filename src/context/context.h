@@ -5,6 +5,7 @@
 #include "../kernels/ops.h"
 #include "../kv/kv.h"
 #include "../model/model.h"
+#include "threads.h"
 
 /* Activation buffers of a forward pass over up to cap rows (work.c). A
  * context owns one for its own chunks; a kvq_batch owns one for the rows of
@@ -25,6 +26,7 @@ struct kvq_ctx {
     const struct kvq_model *m;
     kvq_logger lg;
     int32_t n_ctx, n_batch, n_threads;
+    kvq_thread_gov gov;      /* decode steps' thread count */
     int32_t n_past;          /* position of the next token */
     int32_t n_past_final;    /* positions verified: n_past minus the pending speculative tokens */
     int32_t n_sets;          /* weight sets the work buffers were sized for */

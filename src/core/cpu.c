@@ -1,6 +1,7 @@
 #include "cpu.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -88,7 +89,25 @@ int kvq_isa_active(void) {
 
 const char *kvq_isa_name(void) { return kvq_isa_str(kvq_isa_active()); }
 
+int kvq_others_running(int own) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return -1;
+    double a, b, c;
+    int running = -1, total;
+    const int got = fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total);
+    fclose(f);
+    if (got != 5 || running < 0) return -1;
+    return running - own > 0 ? running - own : 0;
+}
+
 int kvq_n_cores(void) {
+    /* a user's OMP_NUM_THREADS is the default count, as for any OpenMP program */
+    const char *e = getenv("OMP_NUM_THREADS");
+    if (e && *e) {
+        char *end;
+        const long v = strtol(e, &end, 10);
+        if ((*end == 0 || *end == ',') && v > 0 && v <= 1024) return (int)v;
+    }
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }

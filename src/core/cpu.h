@@ -11,6 +11,17 @@ int         kvq_isa_active(void);
 bool        kvq_isa_supported(int isa);
 const char *kvq_isa_str(int isa);
 int         kvq_n_cores(void);
+/* Runnable threads on the machine beyond own of ours (Linux /proc/loadavg;
+ * -1 when unknown). A hint only: it is read at one instant. */
+int         kvq_others_running(int own);
+/* The least work (multiply-adds) a parallel region must hold to be forked:
+ * below it one thread is faster on a quiet machine, and on a busy one a
+ * join can wait a whole time slice for a thread that another process
+ * displaced (issue 16's collapse: stories260K decode fell from ~7000 to
+ * 190 tok/s with two busy processes on two cores). */
+#ifndef KVQ_FORK_MIN_WORK
+#define KVQ_FORK_MIN_WORK (1 << 19)
+#endif
 /* AVX-512 VBMI (byte permutes) on top of the active AVX-512 path; false when
  * a narrower ISA is active or forced. */
 bool        kvq_isa_vbmi(void);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include "kv.h"
+#include "../core/cpu.h"
 #include "kv_simd.h"
 
 #define TILE 128
@@ -59,7 +60,7 @@ static void run_item(const kvq_kv_layer *L, const kvq_attn_kernels *K, const ite
         }
 }
 
-typedef struct plan { item *items; kvq_span *sp; size_t n_items, cap_items, n_sp, cap_sp; } plan;
+typedef struct plan { item *items; kvq_span *sp; size_t n_items, cap_items, n_sp, cap_sp, slots; } plan;
 
 static bool plan_span(plan *p, kvq_span s) {
     if (p->n_sp == p->cap_sp) {
@@ -70,6 +71,7 @@ static bool plan_span(plan *p, kvq_span s) {
         p->cap_sp = cap;
     }
     p->sp[p->n_sp++] = s;
+    p->slots += (size_t)(s.t1 - s.t0);
     return true;
 }
 
@@ -165,7 +167,11 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
     float *tiles = buf + n_items * per_item;
     const kvq_attn_kernels *kern = kvq_attn_kernels_active();
 
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (n_items > 1)
+    /* a fork and join costs microseconds, and a whole time slice when another
+     * process holds a core: short contexts (a few thousand multiply-adds per
+     * head) are cheaper on one thread */
+    const bool fork = n_items > 1 && p.slots * (size_t)rep * (size_t)hd * 2 >= KVQ_FORK_MIN_WORK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (fork)
     for (size_t k = 0; k < n_items; k++) {
         const item *it = &items[k];
         float *ml = buf + k * per_item, *acc = ml + 2 * rep;

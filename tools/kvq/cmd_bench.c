@@ -258,6 +258,9 @@ int cmd_bench(int argc, char **argv) {
         cp.n_ctx = (int32_t)need;
         cp.n_batch = (int32_t)(n_prefill > 0 && n_prefill < 512 ? n_prefill : 512);
         cp.n_threads = nth;
+        /* a benchmark measures the count it is given: the governor's probes
+         * would mix one-thread steps into the timings */
+        cp.fixed_threads = true;
         cp.kv_spec = kvs[k];
         cp.log = cli_log_cb;
         cp.log_user = &lg;
