@@ -68,7 +68,7 @@ bool kvq_llama2c_plausible(const uint8_t *b, size_t n) {
     l2c_header h;
     memcpy(&h, b, sizeof h);
     if (h.dim == 0x616b3432) return true; /* versioned export: the loader names it */
-    int32_t v = h.vocab < 0 ? -h.vocab : h.vocab;
+    const int64_t v = h.vocab < 0 ? -(int64_t)h.vocab : h.vocab;
     return h.dim > 0 && h.dim <= 65536 && h.hidden > 0 && h.hidden <= (1 << 20) && h.n_layers > 0 &&
            h.n_layers <= 1024 && h.n_heads > 0 && h.n_heads <= h.dim && h.n_kv_heads > 0 && h.n_kv_heads <= 4096 &&
            v > 0 && v <= (1 << 22) && h.seq_len > 0 && h.seq_len <= (1 << 24);
