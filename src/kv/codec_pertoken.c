@@ -181,12 +181,15 @@ static void quant_group(int kind, const float *x, int g, int b, uint8_t *out) {
     kvq_f16 dh = kvq_f32_to_f16(d);
     memcpy(out, &dh, 2);
     if (kind == PT_Q8_0) {
-        for (int i = 0; i < g; i++) out[2 + i] = (uint8_t)(int8_t)lrintf(x[i] * id);
+        for (int i = 0; i < g; i++) {
+            const float c = rintf(x[i] * id); /* NaN (corrupt input) becomes 0, never an undefined cast */
+            out[2 + i] = (uint8_t)(int8_t)(c >= -127 ? (c <= 127 ? c : 127) : (c < 0 ? -127 : 0));
+        }
     } else {
         memset(out + 2, 0, (size_t)g / 2);
         for (int i = 0; i < g; i++) {
-            int q = (int)(x[i] * id + 8.5f);
-            q = q < 0 ? 0 : q > 15 ? 15 : q;
+            const float c = x[i] * id + 8.5f;
+            const int q = c >= 0 ? (c < 15 ? (int)c : 15) : 0; /* NaN gives 0 */
             out[2 + i % (g / 2)] |= (uint8_t)(q << (4 * (i / (g / 2))));
         }
     }

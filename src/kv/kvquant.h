@@ -45,7 +45,9 @@ static inline void kvq_quant_group(const float *x, int stride, int n, int b, uin
     uint8_t codes[1024];
     for (int i = 0; i < n; i++) {
         float c = rintf((x[(size_t)i * stride] - mn) / s);
-        codes[i] = (uint8_t)(c < 0 ? 0 : c > qmax ? qmax : c);
+        /* written so that NaN (a corrupt session, a broken model) gives 0: a
+         * cast of NaN or of an out-of-range float to an integer is undefined */
+        codes[i] = (uint8_t)(c >= 0 ? (c <= qmax ? c : qmax) : 0);
     }
     kvq_pack_codes(codes, n, b, packed);
     *mn_out = mh;
