@@ -160,6 +160,30 @@ FILE *cli_fopen_text(const char *path, const char *what) {
     return f;
 }
 
+char *cli_read_all(FILE *f, size_t max, size_t *len, bool *too_long) {
+    size_t cap = 1 << 16, n = 0, got;
+    if (cap > max) cap = max;
+    *too_long = false;
+    char *buf = malloc(cap + 1);
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n < cap) continue;
+        if (cap >= max) { /* full: one byte more means too long */
+            *too_long = fgetc(f) != EOF;
+            break;
+        }
+        const size_t nc = cap * 2 < max ? cap * 2 : max;
+        char *nb = realloc(buf, nc + 1);
+        if (!nb) { free(buf); return NULL; }
+        buf = nb;
+        cap = nc;
+    }
+    if (!buf || *too_long) { free(buf); return NULL; }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
 int cli_read_tokens(kvq_model *m, const char *path, size_t max_bytes, kvq_token **out, int *n) {
     *out = NULL;
     *n = 0;

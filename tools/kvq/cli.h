@@ -33,6 +33,11 @@ int cli_read_tokens(kvq_model *m, const char *path, size_t max_bytes, kvq_token 
  * WHAT 'path': ..."). */
 FILE *cli_fopen_text(const char *path, const char *what);
 
+/* All of a stream, up to max bytes, into a NUL-terminated heap buffer
+ * (*len bytes). NULL when out of memory, or (*too_long set) when the stream
+ * holds more than max. */
+char *cli_read_all(FILE *f, size_t max, size_t *len, bool *too_long);
+
 /* Loads a model with the CLI logger; prints the reason and returns NULL on failure. */
 kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cli_log *lg);
 

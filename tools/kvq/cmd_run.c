@@ -121,24 +121,12 @@ int cmd_run(int argc, char **argv) {
     if (prompt_file || (prompt && !strcmp(prompt, "-"))) {
         FILE *pf = prompt_file ? cli_fopen_text(prompt_file, "prompt file") : stdin;
         if (!pf) goto out;
-        size_t cap = 1 << 16, len = 0, got;
-        prompt_buf = malloc(cap + 1);
-        while (prompt_buf && (got = fread(prompt_buf + len, 1, cap - len, pf)) > 0) {
-            len += got;
-            if (len == cap && cap < ((size_t)64 << 20)) {
-                char *nb = realloc(prompt_buf, 2 * cap + 1);
-                if (!nb) { free(prompt_buf); prompt_buf = NULL; break; }
-                prompt_buf = nb;
-                cap *= 2;
-            } else if (len == cap) {
-                break;
-            }
-        }
-        const bool too_long = prompt_buf && len == cap && !feof(pf);
+        size_t len;
+        bool too_long;
+        prompt_buf = cli_read_all(pf, (size_t)64 << 20, &len, &too_long);
         if (prompt_file) fclose(pf);
-        if (!prompt_buf) { cli_fail("run: out of memory reading the prompt"); goto out; }
         if (too_long) { cli_fail("run: the prompt is over 64 MiB"); goto out; }
-        prompt_buf[len] = 0;
+        if (!prompt_buf) { cli_fail("run: out of memory reading the prompt"); goto out; }
         prompt = prompt_buf;
     }
     /* a random seed unless one is given, printed so the run can be repeated */

@@ -25,17 +25,8 @@ int cmd_tokenize(int argc, char **argv) {
     if (file) {
         FILE *f = cli_fopen_text(file, "text");
         if (!f) return 1;
-        size_t cap = 1 << 16;
-        buf = malloc(cap);
-        for (size_t got; buf && (got = fread(buf + tlen, 1, cap - tlen, f)) > 0;) {
-            tlen += got;
-            if (tlen == cap) {
-                char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
-                if (!nb) { free(buf); buf = NULL; break; }
-                buf = nb;
-                cap *= 2;
-            }
-        }
+        bool too_long;
+        buf = cli_read_all(f, (size_t)1 << 30, &tlen, &too_long);
         fclose(f);
         if (!buf) return cli_fail("tokenize: cannot read '%s' (over 1 GiB, or out of memory)", file);
         text = buf;
