@@ -300,11 +300,13 @@ static void rebuild(const kvq_kv_layer *L, const float *kp, const float *vp, int
     const int C = s->C;
     float r[MAX_C];
     predict_k(L, kp, n, k);
+#pragma omp parallel for schedule(static) private(r) if ((int64_t)n * C >= 65536)
     for (int i = 0; i < n; i++) {
         kvq_resq_dequant(&s->q, crow(s, i0 + i), r);
         for (int j = 0; j < C; j++) k[(size_t)i * C + j] += r[j];
     }
     predict_v(L, k, vp, n, v, tmp);
+#pragma omp parallel for schedule(static) private(r) if ((int64_t)n * C >= 65536)
     for (int i = 0; i < n; i++) {
         kvq_resq_dequant(&s->q, crow(s, i0 + i) + s->q.row_bytes, r);
         for (int j = 0; j < C; j++) v[(size_t)i * C + j] += r[j];
@@ -378,6 +380,9 @@ static kvq_status compress_chunk(kvq_kv_layer *L, astate *s) {
             pos[i] = s->fpos[r];
         }
         predict_k(L, kp, WIN, pk);
+        /* tokens are quantized independently; a wide layer (Llama-3.2-1B: 512 values a token
+         * at 2 bits is 128 searches over 256 grid points) is worth the threads */
+#pragma omp parallel for schedule(static) if (C >= 256)
         for (int i = 0; i < WIN; i++) {
             float rr[MAX_C];
             uint8_t *row = crow(s, i0 + i);
@@ -387,6 +392,7 @@ static kvq_status compress_chunk(kvq_kv_layer *L, astate *s) {
             for (int j = 0; j < C; j++) s->lk[(size_t)i * C + j] = pk[(size_t)i * C + j] + rr[j];
         }
         predict_v(L, s->lk, vp, WIN, pv, tmp);
+#pragma omp parallel for schedule(static) if (C >= 256)
         for (int i = 0; i < WIN; i++) {
             float rr[MAX_C];
             uint8_t *row = crow(s, i0 + i);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../kernels/fwht.h"
+#include "../kernels/grid_nearest.h"
 
 #define N_SAMPLES 32768
 #define ITERS 25
@@ -26,18 +27,9 @@ static void gaussian(float *out, int n) {
     }
 }
 
-static int nearest(const float *pts, int n, int d, const float *y) {
-    int best = 0;
-    float bd = INFINITY;
-    for (int i = 0; i < n; i++) {
-        float e = 0;
-        for (int k = 0; k < d; k++) {
-            const float t = y[k] - pts[i * d + k];
-            e += t * t;
-        }
-        if (e < bd) { bd = e; best = i; }
-    }
-    return best;
+static void to_soa(kvq_higgs_grid *g) {
+    for (int i = 0; i < g->n; i++)
+        for (int k = 0; k < g->d; k++) g->soa[k * g->n + i] = g->pts[i * g->d + k];
 }
 
 void kvq_higgs_build(int d, int n, kvq_higgs_grid *g) {
@@ -46,7 +38,7 @@ void kvq_higgs_build(int d, int n, kvq_higgs_grid *g) {
     g->n = n;
     const int m = N_SAMPLES;
     float *x = malloc((size_t)m * d * sizeof(float));
-    int *a = malloc((size_t)m * sizeof(int));
+    uint8_t *a = malloc((size_t)m);
     double *sum = malloc((size_t)n * d * sizeof(double));
     int *cnt = malloc((size_t)n * sizeof(int));
     if (!x || !a || !sum || !cnt) { free(x); free(a); free(sum); free(cnt); return; }
@@ -54,9 +46,11 @@ void kvq_higgs_build(int d, int n, kvq_higgs_grid *g) {
     /* start from evenly spaced samples of the stream */
     for (int i = 0; i < n; i++) memcpy(g->pts + i * d, x + (size_t)(i * (m / n)) * d, (size_t)d * sizeof(float));
     for (int it = 0; it < ITERS; it++) {
-        /* the assignments in parallel, the sums in sample order: the same bits whatever the thread count */
+        /* the assignments in parallel (every ISA's search gives the same index), the sums in
+         * sample order: the same bits whatever the thread count and the CPU */
+        to_soa(g);
 #pragma omp parallel for schedule(static)
-        for (int j = 0; j < m; j++) a[j] = nearest(g->pts, n, d, x + (size_t)j * d);
+        for (int j = 0; j < m; j += 512) kvq_grid_nearest(g->soa, n, d, x + (size_t)j * d, m - j < 512 ? m - j : 512, a + j);
         memset(sum, 0, (size_t)n * d * sizeof(double));
         memset(cnt, 0, (size_t)n * sizeof(int));
         for (int j = 0; j < m; j++) {
@@ -67,6 +61,7 @@ void kvq_higgs_build(int d, int n, kvq_higgs_grid *g) {
             if (cnt[i])
                 for (int k = 0; k < d; k++) g->pts[i * d + k] = (float)(sum[i * d + k] / cnt[i]);
     }
+    to_soa(g);
     free(x); free(a); free(sum); free(cnt);
 }
 
@@ -95,7 +90,7 @@ void kvq_higgs_quant(const kvq_higgs_grid *G, const float *x, int g, uint8_t *id
     memcpy(y, x, (size_t)g * sizeof(float));
     kvq_fwht(y, g);
     for (int i = 0; i < g; i++) y[i] *= inv;
-    for (int j = 0; j < g / G->d; j++) idx[j] = (uint8_t)nearest(G->pts, G->n, G->d, y + j * G->d);
+    kvq_grid_nearest(G->soa, G->n, G->d, y, g / G->d, idx);
 }
 
 void kvq_higgs_dequant(const kvq_higgs_grid *G, const uint8_t *idx, kvq_f16 norm, int g, float *x) {

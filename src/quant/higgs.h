@@ -17,6 +17,7 @@
 typedef struct kvq_higgs_grid {
     int d, n;
     float pts[256 * 4]; /* [n][d] */
+    float soa[4 * 256]; /* the same points coordinate-major, [d][n], for the SIMD search */
 } kvq_higgs_grid;
 
 /* The grid for (d, n) in {(2,16), (2,64), (2,256), (4,256)}, or NULL. */

@@ -11,6 +11,7 @@
 #include "context/context.h"
 #include "core/cpu.h"
 #include "kernels/fwht.h"
+#include "kernels/grid_nearest.h"
 #include "kv/aqua_pred.h"
 #include "kv/kv.h"
 #include "quant/higgs.h"
@@ -42,9 +43,45 @@ static void test_fwht(void **st) {
     }
 }
 
+/* The SIMD search against the scalar one, index for index: random grids with
+ * duplicated points (ties must go to the lower index), points on the query, NaN. */
+static void test_grid_nearest(void **st) {
+    (void)st;
+    if (!kvq_isa_supported(KVQ_ISA_AVX2)) skip();
+    uint64_t s = 11;
+    const int dn[5][2] = {{2, 16}, {2, 64}, {2, 256}, {4, 256}, {3, 24}};
+    for (int c = 0; c < 5; c++) {
+        const int d = dn[c][0], n = dn[c][1], m = 4000;
+        float *soa = malloc((size_t)d * n * sizeof(float)), *y = malloc((size_t)m * d * sizeof(float));
+        uint8_t *a = malloc(m), *b = malloc(m);
+        for (int i = 0; i < d * n; i++) soa[i] = tu_randn(&s);
+        for (int i = 0; i < n; i += 5) /* duplicates, some 8 apart (same lane), some not */
+            for (int k = 0; k < d; k++) soa[k * n + (i + 8 + i % 3) % n] = soa[k * n + i];
+        for (int i = 0; i < m * d; i++) y[i] = tu_randn(&s);
+        for (int t = 0; t < m; t += 7) /* queries exactly on a point */
+            for (int k = 0; k < d; k++) y[t * d + k] = soa[k * n + t % n];
+        y[5 * d] = NAN;
+        kvq_grid_nearest_ref(soa, n, d, y, m, a);
+        kvq_grid_nearest_avx2(soa, n, d, y, m, b);
+        assert_memory_equal(a, b, m);
+        assert_int_equal(a[5], 0);
+        free(soa); free(y); free(a); free(b);
+    }
+}
+
+static uint64_t fnv(const void *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+    return h;
+}
+
 static void test_grids(void **st) {
     (void)st;
     const int dn[4][2] = {{2, 16}, {2, 64}, {2, 256}, {4, 256}};
+    /* the grids of every earlier build: a saved AQUA session or cache decodes through them,
+     * so a change here would silently corrupt old files */
+    const uint64_t pinned[4] = {0x6fe8e3596ba40ba1ull, 0x83e6b4e351a8482aull, 0x34f873493d34d909ull,
+                                0x2c0f43e3cd7dbb18ull};
     for (int i = 0; i < 4; i++) {
         kvq_higgs_grid *a = malloc(sizeof *a), *b = malloc(sizeof *b);
         kvq_higgs_build(dn[i][0], dn[i][1], a);
@@ -53,6 +90,7 @@ static void test_grids(void **st) {
         const kvq_higgs_grid *g = kvq_higgs_grid_get(dn[i][0], dn[i][1]);
         assert_non_null(g);
         assert_memory_equal(a->pts, g->pts, sizeof a->pts);
+        assert_true(fnv(g->pts, (size_t)g->n * g->d * sizeof(float)) == pinned[i]);
         free(a);
         free(b);
     }
@@ -316,7 +354,7 @@ static void test_calibrate_and_cold_tier(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fwht),           cmocka_unit_test(test_grids),
+        cmocka_unit_test(test_fwht),           cmocka_unit_test(test_grid_nearest), cmocka_unit_test(test_grids),
         cmocka_unit_test(test_ridge),          cmocka_unit_test(test_codec_attention),
         cmocka_unit_test(test_bad_predictors), cmocka_unit_test(test_calibrate_and_cold_tier),
     };
