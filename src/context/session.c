@@ -12,6 +12,7 @@
  * before the context is handed back; on any failure the context is empty. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "../core/hashstream.h"
 #include "context.h"
 
@@ -71,7 +72,11 @@ kvq_status kvq_ctx_save_as(const kvq_ctx *c, const char *path, const char *spec)
 }
 
 static kvq_status load(kvq_ctx *c, FILE *f, const char *path) {
-    kvq_hashstream *hs = kvq_hashstream_open(f, false);
+    /* everything but the trailing 8-byte checksum goes through the hash */
+    struct stat fs;
+    if (fstat(fileno(f), &fs) != 0 || fs.st_size < 8)
+        return kvq_err(&c->lg, KVQ_ERR_FORMAT, "'%s' is truncated or corrupt", path);
+    kvq_hashstream *hs = kvq_hashstream_open_reader(f, (uint64_t)fs.st_size - 8);
     if (!hs) return KVQ_ERR_NOMEM;
     FILE *in = kvq_hashstream_file(hs);
     char magic[4];
@@ -123,6 +128,10 @@ static kvq_status load(kvq_ctx *c, FILE *f, const char *path) {
     st = KVQ_ERR_FORMAT;
     if (kvq_kv_n(c->kv) > n_past) {
         kvq_err(&c->lg, st, "'%s': %d cached slots for %d positions", path, kvq_kv_n(c->kv), n_past);
+        goto out;
+    }
+    if (fgetc(in) != EOF) { /* the parser must have taken every byte before the checksum */
+        kvq_err(&c->lg, st, "'%s' is corrupt (trailing bytes)", path);
         goto out;
     }
     const uint64_t want = kvq_hashstream_digest(hs);

@@ -1,5 +1,6 @@
 #include "cpu.h"
 
+#include <cblas.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,3 +112,7 @@ int kvq_n_cores(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_one_thread(void) { openblas_set_num_threads(1); }
+void kvq_blas_serial(void) { pthread_once(&blas_once, blas_one_thread); }

@@ -22,6 +22,12 @@ int         kvq_others_running(int own);
 #ifndef KVQ_FORK_MIN_WORK
 #define KVQ_FORK_MIN_WORK (1 << 19)
 #endif
+/* OpenBLAS to one thread (once per process): kvq threads around its BLAS
+ * calls itself, and OpenBLAS's own threads would compete with OpenMP's for
+ * the same cores (a 32K-token AQUA conversion spent half its time spinning).
+ * Code that wants BLAS's threads (the weight quantizer's factorizations)
+ * raises the count for the call and sets it back to 1. */
+void        kvq_blas_serial(void);
 /* AVX-512 VBMI (byte permutes) on top of the active AVX-512 path; false when
  * a narrower ISA is active or forced. */
 bool        kvq_isa_vbmi(void);

@@ -6,6 +6,7 @@
 
 struct kvq_hashstream {
     FILE *under, *f;
+    uint64_t left; /* reading: bytes of `under` it may still take */
     uint64_t h;
     uint8_t tail[8];
     int nt;
@@ -40,15 +41,18 @@ static ssize_t hs_write(void *cookie, const char *buf, size_t n) {
 
 static ssize_t hs_read(void *cookie, char *buf, size_t n) {
     kvq_hashstream *s = cookie;
+    if (n > s->left) n = (size_t)s->left;
     size_t r = fread(buf, 1, n, s->under);
+    s->left -= r;
     absorb(s, (const uint8_t *)buf, r);
     return (ssize_t)r;
 }
 
-kvq_hashstream *kvq_hashstream_open(FILE *under, bool write) {
+static kvq_hashstream *open_stream(FILE *under, bool write, uint64_t limit) {
     kvq_hashstream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->under = under;
+    s->left = limit;
     s->h = 0x243f6a8885a308d3ull;
     cookie_io_functions_t io = {.read = write ? NULL : hs_read, .write = write ? hs_write : NULL};
     s->f = fopencookie(s, write ? "w" : "r", io);
@@ -56,11 +60,12 @@ kvq_hashstream *kvq_hashstream_open(FILE *under, bool write) {
         free(s);
         return NULL;
     }
-    /* unbuffered reads: the stream must not consume (and hash) bytes past
-     * what the parser has taken when the digest is asked for */
-    if (!write) setvbuf(s->f, NULL, _IONBF, 0);
     return s;
 }
+
+kvq_hashstream *kvq_hashstream_open(FILE *under, bool write) { return open_stream(under, write, UINT64_MAX); }
+
+kvq_hashstream *kvq_hashstream_open_reader(FILE *under, uint64_t limit) { return open_stream(under, false, limit); }
 
 FILE *kvq_hashstream_file(kvq_hashstream *h) { return h->f; }
 

@@ -13,6 +13,13 @@ typedef struct kvq_hashstream kvq_hashstream;
 
 /* Opens a hashing stream over `under` (for writing or reading). */
 kvq_hashstream *kvq_hashstream_open(FILE *under, bool write);
+/* A buffered reading stream that takes at most `limit` bytes of `under` and
+ * then reports end of file: a parser reads through it at stdio speed, and
+ * once it has read all `limit` bytes (fgetc gives EOF), the digest covers
+ * exactly them and `under` stands right after them (at a trailing checksum).
+ * An unbuffered stream would stop at what the parser took, but glibc reads
+ * such a stream a byte at a time: 20 MB/s, 55 s for a 1 GiB session. */
+kvq_hashstream *kvq_hashstream_open_reader(FILE *under, uint64_t limit);
 FILE *kvq_hashstream_file(kvq_hashstream *h);
 /* Flushes the stream and returns the hash of the bytes so far. */
 uint64_t kvq_hashstream_digest(kvq_hashstream *h);

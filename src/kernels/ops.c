@@ -7,7 +7,6 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,15 +104,12 @@ static int gemm_min(int type) {
 }
 #define GEMM_ROWS 64
 
-/* kvq parallelizes over weight tiles itself; OpenBLAS must not add threads. */
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-static void blas_single_thread(void) { openblas_set_num_threads(1); }
 
 /* Batched (prefill) product: each thread dequantizes a tile of GEMM_ROWS
  * weight rows to f32 once and multiplies all n tokens by it with sgemm, so
  * the dequantization is amortized over the batch. */
 static void matmul_gemm(const kvq_matw *W, const float *X, int n, float *Y, int n_threads) {
-    pthread_once(&blas_once, blas_single_thread);
+    kvq_blas_serial(); /* kvq parallelizes over weight tiles itself */
     const kvq_type_traits *t = kvq_traits(W->type);
     /* two tiles per thread: few enough that the activations are packed rarely,
      * enough to balance the threads */

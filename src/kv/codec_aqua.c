@@ -27,6 +27,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/cpu.h"
 #include "../core/fp16.h"
 #include "../kernels/types.h"
 #include "../quant/resq.h"
@@ -62,6 +63,11 @@ typedef struct astate {
     uint64_t fbytes;
     float *lk, *lv;         /* the last compressed chunk's reconstruction [WIN][C] (for the layer above) */
     int last;               /* its first slot (-1: none) */
+    /* The last reconstruction a read produced (pre-RoPE): a conversion reads one range
+     * of every layer in turn, and layer l's rebuild needs layer l-1's. Without it each
+     * read rebuilds the whole chain below: L(L+1)/2 layer rebuilds per range, not L. */
+    float *mk, *mv;
+    int m_i0, m_n, m_cap;
     float *ck, *cv;         /* mode=cached: rotated k and v of every compressed token [cap][C] */
     size_t ccap;
     ashared *sh;
@@ -216,6 +222,7 @@ static void aqua_destroy(kvq_kv_layer *L) {
     if (s) {
         kvq_pages_free(&s->pages);
         free(s->fk); free(s->fv); free(s->fpos); free(s->lk); free(s->lv); free(s->ck); free(s->cv);
+        free(s->mk); free(s->mv);
         kvq_kv_mem_charge(&L->cache->mem, -(int64_t)s->fbytes);
         if (L->il == 0 && s->sh) {
             free(s->sh->buf[0]); free(s->sh->buf[1]); free(s->sh->rk);
@@ -263,10 +270,24 @@ static kvq_status aqua_append(kvq_kv_layer *L, const float *k, const float *v, i
     return KVQ_OK;
 }
 
-/* p = W x + bias for an [out] x [in] row-major W. */
+/* p = W x + bias for an [out] x [in] row-major W, in tiles of one chunk (WIN
+ * rows) by PRED_COLS outputs, shared out between the threads. A BLAS may round
+ * an element differently with the product's shape, so every prediction of a
+ * token is made in the one shape its tile has: callers pass whole chunks, and
+ * a token's reconstruction is the same bits whichever path (compression, a
+ * read of any range, stream mode, a conversion) computes it. */
+#define PRED_COLS 128
 static void mat_rows(const float *W, const float *bias, int out, int in, const float *x, int n, float *y) {
+    kvq_blas_serial();
     for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, bias, (size_t)out * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
+    const int nb = (n + WIN - 1) / WIN, nt = (out + PRED_COLS - 1) / PRED_COLS;
+#pragma omp parallel for schedule(static) if (nb * nt > 1 && (int64_t)n * out * in >= KVQ_FORK_MIN_WORK)
+    for (int t = 0; t < nb * nt; t++) {
+        const int i = t / nt * WIN, c0 = t % nt * PRED_COLS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n - i < WIN ? n - i : WIN,
+                    out - c0 < PRED_COLS ? out - c0 : PRED_COLS, in, 1.0f, x + (size_t)i * in, in, W + (size_t)c0 * in,
+                    in, 1.0f, y + (size_t)i * out + c0, out);
+    }
 }
 
 /* Predictions for n tokens of this layer from the layer below's reconstructions.
@@ -328,6 +349,9 @@ static kvq_status recon(const kvq_kv_layer *L, int i0, int n, float *k, float *v
         if (ps->last == i0 && n <= WIN) {
             kp = ps->lk;
             vp = ps->lv;
+        } else if (ps->m_n >= n && ps->m_i0 == i0) {
+            kp = ps->mk;
+            vp = ps->mv;
         } else {
             kp = malloc((size_t)n * C * sizeof(float));
             vp = malloc((size_t)n * C * sizeof(float));
@@ -336,7 +360,10 @@ static kvq_status recon(const kvq_kv_layer *L, int i0, int n, float *k, float *v
         }
     }
     if (!st) rebuild(L, kp, vp, i0, n, k, v, tmp);
-    if (kp && kp != ((const astate *)L->prev->state)->lk) { free(kp); free(vp); }
+    if (kp && kp != ((const astate *)L->prev->state)->lk && kp != ((const astate *)L->prev->state)->mk) {
+        free(kp);
+        free(vp);
+    }
     free(tmp);
     return st;
 }
@@ -533,21 +560,43 @@ static void aqua_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int
 
 /* Dense reconstruction, keys rotated (the codec convention), from codes
  * independently of any scratch: conversions and tests read through it. */
+/* Keeps a read's reconstruction for the layer above's next read (none if out of memory). */
+static void memo(astate *s, int i0, int n, const float *k, const float *v) {
+    const size_t C = (size_t)s->C;
+    s->m_n = 0;
+    if (n > s->m_cap) {
+        float *nk = realloc(s->mk, (size_t)n * C * sizeof(float));
+        if (nk) s->mk = nk;
+        float *nv = nk ? realloc(s->mv, (size_t)n * C * sizeof(float)) : NULL;
+        if (nv) s->mv = nv;
+        if (!nk || !nv) return;
+        s->m_cap = n;
+    }
+    memcpy(s->mk, k, (size_t)n * C * sizeof(float));
+    memcpy(s->mv, v, (size_t)n * C * sizeof(float));
+    s->m_i0 = i0;
+    s->m_n = n;
+}
+
 static void aqua_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, float *v) {
     (void)view;
-    const astate *s = L->state;
+    astate *s = L->state;
     const int C = s->C;
     for (int t = t0; t < t0 + n;) {
         float *ko = k ? k + (size_t)(t - t0) * C : NULL, *vo = v ? v + (size_t)(t - t0) * C : NULL;
         if (t >= SINK && t < SINK + s->nc) {
             const int ci = t - SINK, m = SINK + s->nc - t < t0 + n - t ? SINK + s->nc - t : t0 + n - t;
-            float *kk = malloc((size_t)m * C * sizeof(float)), *vv = malloc((size_t)m * C * sizeof(float));
+            /* reconstructed by whole chunks (see mat_rows) */
+            const int a0 = ci / WIN * WIN, a1 = (ci + m + WIN - 1) / WIN * WIN, na = a1 - a0;
+            float *kk = malloc((size_t)na * C * sizeof(float)), *vv = malloc((size_t)na * C * sizeof(float));
             int32_t *pos = malloc((size_t)m * sizeof *pos);
-            if (!kk || !vv || !pos || recon(L, ci, m, kk, vv)) { free(kk); free(vv); free(pos); return; }
+            if (!kk || !vv || !pos || recon(L, a0, na, kk, vv)) { free(kk); free(vv); free(pos); return; }
+            memo(s, a0, na, kk, vv);
+            float *ks = kk + (size_t)(ci - a0) * C, *vs = vv + (size_t)(ci - a0) * C;
             for (int i = 0; i < m; i++) pos[i] = cpos(s, ci + i);
-            rotate(L, kk, pos, m, kk);
-            if (ko) memcpy(ko, kk, (size_t)m * C * sizeof(float));
-            if (vo) memcpy(vo, vv, (size_t)m * C * sizeof(float));
+            rotate(L, ks, pos, m, ks);
+            if (ko) memcpy(ko, ks, (size_t)m * C * sizeof(float));
+            if (vo) memcpy(vo, vs, (size_t)m * C * sizeof(float));
             free(kk); free(vv); free(pos);
             t += m;
         } else {
@@ -567,9 +616,9 @@ static void aqua_truncate(kvq_kv_layer *L, int n) {
     if (n < L->n) {
         if (n < SINK + s->nc) { /* into the compressed tokens: they return to fp16 from their reconstruction */
             const int C = s->C, keep_c = n > SINK ? (n - SINK) / WIN * WIN : 0, m = n - SINK - keep_c;
-            if (m > 0) {
-                float *kk = malloc((size_t)m * C * sizeof(float)), *vv = malloc((size_t)m * C * sizeof(float));
-                if (kk && vv && !recon(L, keep_c, m, kk, vv))
+            if (m > 0) { /* the whole chunk is rebuilt (see mat_rows), its first m tokens kept */
+                float *kk = malloc((size_t)WIN * C * sizeof(float)), *vv = malloc((size_t)WIN * C * sizeof(float));
+                if (kk && vv && !recon(L, keep_c, WIN, kk, vv))
                     for (int i = 0; i < m; i++) {
                         s->to_f16(kk + (size_t)i * C, s->fk + (size_t)(SINK + i) * C, C);
                         s->to_f16(vv + (size_t)i * C, s->fv + (size_t)(SINK + i) * C, C);
@@ -580,6 +629,7 @@ static void aqua_truncate(kvq_kv_layer *L, int n) {
             }
             s->nc = keep_c;
             s->last = -1;
+            s->m_n = 0;
         }
         L->n = n;
     }
@@ -628,6 +678,7 @@ static kvq_status aqua_load(kvq_kv_layer *L, FILE *f) {
     }
     s->nc = nc;
     s->last = -1;
+    s->m_n = 0;
     kvq_status st = aqua_io(L, f, false);
     if (st) { s->nc = 0; L->n = 0; }
     return st;

@@ -269,6 +269,9 @@ void       kvq_kv_observe(kvq_kv_cache *c, int il, const float *q, int n);
 kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n_vis0, float scale, int view,
                          float *out, int n_threads);
 kvq_status kvq_kv_prefill_end(kvq_kv_cache *c);
+/* Keeps the first n slots of every layer, the top layer first: a cross-layer
+ * codec (aqua) that truncates into its compressed tokens rebuilds them from
+ * the layer below, which must still hold them. */
 kvq_status kvq_kv_truncate(kvq_kv_cache *c, int n);
 /* Keeps per KV head the slots keep[h*n_keep + j] (ascending) of layer il. */
 kvq_status kvq_kv_compact(kvq_kv_cache *c, int il, const int32_t *keep, int n_keep);

@@ -252,7 +252,9 @@ kvq_status kvq_kv_prefill_end(kvq_kv_cache *c) {
 kvq_status kvq_kv_truncate(kvq_kv_cache *c, int n) {
     if (n < 0) return KVQ_ERR_ARG;
     const int32_t total = kvq_kv_n(c), final = total - c->n_pending;
-    for (int il = 0; il < c->g.n_layer; il++) {
+    /* the top layer first: a cross-layer codec (aqua) that truncates into its
+     * compressed tokens rebuilds them from the layer below, which must still hold them */
+    for (int il = c->g.n_layer - 1; il >= 0; il--) {
         kvq_kv_layer *L = &c->layers[il];
         /* truncate also returns pages reserved beyond n, so it runs at n == L->n too */
         if (n <= L->n) {

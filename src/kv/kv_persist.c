@@ -74,11 +74,14 @@ static kvq_status replay_policy(kvq_kv_cache *c) {
 
 /* Reads every slot of src and appends it to dst, a chunk of slots at a time
  * through every layer (a cross-layer codec compresses a chunk layer after
- * layer). Keys are read rotated; a codec that stores them before RoPE gets
- * them rotated back, with the slot index as position: a cache whose tokens
- * were evicted cannot be converted into one. */
+ * layer). Chunks of 128 slots: AQUA-KV compresses 128 tokens at a time, so
+ * each pass compresses at most one chunk per layer, and the layer above finds
+ * the layer below's reconstruction of it still at hand. Keys are read
+ * rotated; a codec that stores them before RoPE gets them rotated back, with
+ * the slot index as position: a cache whose tokens were evicted cannot be
+ * converted into one. */
 kvq_status kvq_kv_convert(kvq_kv_cache *src, kvq_kv_cache *dst) {
-    const int row = src->g.n_head_kv * src->g.head_dim, chunk = 256;
+    const int row = src->g.n_head_kv * src->g.head_dim, chunk = 128;
     if (dst->codec->prerope && !dst->rope)
         return kvq_err(dst->lg, KVQ_ERR_UNSUPPORTED, "codec %s needs the model's RoPE to be converted into",
                        dst->codec->name);

@@ -6,6 +6,10 @@
 
 /* n values of b bits each, least significant bit first. */
 static void put_bits(uint8_t *out, const uint8_t *v, int n, int b) {
+    if (b == 8) { /* HIGGS's 256-point grids: a byte per index */
+        memcpy(out, v, (size_t)n);
+        return;
+    }
     memset(out, 0, (size_t)(n * b + 7) / 8);
     for (int i = 0, bit = 0; i < n; i++, bit += b)
         for (int k = 0; k < b; k++)
@@ -13,6 +17,10 @@ static void put_bits(uint8_t *out, const uint8_t *v, int n, int b) {
 }
 
 static void get_bits(const uint8_t *in, uint8_t *v, int n, int b) {
+    if (b == 8) {
+        memcpy(v, in, (size_t)n);
+        return;
+    }
     for (int i = 0, bit = 0; i < n; i++, bit += b) {
         unsigned x = 0;
         for (int k = 0; k < b; k++) x |= (unsigned)(in[(bit + k) >> 3] >> ((bit + k) & 7) & 1) << k;

@@ -240,6 +240,33 @@ static void test_codec_attention(void **st) {
             free(K);
             free(V);
         }
+        /* A token's reconstruction is the same bits whatever range a read asks for (reads of
+         * the same range of each layer in turn, as conversions do, share the layer below's),
+         * and truncating into the compressed tokens keeps it: exactly for the whole chunks
+         * that stay compressed, to fp16 rounding for the part of a chunk that returns to fp16.
+         * The truncation runs top layer first: it rebuilds from the layers below. */
+        float *A = malloc((size_t)L * n * C * 4), *AV = malloc((size_t)L * n * C * 4);
+        float *B = malloc((size_t)n * C * 4), *BV = malloc((size_t)n * C * 4);
+        for (int il = 0; il < L; il++)
+            c->layers[il].codec->read(&c->layers[il], KVQ_VIEW_FULL, 0, n, A + (size_t)il * n * C, AV + (size_t)il * n * C);
+        for (int il = 0; il < L; il++) {
+            c->layers[il].codec->read(&c->layers[il], KVQ_VIEW_FULL, 37, 300, B, BV);
+            assert_memory_equal(B, A + ((size_t)il * n + 37) * C, (size_t)300 * C * 4);
+            assert_memory_equal(BV, AV + ((size_t)il * n + 37) * C, (size_t)300 * C * 4);
+        }
+        for (int il = L - 1; il >= 0; il--) { /* no memo to lean on: each read rebuilds the chain below */
+            c->layers[il].codec->read(&c->layers[il], KVQ_VIEW_FULL, 130, 5, B, BV);
+            assert_memory_equal(B, A + ((size_t)il * n + 130) * C, (size_t)5 * C * 4);
+        }
+        assert_int_equal(kvq_kv_truncate(c, 300), KVQ_OK); /* 4 sinks, 2 chunks kept, 40 tokens back to fp16 */
+        for (int il = 0; il < L; il++) {
+            c->layers[il].codec->read(&c->layers[il], KVQ_VIEW_FULL, 0, 300, B, BV);
+            assert_memory_equal(B, A + (size_t)il * n * C, (size_t)260 * C * 4);
+            assert_memory_equal(BV, AV + (size_t)il * n * C, (size_t)260 * C * 4);
+            assert_true(tu_nmse(A + ((size_t)il * n + 260) * C, B + (size_t)260 * C, (size_t)40 * C) < 1e-6);
+            assert_true(tu_nmse(AV + ((size_t)il * n + 260) * C, BV + (size_t)260 * C, (size_t)40 * C) < 1e-6);
+        }
+        free(A); free(AV); free(B); free(BV);
         kvq_kv_cache_free(c);
     }
     /* stream and cached read the same values */
