@@ -104,7 +104,6 @@ static int gemm_min(int type) {
 }
 #define GEMM_ROWS 64
 
-
 /* Batched (prefill) product: each thread dequantizes a tile of GEMM_ROWS
  * weight rows to f32 once and multiplies all n tokens by it with sgemm, so
  * the dequantization is amortized over the batch. */

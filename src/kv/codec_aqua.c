@@ -335,9 +335,9 @@ static void rebuild(const kvq_kv_layer *L, const float *kp, const float *vp, int
 }
 
 /* The layer's reconstruction of compressed slots [i0, i0 + n) (indices past the
- * sinks) into k, v [n][C] (pre-RoPE). Uses the layer below's cached chunk when it
- * matches, and rebuilds the chain below otherwise (conversions append layer by
- * layer, not chunk by chunk). */
+ * sinks; whole chunks) into k, v [n][C] (pre-RoPE). Takes the layer below's from
+ * what it last compressed or was last read for when that matches, and rebuilds
+ * the chain below otherwise. */
 static kvq_status recon(const kvq_kv_layer *L, int i0, int n, float *k, float *v) {
     const astate *s = L->state;
     const int C = s->C;
@@ -558,8 +558,6 @@ static void aqua_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int
     }
 }
 
-/* Dense reconstruction, keys rotated (the codec convention), from codes
- * independently of any scratch: conversions and tests read through it. */
 /* Keeps a read's reconstruction for the layer above's next read (none if out of memory). */
 static void memo(astate *s, int i0, int n, const float *k, const float *v) {
     const size_t C = (size_t)s->C;
@@ -578,6 +576,8 @@ static void memo(astate *s, int i0, int n, const float *k, const float *v) {
     s->m_n = n;
 }
 
+/* Dense reconstruction, keys rotated (the codec convention), from codes
+ * independently of any scratch: conversions and tests read through it. */
 static void aqua_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, float *v) {
     (void)view;
     astate *s = L->state;
