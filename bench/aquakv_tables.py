@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown tables for docs/aquakv.md from bench/results/aquakv:
    python3 bench/aquakv_tables.py [DIR] calib|quality|niah|cold|hot"""
-import glob, json, re, sys
+import glob, json, re, subprocess, sys
 from pathlib import Path
 
 D = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/aquakv")
@@ -13,6 +13,19 @@ def load(p):
         return json.loads(Path(p).read_text())
     except Exception:
         return None
+
+
+def stored(j, ctx):
+    """(bytes/token, bits/value) the codec stores: for mode=cached, those of the same spec in stream
+    mode (cached adds f32 reconstructions, and a kvq before 2026-11-30 did not count them), from
+    `kvq info` at the evaluation context."""
+    if "mode=cached" not in j["kv"]:
+        return j["kv_bytes_per_token"], j["kv_bits_per_value"]
+    spec = j["kv"].replace(",mode=cached", "")
+    out = subprocess.run(["build/kvq", "info", j["model"], "--kv", spec, "--ctx", str(ctx)],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"([0-9.]+) bytes/token, ([0-9.]+) bits/value", out)
+    return float(m[1]), float(m[2])
 
 
 def calib():
@@ -55,11 +68,12 @@ def quality():
             j = load(f)
             if not j or f.endswith("-f16.json"):
                 continue
+            j["stored"] = stored(j, j["ctx"])
             rows.append(j)
-        rows.sort(key=lambda j: j["kv_bits_per_value"])
+        rows.sort(key=lambda j: j["stored"][1])
         for j in rows:
             spec = re.sub(r"pred=bench/results/aquakv/pred-", "pred=", j["kv"])
-            print(f"| `{spec}` | {j['kv_bits_per_value']:.2f} | {j['kv_bytes_per_token']:.0f} | {j['ppl']:.3f} | "
+            print(f"| `{spec}` | {j['stored'][1]:.2f} | {j['stored'][0]:.0f} | {j['ppl']:.3f} | "
                   f"{100 * (j['ppl'] / base['ppl'] - 1):+.1f}% | {j.get('kl_mean', 0):.4f} | {100 * j.get('top1_agree', 0):.1f}% |")
 
 
@@ -70,7 +84,10 @@ def niah():
         j = load(f)
         if j:
             spec = re.sub(r"pred=bench/results/aquakv/pred-", "pred=", j["kv"])
-            print(f"| `{spec}` | {100 * j['mean']:.0f}% | {j.get('kv_bytes_held_per_token', 0):.0f} |")
+            held = f"{j.get('kv_bytes_held_per_token', 0):.0f}"
+            if "mode=cached" in j["kv"] and j.get("kv_bytes_held_per_token", 0) > 1000:
+                held += f" (with the f32 reconstructions; the codec stores {stored(j, 4096)[0]:.0f} at 4096 tokens)"
+            print(f"| `{spec}` | {100 * j['mean']:.0f}% | {held} |")
 
 
 def cold():
