@@ -334,35 +334,52 @@ static void rebuild(const kvq_kv_layer *L, const float *kp, const float *vp, int
     }
 }
 
+static kvq_status recon(const kvq_kv_layer *L, int i0, int n, float *k, float *v);
+
+/* The inputs of layer L's predictors for compressed slots [i0, i0 + n): the
+ * layer below's reconstruction (pre-RoPE), taken from what it last compressed
+ * or was last read for when that matches, rebuilt otherwise (then *own: the
+ * caller frees *kp and *vp). NULL for layer 0 and pred=none. */
+static kvq_status below(const kvq_kv_layer *L, int i0, int n, const float **kp, const float **vp, bool *own) {
+    *kp = *vp = NULL;
+    *own = false;
+    if (L->il == 0 || !((const aqua_cfg *)L->cfg)->pred) return KVQ_OK;
+    const astate *ps = L->prev->state;
+    if (ps->last == i0 && n <= WIN) {
+        *kp = ps->lk;
+        *vp = ps->lv;
+        return KVQ_OK;
+    }
+    if (ps->m_n >= n && ps->m_i0 == i0) {
+        *kp = ps->mk;
+        *vp = ps->mv;
+        return KVQ_OK;
+    }
+    float *k = malloc((size_t)n * ps->C * sizeof(float)), *v = malloc((size_t)n * ps->C * sizeof(float));
+    kvq_status st = k && v ? recon(L->prev, i0, n, k, v) : KVQ_ERR_NOMEM;
+    if (st) {
+        free(k);
+        free(v);
+        return st;
+    }
+    *kp = k;
+    *vp = v;
+    *own = true;
+    return KVQ_OK;
+}
+
 /* The layer's reconstruction of compressed slots [i0, i0 + n) (indices past the
- * sinks; whole chunks) into k, v [n][C] (pre-RoPE). Takes the layer below's from
- * what it last compressed or was last read for when that matches, and rebuilds
- * the chain below otherwise. */
+ * sinks; whole chunks) into k, v [n][C] (pre-RoPE). */
 static kvq_status recon(const kvq_kv_layer *L, int i0, int n, float *k, float *v) {
     const astate *s = L->state;
-    const int C = s->C;
-    float *kp = NULL, *vp = NULL, *tmp = malloc((size_t)n * 2 * C * sizeof(float));
-    if (!tmp) return KVQ_ERR_NOMEM;
-    kvq_status st = KVQ_OK;
-    if (L->il > 0 && ((const aqua_cfg *)L->cfg)->pred) {
-        const astate *ps = L->prev->state;
-        if (ps->last == i0 && n <= WIN) {
-            kp = ps->lk;
-            vp = ps->lv;
-        } else if (ps->m_n >= n && ps->m_i0 == i0) {
-            kp = ps->mk;
-            vp = ps->mv;
-        } else {
-            kp = malloc((size_t)n * C * sizeof(float));
-            vp = malloc((size_t)n * C * sizeof(float));
-            if (!kp || !vp) st = KVQ_ERR_NOMEM;
-            else st = recon(L->prev, i0, n, kp, vp);
-        }
-    }
+    const float *kp, *vp;
+    bool own;
+    float *tmp = malloc((size_t)n * 2 * s->C * sizeof(float));
+    kvq_status st = tmp ? below(L, i0, n, &kp, &vp, &own) : KVQ_ERR_NOMEM;
     if (!st) rebuild(L, kp, vp, i0, n, k, v, tmp);
-    if (kp && kp != ((const astate *)L->prev->state)->lk && kp != ((const astate *)L->prev->state)->mk) {
-        free(kp);
-        free(vp);
+    if (!st && own) {
+        free((float *)kp);
+        free((float *)vp);
     }
     free(tmp);
     return st;
@@ -385,20 +402,8 @@ static kvq_status compress_chunk(kvq_kv_layer *L, astate *s) {
     int32_t pos[WIN];
     kvq_status st = k && v && pk && pv && tmp ? KVQ_OK : KVQ_ERR_NOMEM;
     const float *kp = NULL, *vp = NULL;
-    float *kq = NULL, *vq = NULL;
-    if (!st && L->il > 0 && c->pred) {
-        const astate *ps = L->prev->state;
-        if (ps->last == i0) {
-            kp = ps->lk;
-            vp = ps->lv;
-        } else { /* the layer below compressed this chunk earlier: rebuild its reconstruction */
-            kq = malloc((size_t)WIN * C * sizeof(float));
-            vq = malloc((size_t)WIN * C * sizeof(float));
-            st = kq && vq ? recon(L->prev, i0, WIN, kq, vq) : KVQ_ERR_NOMEM;
-            kp = kq;
-            vp = vq;
-        }
-    }
+    bool own = false;
+    if (!st) st = below(L, i0, WIN, &kp, &vp, &own);
     if (!st) {
         for (int i = 0; i < WIN; i++) {
             const int r = frow(s, SINK + i0 + i);
@@ -457,7 +462,11 @@ static kvq_status compress_chunk(kvq_kv_layer *L, astate *s) {
         memmove(s->fpos + SINK, s->fpos + SINK + WIN, (size_t)rest * 4);
         s->nc += WIN;
     }
-    free(k); free(v); free(pk); free(pv); free(tmp); free(kq); free(vq);
+    if (own) {
+        free((float *)kp);
+        free((float *)vp);
+    }
+    free(k); free(v); free(pk); free(pv); free(tmp);
     return st;
 }
 
