@@ -22,7 +22,7 @@
 static kvq_status save(const kvq_ctx *c, const kvq_kv_cache *kv, const char *path) {
     FILE *f = fopen(path, "wb");
     if (!f) return kvq_err(&c->lg, KVQ_ERR_IO, "cannot write session file '%s'", path);
-    kvq_hashstream *hs = kvq_hashstream_open(f, true);
+    kvq_hashstream *hs = kvq_hashstream_open_writer(f);
     if (!hs) { fclose(f); return KVQ_ERR_NOMEM; }
     FILE *o = kvq_hashstream_file(hs);
     const uint32_t ver = SESSION_VERSION, nl = c->has_logits ? (uint32_t)c->m->hp.n_vocab : 0;

@@ -63,7 +63,7 @@ static kvq_hashstream *open_stream(FILE *under, bool write, uint64_t limit) {
     return s;
 }
 
-kvq_hashstream *kvq_hashstream_open(FILE *under, bool write) { return open_stream(under, write, UINT64_MAX); }
+kvq_hashstream *kvq_hashstream_open_writer(FILE *under) { return open_stream(under, true, 0); }
 
 kvq_hashstream *kvq_hashstream_open_reader(FILE *under, uint64_t limit) { return open_stream(under, false, limit); }
 

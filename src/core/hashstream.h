@@ -11,8 +11,8 @@
 
 typedef struct kvq_hashstream kvq_hashstream;
 
-/* Opens a hashing stream over `under` (for writing or reading). */
-kvq_hashstream *kvq_hashstream_open(FILE *under, bool write);
+/* A writing stream: what is written goes to `under` and into the hash. */
+kvq_hashstream *kvq_hashstream_open_writer(FILE *under);
 /* A buffered reading stream that takes at most `limit` bytes of `under` and
  * then reports end of file: a parser reads through it at stdio speed, and
  * once it has read all `limit` bytes (fgetc gives EOF), the digest covers
