@@ -14,6 +14,7 @@ path = sys.argv[1] if len(sys.argv) > 1 else "bench/results/llamacpp-depth/run.l
 row = re.compile(r"^depth (\d+) round (\d+) (llama\.cpp|kvq) (\S+) ([0-9.]+) tok/s")
 runs = defaultdict(lambda: defaultdict(dict))  # depth -> round -> (engine, spec) -> tok/s
 order = defaultdict(list)
+fresh = set()  # the depths the current run has measured
 for line in open(path, encoding="utf-8"):
     if line.startswith("# "):  # a new run: it replaces what an earlier run measured at the same depths
         fresh = set()
