@@ -54,6 +54,11 @@ $(BUILD)/obj/tools/kvq/main.o: CFLAGS += -DKVQ_VERSION='"$(shell git describe --
 
 tests: $(TESTS) $(BUILD)/kvq
 
+# Decode kernel rates in L2 and from DRAM (bench/kernel_rate.c; never in CI).
+kernel-rate: $(BUILD)/kernel-rate
+$(BUILD)/kernel-rate: bench/kernel_rate.c $(BUILD)/libkvq.a
+	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # Unit tests (cmocka), the end-to-end golden tests against ../shared, then
 # kvq serve on loopback (with the openai npm client and nginx).
 test: tests

@@ -15,7 +15,7 @@
 #include "context.h"
 
 static kvq_matw matw(const kvq_tensor *t) {
-    return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux, t->aux_bytes};
+    return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux, t->aux_bytes, t->packed, t->pk};
 }
 
 static void add_bias(const kvq_tensor *b, int n, int rows, float *y) {

@@ -2,6 +2,7 @@
 
 #include "../core/cpu.h"
 #include "gemm_i8.h"
+#include "repack.h"
 #include "simd_x86.h"
 
 #include <cblas.h>
@@ -86,7 +87,8 @@ size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
         size_t a = own->act_size(cols) * (size_t)n;
         if (a > s) s = a;
     }
-    return s;
+    const size_t a = kvq_repack_act_size(wtype, cols) * (size_t)n;
+    return a > s ? a : s;
 }
 
 #define ROW_BLOCK 16
@@ -98,8 +100,11 @@ size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n) {
  * int8 ~35 rows/s at any count, sgemm 28.5 at 32 rows, 40 at 64, 48 at 128. */
 #define GEMM_MIN_TOKENS_XN 48
 
-static int gemm_min(int type) {
-    const kvq_type_traits *t = kvq_traits(type);
+static int gemm_min(const kvq_matw *W) {
+    const kvq_type_traits *t = kvq_traits(W->type);
+    /* the repacked int8 kernels beat dequantize + sgemm at every batch on the
+     * AVX2 host they are for (1B q4_0, 256-token prefill: 89 tok/s against 50) */
+    if (W->pk) return INT32_MAX;
     return t && t->vec_dot_xn && !t->matvec ? GEMM_MIN_TOKENS_XN : GEMM_MIN_TOKENS;
 }
 #define GEMM_ROWS 64
@@ -175,7 +180,12 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
     kvq_vec_dot_fn dot = t->vec_dot;
     kvq_rows_fn rows_fn = NULL;
     const kvq_matvec_kernel *own = t->matvec;
-    if (own) {
+    const struct kvq_packed_kernel *pk = W[0].pk;
+    if (pk) {
+        xrow = pk->act_size(cols);
+        for (int i = 0; i < n; i++) pk->quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
+        xq = qbuf;
+    } else if (own) {
         xrow = own->act_size(cols);
         for (int i = 0; i < n; i++) own->quant(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
@@ -187,9 +197,12 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
         for (int i = 0; i < n; i++) dt->from_float(X + (size_t)i * cols, (uint8_t *)qbuf + (size_t)i * xrow, cols);
         xq = qbuf;
     }
+    /* a repacked kernel reads each token's activations once per row block:
+     * a batch gets larger blocks, so they are read less often */
+    const int64_t RB = pk && n > 8 ? 4 * ROW_BLOCK : ROW_BLOCK; /* 1B q4_0, 512-token prefill: 92 tok/s, 81 at 128 */
     int64_t first_rb[KVQ_MATMUL_MAX + 1] = {0}, work = 0;
     for (int m = 0; m < nw; m++) {
-        first_rb[m + 1] = first_rb[m] + (W[m].rows + ROW_BLOCK - 1) / ROW_BLOCK;
+        first_rb[m + 1] = first_rb[m] + (W[m].rows + RB - 1) / RB;
         work += W[m].rows * cols;
     }
     const int64_t n_rb = first_rb[nw];
@@ -202,7 +215,11 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
         int m = 0;
         while (rb >= first_rb[m + 1]) m++;
         const kvq_matw *w = &W[m];
-        const int64_t r0 = (rb - first_rb[m]) * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
+        const int64_t r0 = (rb - first_rb[m]) * RB, r1 = r0 + RB < w->rows ? r0 + RB : w->rows;
+        if (pk) {
+            pk->rows(w->packed, cols, w->rows, r0, r1, xq, xrow, n, Y[m], w->rows);
+            continue;
+        }
         if (own && own->rows_w) { /* rows that need their companions */
             for (int tk = 0; tk < n; tk++)
                 own->rows_w(w, r0, r1, (const uint8_t *)xq + (size_t)tk * xrow, Y[m] + (size_t)tk * w->rows + r0);
@@ -236,11 +253,11 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
 }
 
 void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads) {
-    if (n >= GEMM_MIN_TOKENS && kvq_isa_active() == KVQ_ISA_AVX512 && kvq_gemm_i8_ok(W->type, W->cols)) {
+    if (n >= GEMM_MIN_TOKENS && !W->pk && kvq_isa_active() == KVQ_ISA_AVX512 && kvq_gemm_i8_ok(W->type, W->cols)) {
         matmul_i8(W, X, n, Y, qbuf, n_threads);
         return;
     }
-    if (n >= gemm_min(W->type)) {
+    if (n >= gemm_min(W)) {
         matmul_gemm(W, X, n, Y, n_threads);
         return;
     }
@@ -248,8 +265,9 @@ void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, 
 }
 
 void kvq_matmul_multi(const kvq_matw *W, int nw, const float *X, int n, float *const *Y, void *qbuf, int n_threads) {
-    bool shared = nw >= 1 && nw <= KVQ_MATMUL_MAX && n < gemm_min(W[0].type);
-    for (int m = 1; m < nw && shared; m++) shared = W[m].type == W[0].type && W[m].cols == W[0].cols;
+    bool shared = nw >= 1 && nw <= KVQ_MATMUL_MAX && n < gemm_min(&W[0]);
+    for (int m = 1; m < nw && shared; m++)
+        shared = W[m].type == W[0].type && W[m].cols == W[0].cols && W[m].pk == W[0].pk;
     if (shared) {
         matvec(W, nw, X, n, Y, qbuf, n_threads);
         return;

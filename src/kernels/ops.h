@@ -27,6 +27,10 @@ typedef struct kvq_matw {
     size_t row_bytes;
     const void *const *aux; /* the tensor's companions (mixed-precision types), or NULL */
     const uint64_t *aux_bytes;
+    /* a row-interleaved copy of the matrix (repack.h) and its kernels: when
+     * set, products read it instead of data */
+    const void *packed;
+    const struct kvq_packed_kernel *pk;
 } kvq_matw;
 size_t kvq_matmul_qbuf_size(kvq_type wtype, int64_t cols, int n);
 void kvq_matmul(const kvq_matw *W, const float *X, int n, float *Y, void *qbuf, int n_threads);

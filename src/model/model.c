@@ -141,6 +141,8 @@ static bool is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+static kvq_status own_buffer(void *m, void *p) { return kvq_model_own(m, p); }
+
 kvq_status kvq_model_load(const kvq_model_params *p, kvq_model **out) {
     *out = NULL;
     kvq_logger lg = {p ? p->log : NULL, p ? p->log_user : NULL};
@@ -175,6 +177,9 @@ kvq_status kvq_model_load(const kvq_model_params *p, kvq_model **out) {
         st = kvq_err(&lg, KVQ_ERR_ARG,
                      "--tokenizer '%s' is for llama2.c checkpoints; '%s' is a %s model with its own tokenizer (drop "
                      "--tokenizer)", p->tokenizer_path, p->path, !strcmp(m->format, "hf") ? "Hugging Face" : "GGUF");
+    m->no_repack = p->no_repack;
+    if (st == KVQ_OK && !m->vocab_only && m->layers && !m->no_repack)
+        st = kvq_model_pack_set(m, m->layers, &m->output, own_buffer, m);
     if (st != KVQ_OK) {
         kvq_model_free(m);
         return st;

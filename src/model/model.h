@@ -19,6 +19,10 @@ typedef struct kvq_tensor {
     /* companion tensors of a type that declares them (kvq_type_traits.companions) */
     const void *aux[KVQ_TENSOR_AUX];
     uint64_t aux_bytes[KVQ_TENSOR_AUX];
+    /* a row-interleaved copy that replaces data in every product (pack.c),
+     * and its kernels; NULL when the matrix is used as stored */
+    const void *packed;
+    const struct kvq_packed_kernel *pk;
 } kvq_tensor;
 
 typedef struct kvq_layer_weights {
@@ -69,6 +73,7 @@ struct kvq_model {
     int n_owned, cap_owned;
     kvq_weight_set sets[KVQ_MAX_WEIGHT_SETS - 1]; /* sets 1.. (set 0 is the fields above) */
     int n_extra_sets;
+    bool no_repack;          /* kvq_model_params.no_repack: products read the file's layout */
 };
 
 /* The views of weight set `set` (0: the model's own). */
@@ -98,6 +103,10 @@ const void *kvq_model_aligned(struct kvq_model *m, const void *data, size_t byte
 size_t      kvq_type_align(int type);
 kvq_status kvq_tensor_view(struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
                            int64_t ne0, int64_t ne1, int64_t want0, int64_t want1);
+/* Repacks the large matrices of one weight set for this host's decode
+ * kernels when it has any (pack.c); `own` takes each new buffer. */
+kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kvq_tensor *output,
+                              kvq_status (*own)(void *ctx, void *p), void *ctx);
 /* Takes ownership of a heap buffer freed with the model. */
 kvq_status kvq_model_own(struct kvq_model *m, void *p);
 

@@ -51,7 +51,42 @@ static kvq_status requant(kvq_weight_set *s, kvq_tensor *t, kvq_type type, int n
     t->type = type;
     t->data = buf;
     t->row_bytes = rb;
+    t->packed = NULL; /* set 0's copy, of the other type */
+    t->pk = NULL;
     return KVQ_OK;
+}
+
+static kvq_status own_buffer(void *set, void *p) {
+    kvq_weight_set *s = set;
+    void **o = realloc(s->owned, (size_t)(s->n_owned + 1) * sizeof *o);
+    if (!o) { free(p); return KVQ_ERR_NOMEM; }
+    s->owned = o;
+    s->owned[s->n_owned++] = p;
+    return KVQ_OK;
+}
+
+/* Repacked matrices need their requantized buffer no more, except a head
+ * tied to the embedding, whose rows the embedding lookup reads: the set's
+ * tensors then point at the packed copy, which only products read. */
+static kvq_status pack(kvq_model *m, kvq_weight_set *s) {
+    kvq_status st = kvq_model_pack_set(m, s->layers, &s->output, own_buffer, s);
+    for (int l = 0; !st && l <= m->hp.n_layer; l++) {
+        kvq_layer_weights *w = l < m->hp.n_layer ? &s->layers[l] : NULL;
+        kvq_tensor *mats[] = {w ? &w->wq : &s->output, w ? &w->wk : NULL, w ? &w->wv : NULL, w ? &w->wo : NULL,
+                              w ? &w->w_gate : NULL, w ? &w->w_up : NULL, w ? &w->w_down : NULL};
+        for (int i = 0; i < 7; i++) {
+            kvq_tensor *t = mats[i];
+            if (!t || !t->packed || t->data == s->tok_embd.data) continue;
+            for (int k = 0; k < s->n_owned; k++)
+                if (s->owned[k] == t->data) {
+                    free(s->owned[k]);
+                    s->owned[k] = s->owned[--s->n_owned];
+                    t->data = t->packed;
+                    break;
+                }
+        }
+    }
+    return st;
 }
 
 static kvq_status from_type(kvq_model *m, kvq_weight_set *s, kvq_type type, int n_threads) {
@@ -71,12 +106,14 @@ static kvq_status from_type(kvq_model *m, kvq_weight_set *s, kvq_type type, int 
     const bool tied = m->output.data == m->tok_embd.data;
     if (!st) st = requant(s, &s->output, type, n_threads, &m->lg);
     if (!st && tied) s->tok_embd = s->output;
+    if (!st && !m->no_repack) st = pack(m, s);
     return st;
 }
 
 static kvq_status from_file(kvq_model *m, kvq_weight_set *s, const char *path) {
     kvq_model_params p = kvq_model_default_params();
     p.path = path;
+    p.no_repack = m->no_repack;
     p.log = m->lg.fn;
     p.log_user = m->lg.user;
     kvq_status st = kvq_model_load(&p, &s->src);

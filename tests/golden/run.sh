@@ -64,8 +64,12 @@ fi
 # 4. Formats agree: HF f32 vs the shipped Q8_0 GGUF (tokenizer scores all -1000).
 if need $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $M/tinystories-656k/model.safetensors; then
     a=$($KVQ run -m $M/tinystories-656k -p "Once upon a time" -n 8 --temp 0 2>/dev/null)
-    b=$($KVQ run -m $M/tinystories-656k/TinyStories-656K-Q8_0.gguf -p "Once upon a time" -n 8 --temp 0 2>/dev/null)
-    [ "$a" == "$b" ] && ok "HF and Q8_0 GGUF give the same 8 greedy tokens" || bad "HF and GGUF greedy differ: '$a' vs '$b'"
+    # Token for token only where the prompt's activations stay f32 (KVQ_REPACK=0: prefill
+    # multiplies them with sgemm). The repacked AVX2 kernels quantize them to int8, as
+    # llama.cpp does: a near-tie of this 656K model then flips within 8 tokens, and the
+    # KL check below is the test of that path.
+    b=$(KVQ_REPACK=0 $KVQ run -m $M/tinystories-656k/TinyStories-656K-Q8_0.gguf -p "Once upon a time" -n 8 --temp 0 2>/dev/null)
+    [ "$a" == "$b" ] && ok "HF and Q8_0 GGUF (file layout) give the same 8 greedy tokens" || bad "HF and GGUF greedy differ: '$a' vs '$b'"
     $KVQ ppl -m $M/tinystories-656k -f $TMP/ts100k.txt --kv f32 --save-logits $TMP/hf.logits --json >/dev/null
     j=$($KVQ ppl -m $M/tinystories-656k/TinyStories-656K-Q8_0.gguf -f $TMP/ts100k.txt --kv f32 --kl-base $TMP/hf.logits --json 2>/dev/null)
     kl=$(echo "$j" | jget kl_mean); t1=$(echo "$j" | jget top1_agree); p=$(echo "$j" | jget ppl)
@@ -304,10 +308,12 @@ if need $M/tinystories-656k/TinyStories-656K-Q8_0.gguf $M/stories260K/stories260
     G=$M/tinystories-656k/TinyStories-656K-Q8_0.gguf
     for kv in f16 kivi:k4v2; do
         full=$($KVQ run -m $G -p "Once upon a time" -n 200 --temp 0 --kv $kv 2>/dev/null)
-        a=$($KVQ run -m $G -p "Once upon a time" -n 100 --temp 0 --kv $kv --save-session $TMP/s.kvq 2>/dev/null)
-        b=$($KVQ run -m $G -n 100 --temp 0 --kv $kv --load-session $TMP/s.kvq 2>$TMP/e)
-        [ "$a$b" == "$full" ] && grep -q "restored 106 tokens" $TMP/e \
-            && ok "session ($kv): 100 + 100 tokens across two runs = 200 in one" || bad "session continuation ($kv) differs"
+        a=$($KVQ run -m $G -p "Once upon a time" -n 50 --temp 0 --kv $kv --save-session $TMP/s.kvq 2>$TMP/ea)
+        b=$($KVQ run -m $G -n 150 --temp 0 --kv $kv --load-session $TMP/s.kvq 2>$TMP/e)
+        # the session holds what the first run held (the story may end before 200 tokens)
+        held=$(sed -n 's/.* held for \([0-9]*\) tokens.*/\1/p' $TMP/ea | tail -1)
+        [ -n "$b" ] && [ "$a$b" == "$full" ] && grep -q "restored $held tokens" $TMP/e \
+            && ok "session ($kv): 50 + 150 tokens across two runs = 200 in one ($held restored)" || bad "session continuation ($kv) differs"
     done
     $KVQ run -m $G -p "Once upon a time" -n 50 --temp 0 --kv f16 --save-session $TMP/f16.kvq >/dev/null 2>&1
     $KVQ run -m $G -n 20 --temp 0 --kv kivi:k4v2 --load-session $TMP/f16.kvq >/dev/null 2>$TMP/e \

@@ -43,7 +43,7 @@ static void make_problem(problem *p, kvq_type t, uint64_t seed) {
         tr->from_float(w + (size_t)r * COLS, (uint8_t *)p->wq + r * rb, COLS);
         tr->to_float((uint8_t *)p->wq + r * rb, p->wf + (size_t)r * COLS, COLS);
     }
-    p->W = (kvq_matw){t, COLS, ROWS, p->wq, rb, NULL, NULL};
+    p->W = (kvq_matw){t, COLS, ROWS, p->wq, rb, NULL, NULL, NULL, NULL};
     free(w);
 }
 

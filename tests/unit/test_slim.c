@@ -60,7 +60,7 @@ static void make(rmat *m, int N, int64_t rows, int64_t cols, int G, uint64_t *s)
     m->aux[1] = m->dm;
     m->aux_bytes[0] = (uint64_t)ng;
     m->aux_bytes[1] = (uint64_t)rows * ng * 4;
-    m->W = (kvq_matw){kvq_slim_type(N), cols, rows, m->codes, rb, m->aux, m->aux_bytes};
+    m->W = (kvq_matw){kvq_slim_type(N), cols, rows, m->codes, rb, m->aux, m->aux_bytes, NULL, NULL};
 }
 static void unmake(rmat *m) {
     free(m->bits);
@@ -216,7 +216,7 @@ static void dequant_all(int N, int rows, int cols, const int8_t *bits, const uin
                         float *out) {
     const void *aux[KVQ_TENSOR_AUX] = {bits, dm};
     uint64_t ab[KVQ_TENSOR_AUX] = {(uint64_t)ng, (uint64_t)rows * ng * 4};
-    kvq_matw W = {kvq_slim_type(N), cols, rows, codes, (size_t)cols * N / 8, aux, ab};
+    kvq_matw W = {kvq_slim_type(N), cols, rows, codes, (size_t)cols * N / 8, aux, ab, NULL, NULL};
     kvq_slim_dequant(&W, 0, rows, out);
 }
 

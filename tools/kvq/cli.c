@@ -91,6 +91,8 @@ kvq_model *cli_load_model(const char *path, const char *tok, bool vocab_only, cl
     mp.path = path;
     mp.tokenizer_path = tok;
     mp.vocab_only = vocab_only;
+    const char *rp = getenv("KVQ_REPACK"); /* 0: products read the file's layout (A/B runs, debugging) */
+    mp.no_repack = rp && !strcmp(rp, "0");
     mp.log = cli_log_cb;
     mp.log_user = lg;
     kvq_model *m = NULL;

@@ -1,0 +1,129 @@
+/* Decode kernel rates: GB/s of weights one decode product streams, per
+ * kernel, with the matrix in L2 (the kernel's own speed: compute) and far
+ * larger than the L3 (what memory allows), on 1 and 2 threads.
+ *
+ *   make kernel-rate && build/kernel-rate [SECONDS_PER_CELL]
+ *
+ * A kernel whose in-L2 rate per core is well above the DRAM rate per core
+ * stays bandwidth-bound on hosts with faster memory; one that is not is
+ * compute-bound, and that is what decode then measures. Random weights. */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/cpu.h"
+#include "kernels/ops.h"
+#include "kernels/repack.h"
+#include "kernels/types.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* median-free: the best of repeated timed products, as a rate of weight
+ * bytes; a cell runs for `secs` */
+static double rate(const kvq_matw *W, const float *x, float *y, void *qbuf, int nth, double secs) {
+    double best = 1e30;
+    const double t_end = now_s() + secs;
+    int reps = 0;
+    while (now_s() < t_end || reps < 3) {
+        const double t0 = now_s();
+        kvq_matmul(W, x, 1, y, qbuf, nth);
+        const double dt = now_s() - t0;
+        if (dt < best) best = dt;
+        reps++;
+    }
+    return (double)W->row_bytes * (double)W->rows / best / 1e9;
+}
+
+/* the plain read loop over the same 512 MiB: what the memory gives */
+__attribute__((target("avx2"))) static double read_rate(const uint8_t *p, size_t n, int nth, double secs) {
+    double best = 1e30;
+    const double t_end = now_s() + secs;
+    int reps = 0;
+    volatile int sink = 0;
+    while (now_s() < t_end || reps < 3) {
+        const double t0 = now_s();
+        int acc = 0;
+#pragma omp parallel for num_threads(nth) reduction(| : acc) schedule(static)
+        for (size_t c = 0; c < n / 4096; c++) {
+            __m256i a = _mm256_setzero_si256();
+            for (size_t i = 0; i < 4096; i += 128)
+                a = _mm256_or_si256(_mm256_or_si256(a, _mm256_load_si256((const __m256i *)(p + c * 4096 + i))),
+                                    _mm256_or_si256(_mm256_load_si256((const __m256i *)(p + c * 4096 + i + 32)),
+                                                    _mm256_or_si256(_mm256_load_si256((const __m256i *)(p + c * 4096 + i + 64)),
+                                                                    _mm256_load_si256((const __m256i *)(p + c * 4096 + i + 96)))));
+            acc |= _mm256_movemask_epi8(a);
+        }
+        sink = acc;
+        const double dt = now_s() - t0;
+        if (dt < best) best = dt;
+        reps++;
+    }
+    (void)sink;
+    return (double)n / best / 1e9;
+}
+
+int main(int argc, char **argv) {
+    const double secs = argc > 1 ? atof(argv[1]) : 1.0;
+    const kvq_type types[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K, KVQ_TYPE_Q6_K, KVQ_TYPE_F16};
+    const int64_t cols = 2048;
+    /* L2: about 192 KiB of weights; DRAM: 512 MiB, far past any L3 here */
+    printf("cpu: isa %s, %d threads available; matrix of %lld columns\n", kvq_isa_str(kvq_isa_active()),
+           omp_get_max_threads(), (long long)cols);
+    printf("%-22s %12s %12s %12s %12s\n", "kernel", "L2 1 thr", "L2 2 thr", "DRAM 1 thr", "DRAM 2 thr");
+    {
+        const size_t n = (size_t)512 << 20;
+        uint8_t *buf = aligned_alloc(64, n);
+        for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)i;
+        printf("%-22s %12s %12s %7.1f GB/s %7.1f GB/s\n", "plain read loop", "", "", read_rate(buf, n, 1, secs),
+               read_rate(buf, n, 2, secs));
+        free(buf);
+    }
+    float *x = malloc(sizeof(float) * (size_t)cols);
+    for (int64_t i = 0; i < cols; i++) x[i] = frand();
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+        const kvq_type t = types[k];
+        const kvq_type_traits *tr = kvq_traits(t);
+        const size_t rb = kvq_row_size((int)t, cols);
+        for (int packed = 0; packed < 2; packed++) {
+            const kvq_packed_kernel *pk = packed ? kvq_repack_kernel(t, kvq_isa_active()) : NULL;
+            if (packed && !pk) continue;
+            double g[4];
+            for (int big = 0; big < 2; big++) {
+                const int64_t rows = big ? ((int64_t)512 << 20) / (int64_t)rb / 16 * 16 : (192 << 10) / (int64_t)rb / 16 * 16;
+                float *wf = malloc(sizeof(float) * (size_t)cols * 16);
+                uint8_t *w = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);
+                for (int64_t i = 0; i < cols * 16; i++) wf[i] = frand();
+                for (int64_t r = 0; r < rows; r += 16) /* 16 distinct rows, repeated: the bytes are what count */
+                    for (int j = 0; j < 16; j++) tr->from_float(wf + (size_t)j * cols, w + (size_t)(r + j) * rb, cols);
+                void *pw = NULL;
+                if (pk) {
+                    pw = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);
+                    kvq_repack_rows(t, w, rb, cols, rows, 0, rows, pw);
+                }
+                kvq_matw W = {t, cols, rows, w, rb, NULL, NULL, pw, pk};
+                float *y = malloc(sizeof(float) * (size_t)rows);
+                void *qbuf = malloc(kvq_matmul_qbuf_size(t, cols, 1) + 64);
+                for (int nth = 1; nth <= 2; nth++) g[2 * big + nth - 1] = rate(&W, x, y, qbuf, nth, secs);
+                free(qbuf), free(y), free(pw), free(w), free(wf);
+            }
+            char name[64];
+            snprintf(name, sizeof name, "%s%s", tr->name, pk ? " x8 (repacked)" : "");
+            printf("%-22s %9.1f GB/s %7.1f GB/s %7.1f GB/s %7.1f GB/s\n", name, g[0], g[1], g[2], g[3]);
+        }
+    }
+    free(x);
+    return 0;
+}

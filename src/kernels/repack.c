@@ -1,0 +1,85 @@
+/* Which types have a repacked decode layout, on which ISA, and the shared
+ * activation layout (repack.h, repack_act.h). */
+#include "repack.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "../core/cpu.h"
+#include "quant_ref.h"
+#include "repack_act.h"
+
+size_t kvq_x8_act_size(int64_t cols) { return (size_t)(cols / 32) * sizeof(kvq_x8_act); }
+
+void kvq_x8_quant_ref(const float *x, void *act, int64_t cols) {
+    kvq_x8_act *a = act;
+    for (int64_t b = 0; b < cols / 32; b++) {
+        kvq_quant32_ref(x + 32 * b, a[b].qs, &a[b].d);
+        int32_t s = 0;
+        for (int i = 0; i < 32; i++) s += a[b].qs[i];
+        a[b].c = -8 * s;
+    }
+}
+
+/* The same bytes as the reference: cvtps rounds to nearest even under the
+ * default MXCSR, as lrintf does, and a maximum does not depend on order.
+ * Scalar, this was about a third of a 2048-wide product in L2. */
+__attribute__((target("avx2,fma,f16c"))) void kvq_x8_quant_avx2(const float *x, void *act, int64_t cols) {
+    kvq_x8_act *a = act;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < cols / 32; b++) {
+        const float *p = x + 32 * b;
+        const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8), v2 = _mm256_loadu_ps(p + 16),
+                     v3 = _mm256_loadu_ps(p + 24);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                       _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float d = _mm_cvtss_f32(h) / 127.0f;
+        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
+        const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id)),
+                      i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+        /* the packs interleave 128-bit lanes; one permute restores the order */
+        const __m256i q = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order);
+        _mm256_storeu_si256((__m256i *)a[b].qs, q);
+        const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+        a[b].d = d;
+        a[b].c = -8 * _mm_cvtsi128_si32(s);
+    }
+}
+
+/* AVX2 only: the AVX-512 tables keep their own Q4_0 layout (gemv_q4_0.h),
+ * which streams at the read rate of the Zen 4 host it was built on, and
+ * reads the file's pages in place. */
+const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
+    if (isa != KVQ_ISA_AVX2) return NULL;
+    if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_avx2;
+    if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_avx2;
+    return NULL;
+}
+
+const kvq_packed_kernel *kvq_repack_kernel_ref(kvq_type t) {
+    if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_ref;
+    if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_ref;
+    return NULL;
+}
+
+bool kvq_repack_fits(kvq_type t, int64_t cols) {
+    return kvq_repack_kernel_ref(t) && cols > 0 && cols % 32 == 0;
+}
+
+size_t kvq_repack_act_size(kvq_type t, int64_t cols) {
+    return kvq_repack_kernel_ref(t) ? kvq_x8_act_size(cols) : 0;
+}
+
+void kvq_repack_rows(kvq_type t, const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0,
+                     int64_t r1, void *dst) {
+    if (t == KVQ_TYPE_Q4_0) kvq_q4_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+    if (t == KVQ_TYPE_Q8_0) kvq_q8_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+}

@@ -1,0 +1,59 @@
+/* Row-interleaved copies of weight matrices, made at load for decode.
+ *
+ * A decode product reads every weight once per token. The GGUF layout keeps
+ * a row's blocks together, so a kernel pays for every block on its own: the
+ * scale conversion, the nibble unpacking, the activation load, the sign
+ * juggling of maddubs. On a host where that arithmetic, not the memory, is
+ * the limit (two Zen 3 cores with AVX2 streamed Q4_0 at 45% of their read
+ * rate), interleaving 8 rows block by block lets one register of weights
+ * hold 4 values of each of 8 rows against one broadcast of 4 activations:
+ * every instruction serves 8 rows, and the per-block work is done once per
+ * 8 rows. The layout is kvq's alone, in memory only; files keep GGUF's.
+ *
+ * Layout of a repacked matrix with rows R and nb = cols/32 blocks per row:
+ * groups of 8 rows, group g at byte g * 8 * row_bytes (the original row
+ * size, so the copy is exactly as large as the matrix), then the R % 8 last
+ * rows in their GGUF layout. Per type, see the kernel file. */
+#ifndef KVQ_KERNELS_REPACK_H
+#define KVQ_KERNELS_REPACK_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "types.h"
+
+typedef struct kvq_packed_kernel {
+    const char *name;
+    /* bytes of one quantized activation row */
+    size_t (*act_size)(int64_t cols);
+    void (*quant)(const float *x, void *act, int64_t cols);
+    /* Y[t * ldy + r] = W[r] . X[t] for rows r0..r1-1 (r0 a multiple of 8)
+     * and n tokens whose activations are act_stride bytes apart */
+    void (*rows)(const void *packed, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
+                 size_t act_stride, int n, float *Y, int64_t ldy);
+    /* rows r0..r0+nr-1 to f32 (the batched product's tiles) */
+    void (*dequant)(const void *packed, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst);
+} kvq_packed_kernel;
+
+/* The kernel for type t on an ISA (cpu.h), or NULL when t has no repacked
+ * layout there. ref = the scalar reference of the same arithmetic. */
+const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa);
+const kvq_packed_kernel *kvq_repack_kernel_ref(kvq_type t);
+/* Whether a matrix of this type and width can be repacked at all. */
+bool kvq_repack_fits(kvq_type t, int64_t cols);
+/* Largest activation row any repacked kernel of type t needs (0: none). */
+size_t kvq_repack_act_size(kvq_type t, int64_t cols);
+/* src (rows of row_bytes in the GGUF layout) -> dst (rows * row_bytes bytes,
+ * 64-byte aligned), rows r0..r1-1 of it (r0 a multiple of 8), so threads can
+ * share the work. */
+void kvq_repack_rows(kvq_type t, const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0,
+                     int64_t r1, void *dst);
+
+/* Q4_0 and Q8_0 (repack_x8.c) */
+extern const kvq_packed_kernel kvq_q4_0x8_ref, kvq_q4_0x8_avx2;
+void kvq_q4_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst);
+extern const kvq_packed_kernel kvq_q8_0x8_ref, kvq_q8_0x8_avx2;
+void kvq_q8_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst);
+
+#endif

@@ -1,0 +1,233 @@
+/* Q4_0 and Q8_0 interleaved by 8 rows (repack.h): the layout, its scalar
+ * reference and its AVX2 kernels. The two types share everything but the
+ * unpacking of a block, so each function takes `q8` (a constant once
+ * inlined) instead of existing twice.
+ *
+ * Group layout, nb blocks of 32 inputs: codes, nb x CB bytes (CB = 128 for
+ * Q4_0, 256 for Q8_0), then scales, nb x 8 fp16. A block's codes are CB/32
+ * registers of 32 bytes; byte 4r + c of register j is byte 4j + c of row r's
+ * GGUF codes. For Q8_0 that is input 4j + c. For Q4_0 a code byte holds
+ * input i in its low nibble and input 16 + i in its high one, so register j
+ * & 15 holds inputs 4j..4j+3 of all 8 rows and register j >> 4 inputs
+ * 16+4j..: either way, 4 inputs of 8 rows against one broadcast 32-bit word
+ * of activations. A group's codes start 64-byte aligned when nb is a
+ * multiple of 4 (any width that is a multiple of 128), so no register
+ * straddles two cache lines. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "quant_ref.h"
+#include "repack.h"
+#include "repack_act.h"
+
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+static inline int64_t code_bytes(bool q8) { return q8 ? 256 : 128; }
+static inline int64_t block_bytes(bool q8) { return q8 ? 34 : 18; } /* the GGUF block: fp16 d, then codes */
+
+static inline const uint8_t *group_codes(const void *p, int64_t nb, int64_t g, bool q8) {
+    return (const uint8_t *)p + g * nb * 8 * block_bytes(q8);
+}
+static inline const kvq_f16 *group_scales(const void *p, int64_t nb, int64_t g, bool q8) {
+    return (const kvq_f16 *)(group_codes(p, nb, g, q8) + nb * code_bytes(q8));
+}
+/* the R % 8 last rows keep the GGUF layout */
+static inline const uint8_t *tail_row(const void *p, int64_t nb, int64_t r, bool q8) {
+    return (const uint8_t *)p + r * nb * block_bytes(q8);
+}
+
+static void pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1, void *dst,
+                 bool q8) {
+    const int64_t nb = cols / 32, full = rows / 8 * 8, bb = block_bytes(q8), cb = code_bytes(q8);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *s = (const uint8_t *)src + r * row_bytes;
+        if (r >= full) {
+            memcpy((uint8_t *)tail_row(dst, nb, r, q8), s, (size_t)(nb * bb));
+            continue;
+        }
+        uint8_t *q = (uint8_t *)group_codes(dst, nb, r / 8, q8);
+        kvq_f16 *d = (kvq_f16 *)group_scales(dst, nb, r / 8, q8);
+        const int lane = (int)(r % 8);
+        for (int64_t b = 0; b < nb; b++) {
+            memcpy(&d[b * 8 + lane], s + b * bb, 2);
+            for (int j = 0; j < cb / 32; j++) memcpy(q + b * cb + 32 * j + 4 * lane, s + b * bb + 2 + 4 * j, 4);
+        }
+    }
+}
+
+void kvq_q4_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst) {
+    pack(src, row_bytes, cols, rows, r0, r1, dst, false);
+}
+void kvq_q8_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst) {
+    pack(src, row_bytes, cols, rows, r0, r1, dst, true);
+}
+
+/* The integer dot of one block's 32 codes (4 at a time, `stride` bytes
+ * apart) with its activations. */
+static inline int32_t block_dot(const uint8_t *q, int stride, const kvq_x8_act *a, bool q8) {
+    int32_t s = q8 ? 0 : a->c;
+    for (int j = 0; j < (q8 ? 8 : 4); j++)
+        for (int c = 0; c < 4; c++) {
+            const uint8_t v = q[stride * j + c];
+            s += q8 ? (int8_t)v * a->qs[4 * j + c] : (v & 15) * a->qs[4 * j + c] + (v >> 4) * a->qs[16 + 4 * j + c];
+        }
+    return s;
+}
+
+static float tail_dot(const uint8_t *w, const kvq_x8_act *a, int64_t nb, bool q8) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++, w += block_bytes(q8)) {
+        kvq_f16 d;
+        memcpy(&d, w, 2);
+        acc = fmaf((float)block_dot(w + 2, 4, &a[b], q8), kvq_f16_to_f32(d) * a[b].d, acc);
+    }
+    return acc;
+}
+
+static inline void rows_ref(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
+                            size_t as, int n, float *Y, int64_t ldy, bool q8) {
+    const int64_t nb = cols / 32, full = rows / 8 * 8, cb = code_bytes(q8);
+    for (int t = 0; t < n; t++) {
+        const kvq_x8_act *a = (const kvq_x8_act *)((const uint8_t *)act + (size_t)t * as);
+        for (int64_t r = r0; r < r1; r++) {
+            if (r >= full) {
+                Y[t * ldy + r] = tail_dot(tail_row(p, nb, r, q8), a, nb, q8);
+                continue;
+            }
+            const uint8_t *q = group_codes(p, nb, r / 8, q8) + 4 * (r % 8);
+            const kvq_f16 *d = group_scales(p, nb, r / 8, q8) + r % 8;
+            float acc = 0;
+            for (int64_t b = 0; b < nb; b++)
+                acc = fmaf((float)block_dot(q + b * cb, 32, &a[b], q8), kvq_f16_to_f32(d[8 * b]) * a[b].d, acc);
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
+static inline void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst, bool q8) {
+    const int64_t nb = cols / 32, full = rows / 8 * 8, cb = code_bytes(q8);
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        float *o = dst + (r - r0) * cols;
+        if (r >= full) {
+            (q8 ? kvq_q8_0_to_float_ref : kvq_q4_0_to_float_ref)(tail_row(p, nb, r, q8), o, cols);
+            continue;
+        }
+        const uint8_t *q = group_codes(p, nb, r / 8, q8) + 4 * (r % 8);
+        const kvq_f16 *d = group_scales(p, nb, r / 8, q8) + r % 8;
+        for (int64_t b = 0; b < nb; b++, o += 32) {
+            const float s = kvq_f16_to_f32(d[8 * b]);
+            for (int j = 0; j < cb / 32; j++)
+                for (int c = 0; c < 4; c++) {
+                    const uint8_t v = q[b * cb + 32 * j + c];
+                    if (q8) {
+                        o[4 * j + c] = (float)(int8_t)v * s;
+                    } else {
+                        o[4 * j + c] = (float)((v & 15) - 8) * s;
+                        o[16 + 4 * j + c] = (float)((v >> 4) - 8) * s;
+                    }
+                }
+        }
+    }
+}
+
+/* four activation bytes to every 32-bit lane: one load-broadcast */
+T_AVX2 static inline __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* NT tokens against one group. Q4_0: the 8 unpacked registers serve every
+ * token, and eight maddubs sums (at most 8 x 2 x 15 x 128 = 30720) add up
+ * in int16 without saturating before one madd. Q8_0: maddubs wants one
+ * unsigned operand, so each register goes through |W| and sign(y, W), and
+ * two int16 sums could reach 2 x 32258, so each is widened by madd first. */
+T_AVX2 static inline __attribute__((always_inline)) void group_avx2(const uint8_t *q, const kvq_f16 *d, int64_t nb,
+                                                                   const uint8_t *act, size_t as, const int NT,
+                                                                   __m256 *acc, const bool q8) {
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++, q += code_bytes(q8)) {
+        __m256i w[8];
+        if (!q8) {
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + 32 * m));
+                w[m] = _mm256_and_si256(raw, m4);
+                w[m + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(d + 8 * b)));
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const kvq_x8_act *y = (const kvq_x8_act *)(act + (size_t)t * as) + b;
+            __m256i s32;
+            if (q8) {
+                s32 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * j));
+                    const __m256i p =
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(bcast4(y->qs + 4 * j), v));
+                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
+                }
+            } else {
+                __m256i s = _mm256_maddubs_epi16(w[0], bcast4(y->qs));
+#pragma GCC unroll 8
+                for (int j = 1; j < 8; j++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[j], bcast4(y->qs + 4 * j)));
+                s32 = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(y->c));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_set1_ps(y->d)), acc[t]);
+        }
+    }
+}
+
+T_AVX2 static inline __attribute__((always_inline)) void groups_avx2(const void *p, int64_t nb, int64_t g0, int64_t g1,
+                                                                    const uint8_t *act, size_t as, const int NT,
+                                                                    float *Y, int64_t ldy, const bool q8) {
+    for (int64_t g = g0; g < g1; g++) {
+        __m256 acc[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+        group_avx2(group_codes(p, nb, g, q8), group_scales(p, nb, g, q8), nb, act, as, NT, acc, q8);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) _mm256_storeu_ps(Y + t * ldy + 8 * g, acc[t]);
+    }
+}
+
+/* r1 must end a group or be `rows` (a thread's row blocks are multiples of 16) */
+T_AVX2 static inline __attribute__((always_inline)) void rows_avx2(const void *p, int64_t cols, int64_t rows,
+                                                                  int64_t r0, int64_t r1, const void *act, size_t as,
+                                                                  int n, float *Y, int64_t ldy, const bool q8) {
+    const int64_t nb = cols / 32, full = rows / 8 * 8, g0 = r0 / 8, g1 = (r1 < full ? r1 : full) / 8;
+    const uint8_t *a = act;
+    int t = 0;
+    /* four tokens at a time keep their accumulators in registers */
+    for (; t + 4 <= n; t += 4) groups_avx2(p, nb, g0, g1, a + (size_t)t * as, as, 4, Y + t * ldy, ldy, q8);
+    for (; t + 2 <= n; t += 2) groups_avx2(p, nb, g0, g1, a + (size_t)t * as, as, 2, Y + t * ldy, ldy, q8);
+    for (; t < n; t++) groups_avx2(p, nb, g0, g1, a + (size_t)t * as, as, 1, Y + t * ldy, ldy, q8);
+    for (int64_t r = full > r0 ? full : r0; r < r1; r++)
+        for (int k = 0; k < n; k++)
+            Y[k * ldy + r] = tail_dot(tail_row(p, nb, r, q8), (const kvq_x8_act *)(a + (size_t)k * as), nb, q8);
+}
+
+#define KERNELS(T, Q8)                                                                                                \
+    static void T##_rows_ref(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,   \
+                             size_t as, int n, float *Y, int64_t ldy) {                                              \
+        rows_ref(p, cols, rows, r0, r1, act, as, n, Y, ldy, Q8);                                                    \
+    }                                                                                                               \
+    T_AVX2 static void T##_rows_avx2(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1,            \
+                                     const void *act, size_t as, int n, float *Y, int64_t ldy) {                     \
+        rows_avx2(p, cols, rows, r0, r1, act, as, n, Y, ldy, Q8);                                                   \
+    }                                                                                                               \
+    static void T##_dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst) {       \
+        dequant(p, cols, rows, r0, nr, dst, Q8);                                                                    \
+    }                                                                                                               \
+    const kvq_packed_kernel kvq_##T##x8_ref = {#T "x8 (scalar)", kvq_x8_act_size, kvq_x8_quant_ref, T##_rows_ref,   \
+                                               T##_dequant};                                                         \
+    const kvq_packed_kernel kvq_##T##x8_avx2 = {#T "x8 (avx2)", kvq_x8_act_size, kvq_x8_quant_avx2, T##_rows_avx2,  \
+                                                T##_dequant};
+KERNELS(q4_0, false)
+KERNELS(q8_0, true)

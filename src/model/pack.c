@@ -1,0 +1,97 @@
+/* Decode copies of a model's large matrices in a row-interleaved layout
+ * (kernels/repack.h), made once at load on hosts whose kernels want them.
+ *
+ * The copy is exactly as large as the matrix, and it replaces the matrix in
+ * every product (decode reads it, prefill dequantizes tiles from it), so the
+ * file's pages are read once here and not again. They are then released
+ * from the process (MADV_DONTNEED on a read-only file mapping drops the
+ * pages from this process; the page cache keeps them): without that, peak
+ * RSS would count the weights twice. */
+#include "model.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/cpu.h"
+#include "../kernels/repack.h"
+
+static void release_pages(const kvq_mapfile *map, const void *data, size_t bytes) {
+    if (!map->data || (const uint8_t *)data < map->data || (const uint8_t *)data + bytes > map->data + map->size)
+        return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)data + page - 1) & ~(page - 1), b = ((uintptr_t)data + bytes) & ~(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Packs *t into a new buffer (returned in *buf, for the caller to own); a
+ * type without a layout on this ISA is left alone (*buf NULL). Chunks of
+ * about 16 MiB, each source chunk released once packed: a 141 MiB output
+ * head packed whole raised peak RSS by its size. */
+static kvq_status pack_one(kvq_tensor *t, int isa, const kvq_mapfile *map, void **buf) {
+    *buf = NULL;
+    const kvq_packed_kernel *pk = t->data && !t->packed ? kvq_repack_kernel(t->type, isa) : NULL;
+    if (!pk || !kvq_repack_fits(t->type, t->ne[0])) return KVQ_OK;
+    const int64_t cols = t->ne[0], rows = t->ne[1];
+    const size_t bytes = t->row_bytes * (size_t)rows;
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) return KVQ_ERR_NOMEM;
+    int64_t chunk = (int64_t)((16u << 20) / (8 * t->row_bytes)) * 8;
+    if (chunk < 8) chunk = 8;
+    for (int64_t c0 = 0; c0 < rows; c0 += chunk) {
+        const int64_t c1 = c0 + chunk < rows ? c0 + chunk : rows, ng = (c1 - c0 + 7) / 8;
+#pragma omp parallel for schedule(static)
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t r0 = c0 + 8 * g;
+            kvq_repack_rows(t->type, t->data, t->row_bytes, cols, rows, r0, r0 + 8 < c1 ? r0 + 8 : c1, p);
+        }
+        release_pages(map, (const uint8_t *)t->data + (size_t)c0 * t->row_bytes, (size_t)(c1 - c0) * t->row_bytes);
+    }
+    t->packed = p;
+    t->pk = pk;
+    *buf = p;
+    return KVQ_OK;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kvq_tensor *output,
+                              kvq_status (*own)(void *ctx, void *p), void *ctx) {
+    const int isa = kvq_isa_active();
+    const double t0 = now_s();
+    uint64_t packed = 0;
+    int n = 0;
+    const char *kernel = NULL;
+    for (int l = 0; l <= m->hp.n_layer; l++) {
+        kvq_tensor *one[7];
+        int k = 0;
+        if (l < m->hp.n_layer) {
+            kvq_layer_weights *w = &layers[l];
+            kvq_tensor *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+            for (int i = 0; i < 7; i++) one[k++] = mats[i];
+        } else {
+            one[k++] = output;
+        }
+        for (int i = 0; i < k; i++) {
+            void *buf;
+            kvq_status st = pack_one(one[i], isa, &m->gguf.map, &buf);
+            if (!st && buf) st = own(ctx, buf);
+            if (st) return kvq_err(&m->lg, st, "cannot repack %s: out of memory", one[i]->name);
+            if (!buf) continue;
+            const size_t bytes = one[i]->row_bytes * (size_t)one[i]->ne[1];
+            packed += bytes;
+            n++;
+            kernel = one[i]->pk->name;
+        }
+    }
+    if (n)
+        kvq_logf(&m->lg, KVQ_LOG_INFO, "repacked %d matrices (%.1f MiB) for the %s decode kernels in %.2f s", n,
+                 (double)packed / (1 << 20), kernel, now_s() - t0);
+    return KVQ_OK;
+}

@@ -1,0 +1,226 @@
+/* Repacked (row-interleaved) decode layouts (kernels/repack.h): packing
+ * keeps every value (the layout's dequantization equals the GGUF rows'); the
+ * scalar reference is close to the f32 product; the AVX2 kernels equal the
+ * reference bit for bit, at every row count (full groups of 8 and the GGUF
+ * tail), every row range a thread can get, 1 to 9 tokens, and a packed
+ * buffer at any alignment; the AVX2 activation quantizer writes the
+ * reference's bytes; and kvq_matmul dispatches a packed matrix to them. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "core/cpu.h"
+#include "kernels/ops.h"
+#include "kernels/repack.h"
+#include "kernels/repack_act.h"
+#include "kernels/types.h"
+#include "testutil.h"
+
+static const kvq_type TYPES[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0};
+static const int ROWS[] = {1, 7, 8, 9, 15, 16, 17, 24, 40, 67};
+static const int COLS[] = {32, 96, 256};
+enum { MAXTOK = 9, MAXROWS = 67, MAXCOLS = 256 };
+
+typedef struct {
+    kvq_type t;
+    int rows, cols;
+    size_t rb;
+    uint8_t *w;      /* GGUF rows */
+    uint8_t *packed; /* its repacked copy, at offset `shift` of a 64-aligned buffer */
+    void *base;
+    float *wf, *x;
+} problem;
+
+static void make(problem *p, kvq_type t, int rows, int cols, int shift, uint64_t seed) {
+    const kvq_type_traits *tr = kvq_traits_isa(t, KVQ_ISA_SCALAR);
+    p->t = t, p->rows = rows, p->cols = cols;
+    p->rb = kvq_row_size((int)t, cols);
+    p->w = malloc(p->rb * (size_t)rows);
+    p->base = aligned_alloc(64, (p->rb * (size_t)rows + 64 + 63) / 64 * 64);
+    p->packed = (uint8_t *)p->base + shift;
+    p->wf = malloc(sizeof(float) * (size_t)rows * (size_t)cols);
+    p->x = malloc(sizeof(float) * MAXTOK * (size_t)cols);
+    uint64_t s = seed;
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) row[c] = tu_randn(&s) * 0.05f;
+        tr->from_float(row, p->w + (size_t)r * p->rb, cols);
+        tr->to_float(p->w + (size_t)r * p->rb, p->wf + (size_t)r * cols, cols);
+    }
+    free(row);
+    /* outlier channels, as real activations have, and one all-zero block */
+    for (int i = 0; i < MAXTOK * cols; i++) p->x[i] = tu_randn(&s) * (i % 97 == 0 ? 20.0f : 1.0f);
+    memset(p->x + cols, 0, 32 * sizeof(float));
+    /* packed in two calls, as two threads would */
+    const int mid = rows / 16 * 8;
+    kvq_repack_rows(t, p->w, p->rb, cols, rows, 0, mid, p->packed);
+    kvq_repack_rows(t, p->w, p->rb, cols, rows, mid, rows, p->packed);
+}
+
+static void drop(problem *p) {
+    free(p->w), free(p->base), free(p->wf), free(p->x);
+}
+
+static void quant_all(const kvq_packed_kernel *k, const problem *p, int n, uint8_t *act) {
+    const size_t as = k->act_size(p->cols);
+    for (int t = 0; t < n; t++) k->quant(p->x + (size_t)t * p->cols, act + (size_t)t * as, p->cols);
+}
+
+/* Every value survives packing: the layout's rows are the GGUF rows. */
+static void test_pack_keeps_values(void **st) {
+    (void)st;
+    float *d = malloc(sizeof(float) * MAXROWS * MAXCOLS);
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t ri = 0; ri < sizeof ROWS / sizeof *ROWS; ri++)
+            for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++) {
+                problem p;
+                make(&p, TYPES[ti], ROWS[ri], COLS[ci], 0, 11 + ri * 7 + ci);
+                const kvq_packed_kernel *k = kvq_repack_kernel_ref(p.t);
+                k->dequant(p.packed, p.cols, p.rows, 0, p.rows, d);
+                assert_memory_equal(d, p.wf, sizeof(float) * (size_t)p.rows * (size_t)p.cols);
+                /* and from any first row */
+                k->dequant(p.packed, p.cols, p.rows, p.rows / 2, p.rows - p.rows / 2, d);
+                assert_memory_equal(d, p.wf + (size_t)(p.rows / 2) * p.cols,
+                                    sizeof(float) * (size_t)(p.rows - p.rows / 2) * (size_t)p.cols);
+                drop(&p);
+            }
+    free(d);
+}
+
+/* The reference against the exact f32 product of the same weights: the
+ * only error is the activations' int8 rounding. */
+static void test_ref_matches_f32(void **st) {
+    (void)st;
+    float *y = malloc(sizeof(float) * MAXTOK * MAXROWS), *ref = malloc(sizeof(float) * MAXTOK * MAXROWS);
+    uint8_t *act = malloc(kvq_repack_act_size(KVQ_TYPE_Q4_0, MAXCOLS) * MAXTOK);
+    for (size_t ti = 0; ti < 2; ti++) {
+        problem p;
+        make(&p, TYPES[ti], 67, 256, 0, 5 + ti);
+        const kvq_packed_kernel *k = kvq_repack_kernel_ref(p.t);
+        quant_all(k, &p, MAXTOK, act);
+        k->rows(p.packed, p.cols, p.rows, 0, p.rows, act, k->act_size(p.cols), MAXTOK, y, p.rows);
+        for (int t = 0; t < MAXTOK; t++)
+            for (int r = 0; r < p.rows; r++) {
+                double s = 0;
+                for (int c = 0; c < p.cols; c++) s += (double)p.wf[(size_t)r * p.cols + c] * p.x[(size_t)t * p.cols + c];
+                ref[t * p.rows + r] = (float)s;
+            }
+        const double e = tu_nmse(ref, y, (size_t)MAXTOK * p.rows);
+        print_message("%s reference vs f32 product: NMSE %.2e\n", kvq_type_name((int)p.t), e);
+        assert_true(e < 5e-4);
+        drop(&p);
+    }
+    free(y), free(ref), free(act);
+}
+
+/* AVX2 = reference, bit for bit: same integer dots, same float operations
+ * in the same order. Every row count, range, token count and alignment. */
+static void test_avx2_equals_ref(void **st) {
+    (void)st;
+    if (!kvq_isa_supported(KVQ_ISA_AVX2)) {
+        print_message("no AVX2 on this host: the AVX2 repacked kernels are not tested here\n");
+        skip();
+    }
+    float *y0 = malloc(sizeof(float) * MAXTOK * MAXROWS), *y1 = malloc(sizeof(float) * MAXTOK * MAXROWS);
+    uint8_t *a0 = malloc(kvq_repack_act_size(KVQ_TYPE_Q4_0, MAXCOLS) * MAXTOK);
+    uint8_t *a1 = malloc(kvq_repack_act_size(KVQ_TYPE_Q4_0, MAXCOLS) * MAXTOK);
+    int cases = 0;
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t ri = 0; ri < sizeof ROWS / sizeof *ROWS; ri++)
+            for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++)
+                for (int shift = 0; shift < 64; shift += 18) {
+                    problem p;
+                    make(&p, TYPES[ti], ROWS[ri], COLS[ci], shift, 100 + ri * 13 + ci * 3 + (uint64_t)shift);
+                    const kvq_packed_kernel *kr = kvq_repack_kernel_ref(p.t), *kv = kvq_repack_kernel(p.t, KVQ_ISA_AVX2);
+                    assert_non_null(kv);
+                    const size_t as = kr->act_size(p.cols);
+                    quant_all(kr, &p, MAXTOK, a0);
+                    quant_all(kv, &p, MAXTOK, a1);
+                    assert_memory_equal(a0, a1, as * MAXTOK);
+                    for (int n = 1; n <= MAXTOK; n++) {
+                        /* whole, and split where a thread's row block would end */
+                        const int cut = p.rows > 8 ? (p.rows / 2) / 8 * 8 : 0;
+                        const int ranges[2][2] = {{0, p.rows}, {cut, p.rows}};
+                        for (int k = 0; k < 2; k++) {
+                            const int r0 = ranges[k][0], r1 = ranges[k][1];
+                            memset(y0, 0xff, sizeof(float) * MAXTOK * MAXROWS);
+                            memset(y1, 0xff, sizeof(float) * MAXTOK * MAXROWS);
+                            kr->rows(p.packed, p.cols, p.rows, r0, r1, a0, as, n, y0, p.rows);
+                            kv->rows(p.packed, p.cols, p.rows, r0, r1, a0, as, n, y1, p.rows);
+                            for (int t = 0; t < n; t++)
+                                assert_memory_equal(y0 + t * p.rows + r0, y1 + t * p.rows + r0,
+                                                    sizeof(float) * (size_t)(r1 - r0));
+                            cases++;
+                        }
+                    }
+                    drop(&p);
+                }
+    print_message("%d (type, rows, cols, alignment, tokens, range) cases bit-identical\n", cases);
+    free(y0), free(y1), free(a0), free(a1);
+}
+
+/* The activation quantizer on awkward inputs: zeros, ties at .5 steps,
+ * huge and tiny magnitudes. */
+static void test_quant_bytes(void **st) {
+    (void)st;
+    if (!kvq_isa_supported(KVQ_ISA_AVX2)) skip();
+    enum { C = 32 * 64 };
+    float *x = malloc(sizeof(float) * C);
+    uint64_t s = 3;
+    for (int i = 0; i < C; i++) {
+        const int b = i / 32;
+        /* block 1: scale exactly 1, every value halfway between two codes */
+        x[i] = b == 0 ? 0.0f : b == 1 ? (i % 32 == 0 ? 127.0f : (float)(i % 32 - 16) + 0.5f)
+               : b == 2 ? tu_randn(&s) * 1e30f : b == 3 ? tu_randn(&s) * 1e-30f : tu_randn(&s);
+    }
+    uint8_t *a0 = malloc(kvq_x8_act_size(C)), *a1 = malloc(kvq_x8_act_size(C));
+    kvq_x8_quant_ref(x, a0, C);
+    kvq_x8_quant_avx2(x, a1, C);
+    assert_memory_equal(a0, a1, kvq_x8_act_size(C));
+    free(x), free(a0), free(a1);
+}
+
+/* kvq_matmul and kvq_matmul_multi send a packed matrix to its kernel, for
+ * one token, a few, and a batch, on one and two threads. */
+static void test_matmul_dispatch(void **st) {
+    (void)st;
+    const int isa = kvq_isa_active();
+    for (size_t ti = 0; ti < 2; ti++) {
+        const kvq_packed_kernel *kv = kvq_repack_kernel(TYPES[ti], isa);
+        if (!kv) {
+            print_message("no repacked %s kernel on ISA %s\n", kvq_type_name((int)TYPES[ti]), kvq_isa_str(isa));
+            continue;
+        }
+        problem p;
+        make(&p, TYPES[ti], 67, 256, 0, 77);
+        const kvq_packed_kernel *kr = kvq_repack_kernel_ref(p.t);
+        const size_t as = kr->act_size(p.cols);
+        float *y0 = malloc(sizeof(float) * MAXTOK * 67), *y1 = malloc(sizeof(float) * MAXTOK * 67),
+              *y2 = malloc(sizeof(float) * MAXTOK * 67);
+        uint8_t *act = malloc(as * MAXTOK);
+        void *qbuf = malloc(kvq_matmul_qbuf_size(p.t, p.cols, MAXTOK));
+        kvq_matw W = {p.t, p.cols, p.rows, p.w, p.rb, NULL, NULL, p.packed, kv};
+        for (int n = 1; n <= MAXTOK; n += 4)
+            for (int nth = 1; nth <= 2; nth++) {
+                quant_all(kr, &p, n, act);
+                kr->rows(p.packed, p.cols, p.rows, 0, p.rows, act, as, n, y0, p.rows);
+                kvq_matmul(&W, p.x, n, y1, qbuf, nth);
+                assert_memory_equal(y0, y1, sizeof(float) * (size_t)n * 67);
+                kvq_matw two[2] = {W, W};
+                float *Y[2] = {y1, y2};
+                kvq_matmul_multi(two, 2, p.x, n, Y, qbuf, nth);
+                assert_memory_equal(y0, y1, sizeof(float) * (size_t)n * 67);
+                assert_memory_equal(y0, y2, sizeof(float) * (size_t)n * 67);
+            }
+        free(y0), free(y1), free(y2), free(act), free(qbuf);
+        drop(&p);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pack_keeps_values), cmocka_unit_test(test_ref_matches_f32),
+        cmocka_unit_test(test_avx2_equals_ref),   cmocka_unit_test(test_quant_bytes),
+        cmocka_unit_test(test_matmul_dispatch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
