@@ -32,8 +32,8 @@ for M in $MODELS; do
         echo "$j" | python3 -c '
 import json, sys
 for row in json.load(sys.stdin):
-    test = f"pp{row[\"n_prompt\"]}" if row["n_prompt"] else f"tg{row[\"n_gen\"]}@0"
-    print(f"{sys.argv[1]} round {sys.argv[2]} llama.cpp {test} {row[\"avg_ts\"]:.2f}")' "$M" "$r" | tee -a "$log"
+    test = ("pp%d" % row["n_prompt"]) if row["n_prompt"] else ("tg%d@0" % row["n_gen"])
+    print("%s round %s llama.cpp %s %.2f" % (sys.argv[1], sys.argv[2], test, row["avg_ts"]))' "$M" "$r" | tee -a "$log"
         for d in $DEPTHS; do
             [ "$d" = 0 ] && continue
             "$LLAMA/llama-batched-bench" -m "$M" -t 2 -c $((d + N + 16)) -b 2048 -ub 512 -npp "$d" -ntg "$N" -npl 1 \
@@ -42,7 +42,7 @@ import json, sys
 for line in sys.stdin:
     if line.startswith("{"):
         row = json.loads(line)
-        print(f"{sys.argv[1]} round {sys.argv[2]} llama.cpp tg{sys.argv[3]}@{sys.argv[4]} {row[\"speed_tg\"]:.2f}")' \
+        print("%s round %s llama.cpp tg%s@%s %.2f" % (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], row["speed_tg"]))' \
                 "$M" "$r" "$N" "$d" | tee -a "$log"
         done
         build/kvq bench -m "$M" --kv f16 -p "$P" -n "$N" --depth "$(echo $DEPTHS | tr ' ' ',')" -r 1 --json 2>/dev/null |
@@ -50,7 +50,7 @@ for line in sys.stdin:
 import json, sys
 d = json.load(sys.stdin)
 for row in d["results"]:
-    print(f"{sys.argv[1]} round {sys.argv[2]} kvq {row[\"test\"]} {row[\"tok_s\"]:.2f}")' "$M" "$r" | tee -a "$log"
+    print("%s round %s kvq %s %.2f" % (sys.argv[1], sys.argv[2], row["test"], row["tok_s"]))' "$M" "$r" | tee -a "$log"
     done
 done
 python3 - "$log" <<'EOF'
