@@ -61,25 +61,29 @@ const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
     if (isa != KVQ_ISA_AVX2) return NULL;
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_avx2;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_avx2;
+    if (t == KVQ_TYPE_Q4_K) return &kvq_q4_Kx8_avx2;
     return NULL;
 }
 
 const kvq_packed_kernel *kvq_repack_kernel_ref(kvq_type t) {
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_ref;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_ref;
+    if (t == KVQ_TYPE_Q4_K) return &kvq_q4_Kx8_ref;
     return NULL;
 }
 
 bool kvq_repack_fits(kvq_type t, int64_t cols) {
-    return kvq_repack_kernel_ref(t) && cols > 0 && cols % 32 == 0;
+    return kvq_repack_kernel_ref(t) && cols > 0 && cols % (t == KVQ_TYPE_Q4_K ? 256 : 32) == 0;
 }
 
 size_t kvq_repack_act_size(kvq_type t, int64_t cols) {
-    return kvq_repack_kernel_ref(t) ? kvq_x8_act_size(cols) : 0;
+    const kvq_packed_kernel *k = kvq_repack_kernel_ref(t);
+    return k ? k->act_size(cols) : 0;
 }
 
 void kvq_repack_rows(kvq_type t, const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0,
                      int64_t r1, void *dst) {
     if (t == KVQ_TYPE_Q4_0) kvq_q4_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
     if (t == KVQ_TYPE_Q8_0) kvq_q8_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+    if (t == KVQ_TYPE_Q4_K) kvq_q4_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
 }

@@ -56,4 +56,10 @@ extern const kvq_packed_kernel kvq_q8_0x8_ref, kvq_q8_0x8_avx2;
 void kvq_q8_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
                      void *dst);
 
+/* Q4_K (repack_q4_K.c), against Q8_K activations */
+extern const kvq_packed_kernel kvq_q4_Kx8_ref, kvq_q4_Kx8_avx2;
+void kvq_q8_K_quant_avx2(const float *x, void *dst, int64_t cols); /* kvq_q8_K_from_float_ref's bytes */
+void kvq_q4_Kx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst);
+
 #endif

@@ -12,13 +12,24 @@
 #include "kernels/ops.h"
 #include "kernels/repack.h"
 #include "kernels/repack_act.h"
+#include "kernels/quant_ref.h"
 #include "kernels/types.h"
 #include "testutil.h"
 
-static const kvq_type TYPES[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0};
+static const kvq_type TYPES[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K};
+enum { NTYPES = 3 };
 static const int ROWS[] = {1, 7, 8, 9, 15, 16, 17, 24, 40, 67};
+/* widths: every block count parity for the 32-wide types; one and two
+ * super-blocks for Q4_K */
 static const int COLS[] = {32, 96, 256};
-enum { MAXTOK = 9, MAXROWS = 67, MAXCOLS = 256 };
+static int cols_of(kvq_type t, size_t ci) { return t == KVQ_TYPE_Q4_K ? 256 * (int)(1 + ci % 2) : COLS[ci]; }
+enum { MAXTOK = 9, MAXROWS = 67, MAXCOLS = 512 };
+static size_t act_max(void) {
+    size_t m = 0;
+    for (int i = 0; i < NTYPES; i++)
+        if (kvq_repack_act_size(TYPES[i], MAXCOLS) > m) m = kvq_repack_act_size(TYPES[i], MAXCOLS);
+    return m;
+}
 
 typedef struct {
     kvq_type t;
@@ -39,6 +50,7 @@ static void make(problem *p, kvq_type t, int rows, int cols, int shift, uint64_t
     p->packed = (uint8_t *)p->base + shift;
     p->wf = malloc(sizeof(float) * (size_t)rows * (size_t)cols);
     p->x = malloc(sizeof(float) * MAXTOK * (size_t)cols);
+    assert_int_not_equal(p->rb, 0);
     uint64_t s = seed;
     float *row = malloc(sizeof(float) * (size_t)cols);
     for (int r = 0; r < rows; r++) {
@@ -69,11 +81,11 @@ static void quant_all(const kvq_packed_kernel *k, const problem *p, int n, uint8
 static void test_pack_keeps_values(void **st) {
     (void)st;
     float *d = malloc(sizeof(float) * MAXROWS * MAXCOLS);
-    for (size_t ti = 0; ti < 2; ti++)
+    for (size_t ti = 0; ti < NTYPES; ti++)
         for (size_t ri = 0; ri < sizeof ROWS / sizeof *ROWS; ri++)
             for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++) {
                 problem p;
-                make(&p, TYPES[ti], ROWS[ri], COLS[ci], 0, 11 + ri * 7 + ci);
+                make(&p, TYPES[ti], ROWS[ri], cols_of(TYPES[ti], ci), 0, 11 + ri * 7 + ci);
                 const kvq_packed_kernel *k = kvq_repack_kernel_ref(p.t);
                 k->dequant(p.packed, p.cols, p.rows, 0, p.rows, d);
                 assert_memory_equal(d, p.wf, sizeof(float) * (size_t)p.rows * (size_t)p.cols);
@@ -87,12 +99,15 @@ static void test_pack_keeps_values(void **st) {
 }
 
 /* The reference against the exact f32 product of the same weights: the
- * only error is the activations' int8 rounding. */
+ * only error is the activations' int8 rounding, coarser for Q4_K, whose
+ * Q8_K activations have one scale per 256 values (and the outlier channels
+ * set it). Q4_K also against the file layout's own scalar dot on the same
+ * Q8_K activations: the same integers, so equal but for float order. */
 static void test_ref_matches_f32(void **st) {
     (void)st;
     float *y = malloc(sizeof(float) * MAXTOK * MAXROWS), *ref = malloc(sizeof(float) * MAXTOK * MAXROWS);
-    uint8_t *act = malloc(kvq_repack_act_size(KVQ_TYPE_Q4_0, MAXCOLS) * MAXTOK);
-    for (size_t ti = 0; ti < 2; ti++) {
+    uint8_t *act = malloc(act_max() * MAXTOK);
+    for (size_t ti = 0; ti < NTYPES; ti++) {
         problem p;
         make(&p, TYPES[ti], 67, 256, 0, 5 + ti);
         const kvq_packed_kernel *k = kvq_repack_kernel_ref(p.t);
@@ -106,7 +121,16 @@ static void test_ref_matches_f32(void **st) {
             }
         const double e = tu_nmse(ref, y, (size_t)MAXTOK * p.rows);
         print_message("%s reference vs f32 product: NMSE %.2e\n", kvq_type_name((int)p.t), e);
-        assert_true(e < 5e-4);
+        assert_true(e < (p.t == KVQ_TYPE_Q4_K ? 2e-3 : 5e-4));
+        if (p.t == KVQ_TYPE_Q4_K) {
+            const kvq_type_traits *tr = kvq_traits_isa(p.t, KVQ_ISA_SCALAR);
+            for (int t = 0; t < MAXTOK; t++)
+                for (int r = 0; r < p.rows; r++)
+                    ref[t * p.rows + r] = tr->vec_dot(p.w + (size_t)r * p.rb, act + (size_t)t * k->act_size(p.cols), p.cols);
+            const double f = tu_nmse(ref, y, (size_t)MAXTOK * p.rows);
+            print_message("q4_K reference vs the GGUF layout's scalar dot: NMSE %.2e\n", f);
+            assert_true(f < 1e-10);
+        }
         drop(&p);
     }
     free(y), free(ref), free(act);
@@ -121,15 +145,14 @@ static void test_avx2_equals_ref(void **st) {
         skip();
     }
     float *y0 = malloc(sizeof(float) * MAXTOK * MAXROWS), *y1 = malloc(sizeof(float) * MAXTOK * MAXROWS);
-    uint8_t *a0 = malloc(kvq_repack_act_size(KVQ_TYPE_Q4_0, MAXCOLS) * MAXTOK);
-    uint8_t *a1 = malloc(kvq_repack_act_size(KVQ_TYPE_Q4_0, MAXCOLS) * MAXTOK);
+    uint8_t *a0 = malloc(act_max() * MAXTOK), *a1 = malloc(act_max() * MAXTOK);
     int cases = 0;
-    for (size_t ti = 0; ti < 2; ti++)
+    for (size_t ti = 0; ti < NTYPES; ti++)
         for (size_t ri = 0; ri < sizeof ROWS / sizeof *ROWS; ri++)
             for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++)
                 for (int shift = 0; shift < 64; shift += 18) {
                     problem p;
-                    make(&p, TYPES[ti], ROWS[ri], COLS[ci], shift, 100 + ri * 13 + ci * 3 + (uint64_t)shift);
+                    make(&p, TYPES[ti], ROWS[ri], cols_of(TYPES[ti], ci), shift, 100 + ri * 13 + ci * 3 + (uint64_t)shift);
                     const kvq_packed_kernel *kr = kvq_repack_kernel_ref(p.t), *kv = kvq_repack_kernel(p.t, KVQ_ISA_AVX2);
                     assert_non_null(kv);
                     const size_t as = kr->act_size(p.cols);
@@ -176,6 +199,13 @@ static void test_quant_bytes(void **st) {
     kvq_x8_quant_ref(x, a0, C);
     kvq_x8_quant_avx2(x, a1, C);
     assert_memory_equal(a0, a1, kvq_x8_act_size(C));
+    free(a0), free(a1);
+    /* Q8_K: one scale per 256 (blocks 0-3 above share one; 4-7 are plain) */
+    const size_t qk = kvq_repack_act_size(KVQ_TYPE_Q4_K, C);
+    a0 = malloc(qk), a1 = malloc(qk);
+    kvq_q8_K_from_float_ref(x, a0, C);
+    kvq_q8_K_quant_avx2(x, a1, C);
+    assert_memory_equal(a0, a1, qk);
     free(x), free(a0), free(a1);
 }
 
@@ -184,7 +214,7 @@ static void test_quant_bytes(void **st) {
 static void test_matmul_dispatch(void **st) {
     (void)st;
     const int isa = kvq_isa_active();
-    for (size_t ti = 0; ti < 2; ti++) {
+    for (size_t ti = 0; ti < NTYPES; ti++) {
         const kvq_packed_kernel *kv = kvq_repack_kernel(TYPES[ti], isa);
         if (!kv) {
             print_message("no repacked %s kernel on ISA %s\n", kvq_type_name((int)TYPES[ti]), kvq_isa_str(isa));

@@ -1,0 +1,227 @@
+/* Q4_K interleaved by 8 rows (repack.h), against Q8_K activations.
+ *
+ * Per group of 8 rows, per super-block of 256 inputs, 1152 bytes (8 GGUF
+ * blocks of 144, so the copy is as large as the matrix):
+ *   d[8], dmin[8]  fp16, one per row                              32 bytes
+ *   W0, W1, W2     the rows' 12 scale bytes, bytes 4k..4k+3 of
+ *                  row r at 4r of Wk                               96 bytes
+ *   codes          4 chunks of 64 inputs, each 8 registers: byte
+ *                  4r + k of register j of chunk c is qs[32c + 4j + k]
+ *                  of row r: low nibble input 64c + 4j + k (sub-block
+ *                  2c), high nibble input 64c + 32 + 4j + k (2c + 1)  1024 bytes
+ * The six-bit scales and minimums of all 8 rows then unpack with the
+ * GGUF bit layout's own word arithmetic, once per super-block for 8 rows
+ * (the file layout pays it per row), and one byte shuffle puts a sub-block's
+ * 8 scales where its int16 sums are. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "quant_ref.h"
+#include "repack.h"
+
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+enum { SB = 1152, META = 128 };
+
+static const uint8_t *group_sb(const void *p, int64_t nb, int64_t g, int64_t b) {
+    return (const uint8_t *)p + (g * nb + b) * SB;
+}
+static const kvq_block_q4_K *tail_row(const void *p, int64_t nb, int64_t r) {
+    return (const kvq_block_q4_K *)((const uint8_t *)p + r * nb * 144);
+}
+
+void kvq_q4_Kx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst) {
+    const int64_t nb = cols / 256, full = rows / 8 * 8;
+    for (int64_t r = r0; r < r1; r++) {
+        const kvq_block_q4_K *s = (const kvq_block_q4_K *)((const uint8_t *)src + r * row_bytes);
+        if (r >= full) {
+            memcpy((uint8_t *)tail_row(dst, nb, r), s, (size_t)nb * 144);
+            continue;
+        }
+        const int lane = (int)(r % 8);
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *o = (uint8_t *)group_sb(dst, nb, r / 8, b);
+            memcpy(o + 2 * lane, &s[b].d, 2);
+            memcpy(o + 16 + 2 * lane, &s[b].dmin, 2);
+            for (int k = 0; k < 3; k++) memcpy(o + 32 + 32 * k + 4 * lane, s[b].scales + 4 * k, 4);
+            for (int c = 0; c < 4; c++)
+                for (int j = 0; j < 8; j++) memcpy(o + META + 256 * c + 32 * j + 4 * lane, s[b].qs + 32 * c + 4 * j, 4);
+        }
+    }
+}
+
+static size_t act_size(int64_t cols) { return (size_t)(cols / 256) * sizeof(kvq_block_q8_K); }
+
+/* the scales, minimums and codes of row `lane` of a packed super-block, in
+ * the GGUF block's form */
+static void unpack_sb(const uint8_t *o, int lane, kvq_block_q4_K *blk) {
+    memcpy(&blk->d, o + 2 * lane, 2);
+    memcpy(&blk->dmin, o + 16 + 2 * lane, 2);
+    for (int k = 0; k < 3; k++) memcpy(blk->scales + 4 * k, o + 32 + 32 * k + 4 * lane, 4);
+    for (int c = 0; c < 4; c++)
+        for (int j = 0; j < 8; j++) memcpy(blk->qs + 32 * c + 4 * j, o + META + 256 * c + 32 * j + 4 * lane, 4);
+}
+
+/* One GGUF-layout block against its activations, in the kernels' order:
+ * the scaled integer sum, then the minimums' */
+static float block_dot(const kvq_block_q4_K *w, const kvq_block_q8_K *y, float acc) {
+    uint8_t sc[8], mn[8];
+    kvq_k4_scales_mins(w->scales, sc, mn);
+    int32_t isum = 0, msum = 0;
+    for (int s = 0; s < 8; s++) {
+        int32_t dot = 0;
+        for (int i = 0; i < 32; i++) {
+            const uint8_t v = w->qs[32 * (s / 2) + i];
+            dot += (s % 2 ? v >> 4 : v & 15) * y->qs[32 * s + i];
+        }
+        isum += sc[s] * dot;
+        msum += mn[s] * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
+    }
+    acc = fmaf((float)isum, kvq_f16_to_f32(w->d) * y->d, acc);
+    return fmaf(-(float)msum, kvq_f16_to_f32(w->dmin) * y->d, acc);
+}
+
+static void rows_ref(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act, size_t as,
+                     int n, float *Y, int64_t ldy) {
+    const int64_t nb = cols / 256, full = rows / 8 * 8;
+    for (int t = 0; t < n; t++) {
+        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
+        for (int64_t r = r0; r < r1; r++) {
+            float acc = 0;
+            for (int64_t b = 0; b < nb; b++) {
+                kvq_block_q4_K blk;
+                if (r >= full) blk = tail_row(p, nb, r)[b];
+                else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), &blk);
+                acc = block_dot(&blk, &y[b], acc);
+            }
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
+static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst) {
+    const int64_t nb = cols / 256, full = rows / 8 * 8;
+    for (int64_t r = r0; r < r0 + nr; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            kvq_block_q4_K blk;
+            if (r >= full) blk = tail_row(p, nb, r)[b];
+            else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), &blk);
+            kvq_q4_K_to_float_ref(&blk, dst + (r - r0) * cols + 256 * b, 256);
+        }
+}
+
+const kvq_packed_kernel kvq_q4_Kx8_ref = {"q4_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant};
+
+T_AVX2 static inline __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Byte-shuffle indices giving each row (dword r of an 8-row word) the int16
+ * pair (byte a, byte b) of its own dword: madd's multiplier for a
+ * sub-block's int16 sums (a = b) or for two sub-blocks' minimums. */
+T_AVX2 static inline __m256i pair_idx(int a, int b) {
+    const uint32_t v = 0x80008000u | (uint32_t)a | (uint32_t)b << 16, step = 0x00040004u;
+    return _mm256_setr_epi32((int)v, (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step), (int)v,
+                             (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step));
+}
+#define SPLAT(X, s) _mm256_shuffle_epi8(X, pair_idx((s) % 4, (s) % 4))
+
+T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, __m256 acc) {
+    const __m256i m4 = _mm256_set1_epi8(15), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
+    const __m256i w0 = _mm256_loadu_si256((const __m256i *)(o + 32)), w1 = _mm256_loadu_si256((const __m256i *)(o + 64)),
+                  w2 = _mm256_loadu_si256((const __m256i *)(o + 96));
+    /* kvq_k4_scales_mins on 8 rows at once */
+    const __m256i sc03 = _mm256_and_si256(w0, m6), mn03 = _mm256_and_si256(w1, m6);
+    const __m256i sc47 = _mm256_or_si256(_mm256_and_si256(w2, m4),
+                                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4));
+    const __m256i mn47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
+                                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4));
+    const uint8_t *q = o + META;
+    __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++, q += 256) {
+        __m256i slo = _mm256_setzero_si256(), shi = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + 32 * j));
+            slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(_mm256_and_si256(raw, m4), bcast4(y->qs + 64 * c + 4 * j)));
+            shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
+                                                             bcast4(y->qs + 64 * c + 32 + 4 * j)));
+        }
+        const __m256i s_lo = c < 2 ? SPLAT(sc03, 2 * c) : SPLAT(sc47, 2 * c);
+        const __m256i s_hi = c < 2 ? SPLAT(sc03, 2 * c + 1) : SPLAT(sc47, 2 * c + 1);
+        isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_madd_epi16(slo, s_lo), _mm256_madd_epi16(shi, s_hi)));
+    }
+    /* minimums: sub-block sums of the activations, two sub-blocks per madd */
+    const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
+                                      _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
+    const __m256i bsv = _mm256_broadcastsi128_si256(bs);
+    const __m256i pair01 = pair_idx(0, 1), pair23 = pair_idx(2, 3);
+    __m256i msum = _mm256_madd_epi16(_mm256_shuffle_epi8(mn03, pair01), _mm256_shuffle_epi32(bsv, 0x00));
+    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_shuffle_epi8(mn03, pair23), _mm256_shuffle_epi32(bsv, 0x55)));
+    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_shuffle_epi8(mn47, pair01), _mm256_shuffle_epi32(bsv, 0xaa)));
+    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_shuffle_epi8(mn47, pair23), _mm256_shuffle_epi32(bsv, 0xff)));
+    const __m256 dy = _mm256_set1_ps(y->d);
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o)),
+                 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(o + 16)));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, dy), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dy), acc);
+}
+
+/* r1 must end a group or be `rows` */
+T_AVX2 static void rows_avx2(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
+                             size_t as, int n, float *Y, int64_t ldy) {
+    const int64_t nb = cols / 256, full = rows / 8 * 8, g1 = (r1 < full ? r1 : full) / 8;
+    for (int t = 0; t < n; t++) {
+        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
+        for (int64_t g = r0 / 8; g < g1; g++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) acc = sb_avx2(group_sb(p, nb, g, b), &y[b], acc);
+            _mm256_storeu_ps(Y + t * ldy + 8 * g, acc);
+        }
+        for (int64_t r = full > r0 ? full : r0; r < r1; r++) {
+            float acc = 0;
+            for (int64_t b = 0; b < nb; b++) acc = block_dot(&tail_row(p, nb, r)[b], &y[b], acc);
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
+/* kvq_q8_K_from_float_ref's bytes (see kvq_x8_quant_avx2 for why they are
+ * the same); scalar, it took longer than the product of a 2048-wide matrix
+ * in L2. */
+T_AVX2 void kvq_q8_K_quant_avx2(const float *x, void *dst, int64_t cols) {
+    kvq_block_q8_K *yb = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), lo = _mm256_set1_epi8(-127);
+    for (int64_t b = 0; b < cols / 256; b++, x += 256) {
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < 256; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float d = _mm_cvtss_f32(h) / 127.0f;
+        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
+        yb[b].d = d;
+        for (int i = 0; i < 256; i += 32) {
+            const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), id)),
+                          i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), id)),
+                          i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), id)),
+                          i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), id));
+            const __m256i q = _mm256_max_epi8(_mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order), lo);
+            _mm256_storeu_si256((__m256i *)(yb[b].qs + i), q);
+            int32_t s4[8];
+            _mm256_storeu_si256((__m256i *)s4,
+                                _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1)));
+            yb[b].bsums[i / 16] = (int16_t)(s4[0] + s4[1] + s4[2] + s4[3]);
+            yb[b].bsums[i / 16 + 1] = (int16_t)(s4[4] + s4[5] + s4[6] + s4[7]);
+        }
+    }
+}
+
+const kvq_packed_kernel kvq_q4_Kx8_avx2 = {"q4_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows_avx2, dequant};
