@@ -88,12 +88,12 @@ fuzz-run: fuzz
 	    tail -n 40 $$f.log; echo "FUZZ FAILURE: $$f"; exit 1; fi; grep -E "^Done" $$f.log; done
 
 # Contexts on one model in several threads, under ThreadSanitizer. The
-# contexts run single-threaded (libgomp is not instrumented, so its own
-# barriers would be reported); what is checked is that two contexts share
-# nothing mutable.
+# contexts run single-threaded, and so does the model load's repacking
+# (OMP_NUM_THREADS=1: libgomp is not instrumented, so its own barriers would
+# be reported); what is checked is that two contexts share nothing mutable.
 tsan:
 	$(MAKE) TSAN=1 build-tsan/tests/test_step
-	KVQ_TEST_FILTER=test_two_threads TSAN_OPTIONS="halt_on_error=1" build-tsan/tests/test_step
+	OMP_NUM_THREADS=1 KVQ_TEST_FILTER=test_two_threads TSAN_OPTIONS="halt_on_error=1" build-tsan/tests/test_step
 
 # Everything CI runs: tests, the same tests under ASan+UBSan, ThreadSanitizer
 # on concurrent contexts, bounded fuzzing.
