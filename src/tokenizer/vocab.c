@@ -125,6 +125,11 @@ static int32_t merge_rank(const kvq_vocab *v, int32_t a, int32_t b) {
 
 kvq_status kvq_vocab_add_merge(kvq_vocab *v, const char *a, size_t alen, const char *b, size_t blen, int32_t rank,
                                const kvq_logger *lg) {
+    /* a vocabulary may hold an empty token; a merge with an empty side joins nothing */
+    if (!alen || !blen) {
+        kvq_logf(lg, KVQ_LOG_DEBUG, "merge %d has an empty side; ignored", rank);
+        return KVQ_OK;
+    }
     int32_t ia = kvq_vocab_find(v, a, alen), ib = kvq_vocab_find(v, b, blen);
     if (ia < 0 || ib < 0) {
         kvq_logf(lg, KVQ_LOG_DEBUG, "merge %d refers to a token not in the vocabulary; ignored", rank);
