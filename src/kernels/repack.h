@@ -30,7 +30,7 @@ typedef struct kvq_packed_kernel {
      * and n tokens whose activations are act_stride bytes apart */
     void (*rows)(const void *packed, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
                  size_t act_stride, int n, float *Y, int64_t ldy);
-    /* rows r0..r0+nr-1 to f32 (the batched product's tiles) */
+    /* rows r0..r0+nr-1 to f32 (the tests' proof that packing keeps every value) */
     void (*dequant)(const void *packed, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst);
 } kvq_packed_kernel;
 

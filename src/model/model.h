@@ -30,6 +30,14 @@ typedef struct kvq_layer_weights {
     kvq_tensor ffn_norm, w_gate, w_up, w_down;
 } kvq_layer_weights;
 
+/* The large matrices of a layer, in one order: the tensors weight sets
+ * requantize and repacking copies. */
+#define KVQ_LAYER_MATS 7
+static inline void kvq_layer_mats(kvq_layer_weights *w, kvq_tensor *out[KVQ_LAYER_MATS]) {
+    kvq_tensor *m[KVQ_LAYER_MATS] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+    for (int i = 0; i < KVQ_LAYER_MATS; i++) out[i] = m[i];
+}
+
 typedef enum kvq_rope_scaling { KVQ_ROPE_NONE, KVQ_ROPE_LINEAR, KVQ_ROPE_LLAMA3 } kvq_rope_scaling;
 
 typedef struct kvq_hparams {

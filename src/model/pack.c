@@ -2,8 +2,8 @@
  * (kernels/repack.h), made once at load on hosts whose kernels want them.
  *
  * The copy is exactly as large as the matrix, and it replaces the matrix in
- * every product (decode reads it, prefill dequantizes tiles from it), so the
- * file's pages are read once here and not again. They are then released
+ * every product (decode, batches and prefill all run the packed kernels), so
+ * the file's pages are read once here and not again. They are then released
  * from the process (MADV_DONTNEED on a read-only file mapping drops the
  * pages from this process; the page cache keeps them): without that, peak
  * RSS would count the weights twice. */
@@ -69,23 +69,16 @@ kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kv
     int n = 0;
     const char *kernel = NULL;
     for (int l = 0; l <= m->hp.n_layer; l++) {
-        kvq_tensor *one[7];
-        int k = 0;
-        if (l < m->hp.n_layer) {
-            kvq_layer_weights *w = &layers[l];
-            kvq_tensor *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-            for (int i = 0; i < 7; i++) one[k++] = mats[i];
-        } else {
-            one[k++] = output;
-        }
+        kvq_tensor *one[KVQ_LAYER_MATS] = {output}; /* after the layers: the head alone */
+        const int k = l < m->hp.n_layer ? KVQ_LAYER_MATS : 1;
+        if (l < m->hp.n_layer) kvq_layer_mats(&layers[l], one);
         for (int i = 0; i < k; i++) {
             void *buf;
             kvq_status st = pack_one(one[i], isa, &m->gguf.map, &buf);
             if (!st && buf) st = own(ctx, buf);
             if (st) return kvq_err(&m->lg, st, "cannot repack %s: out of memory", one[i]->name);
             if (!buf) continue;
-            const size_t bytes = one[i]->row_bytes * (size_t)one[i]->ne[1];
-            packed += bytes;
+            packed += one[i]->row_bytes * (size_t)one[i]->ne[1];
             n++;
             kernel = one[i]->pk->name;
         }

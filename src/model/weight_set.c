@@ -68,24 +68,25 @@ static kvq_status own_buffer(void *set, void *p) {
 /* Repacked matrices need their requantized buffer no more, except a head
  * tied to the embedding, whose rows the embedding lookup reads: the set's
  * tensors then point at the packed copy, which only products read. */
+static void drop_requantized(kvq_weight_set *s, kvq_tensor *t) {
+    if (!t->packed || t->data == s->tok_embd.data) return;
+    for (int k = 0; k < s->n_owned; k++)
+        if (s->owned[k] == t->data) {
+            free(s->owned[k]);
+            s->owned[k] = s->owned[--s->n_owned];
+            t->data = t->packed;
+            return;
+        }
+}
+
 static kvq_status pack(kvq_model *m, kvq_weight_set *s) {
     kvq_status st = kvq_model_pack_set(m, s->layers, &s->output, own_buffer, s);
-    for (int l = 0; !st && l <= m->hp.n_layer; l++) {
-        kvq_layer_weights *w = l < m->hp.n_layer ? &s->layers[l] : NULL;
-        kvq_tensor *mats[] = {w ? &w->wq : &s->output, w ? &w->wk : NULL, w ? &w->wv : NULL, w ? &w->wo : NULL,
-                              w ? &w->w_gate : NULL, w ? &w->w_up : NULL, w ? &w->w_down : NULL};
-        for (int i = 0; i < 7; i++) {
-            kvq_tensor *t = mats[i];
-            if (!t || !t->packed || t->data == s->tok_embd.data) continue;
-            for (int k = 0; k < s->n_owned; k++)
-                if (s->owned[k] == t->data) {
-                    free(s->owned[k]);
-                    s->owned[k] = s->owned[--s->n_owned];
-                    t->data = t->packed;
-                    break;
-                }
-        }
+    for (int l = 0; !st && l < m->hp.n_layer; l++) {
+        kvq_tensor *mats[KVQ_LAYER_MATS];
+        kvq_layer_mats(&s->layers[l], mats);
+        for (int i = 0; i < KVQ_LAYER_MATS; i++) drop_requantized(s, mats[i]);
     }
+    if (!st) drop_requantized(s, &s->output);
     return st;
 }
 
@@ -95,9 +96,9 @@ static kvq_status from_type(kvq_model *m, kvq_weight_set *s, kvq_type type, int 
     memcpy(s->layers, m->layers, (size_t)m->hp.n_layer * sizeof *s->layers);
     kvq_status st = KVQ_OK;
     for (int l = 0; !st && l < m->hp.n_layer; l++) {
-        kvq_layer_weights *w = &s->layers[l];
-        kvq_tensor *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-        for (int i = 0; !st && i < 7; i++) st = requant(s, mats[i], type, n_threads, &m->lg);
+        kvq_tensor *mats[KVQ_LAYER_MATS];
+        kvq_layer_mats(&s->layers[l], mats);
+        for (int i = 0; !st && i < KVQ_LAYER_MATS; i++) st = requant(s, mats[i], type, n_threads, &m->lg);
     }
     s->output = m->output;
     s->tok_embd = m->tok_embd;
