@@ -301,6 +301,8 @@ static inline int boundary(const hstate *s, int vis) {
     return b;
 }
 
+static int hier_read_bound(const kvq_kv_layer *L, int vis) { return boundary(L->state, vis); }
+
 static void hier_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q,
                     float *scores) {
     const hstate *s = L->state;
@@ -464,6 +466,6 @@ static kvq_status hier_load(kvq_kv_layer *L, FILE *f) {
 const kvq_codec kvq_codec_hier = {
     .name = "hier", .has_draft_view = true, .cfg_size = sizeof(hier_cfg), .configure = hier_configure,
     .bytes_for = hier_bytes_for, .init = hier_init, .destroy = hier_destroy, .reserve = hier_reserve,
-    .append = hier_append, .commit = hier_commit, .qk = hier_qk, .av = hier_av, .read = hier_read,
+    .append = hier_append, .commit = hier_commit, .qk = hier_qk, .av = hier_av, .read_bound = hier_read_bound, .read = hier_read,
     .truncate = hier_truncate, .grain = hier_grain, .save = hier_save, .load = hier_load,
 };

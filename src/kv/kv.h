@@ -108,6 +108,13 @@ typedef struct kvq_codec {
     void (*qk)(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q, float *scores);
     /* out[g*head_dim + d] += sum_i w[g*n + i] * v(slot t0+i)[d]; same range rule */
     void (*av)(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *w, int n_q, float *out);
+    /* qk and av must compute each query's result independently of the other
+     * queries of the call, bit for bit (the driver batches query positions).
+     * When what they read depends on vis: the slot below which a query that
+     * sees vis slots reads one stored form and from which it reads another
+     * (two queries read a tile alike when it clamps to the same value within
+     * the tile). NULL: reads do not depend on vis. */
+    int (*read_bound)(const kvq_kv_layer *L, int vis);
     /* Dense reconstruction of slots [t0, t0+n): [n][n_head_kv*head_dim] (tests, scoring, conversion). */
     void (*read)(const kvq_kv_layer *L, int view, int t0, int n, float *k, float *v);
     /* Drops slots >= n and returns the pages they leave empty. */

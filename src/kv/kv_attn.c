@@ -1,8 +1,17 @@
 /* Attention driver shared by every codec: streams the cache once per step in
  * tiles, with an online softmax (flash-decoding): no score matrix over the
- * whole context is ever formed. Work is split over (query, KV head, chunk of
- * slots) so both cores stay busy at depth even with few KV heads; partial
- * results are merged with their running maxima. */
+ * whole context is ever formed. Work is split over (block of queries, KV
+ * head, chunk of slots) so both cores stay busy at depth even with few KV
+ * heads; partial results are merged with their running maxima.
+ *
+ * Consecutive query positions of a step (a verify pass, a prompt chunk) share
+ * each tile they all see: one read of the tile serves them all, so a verify
+ * pass of gamma + 1 tokens reads the cache once, not gamma + 1 times. Each
+ * query still goes through exactly the tiles, in the order, and with the
+ * per-query arithmetic that it would meet alone (kernels compute a query's
+ * result independently of the other queries of the call, a codec tells when
+ * two visibilities read a tile differently, and chunk bounds are fixed), so a
+ * batched pass computes bit for bit what token-by-token decoding computes. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -13,11 +22,15 @@
 #include "kv_simd.h"
 
 #define TILE 128
-#define CHUNK 1024
+#define CHUNK 1024 /* slots per item when the KV heads alone cannot keep the threads busy */
+#define QB 16      /* query positions per item at most */
 
-/* An item: the rep query heads of KV head h for query qi, over the spans
- * sp[s0..s1) (one chunk of a dense range, or all the pages a policy chose). */
-typedef struct item { int32_t qi, h, s0, s1; } item;
+/* An item: the rep query heads of KV head h for the queries [qi, qi + nq)
+ * over the spans sp[s0..s1) (one chunk of a dense range, or all the pages a
+ * policy chose for one query). blk groups the items whose partial results
+ * merge (same queries' block, same head); off is where its nq * rep partial
+ * (max, sum) pairs and outputs sit. */
+typedef struct item { int32_t qi, nq, blk, h, s0, s1; size_t off; } item;
 
 static float *scratch(kvq_kv_cache *c, size_t n) {
     if (n > c->scratch_cap) {
@@ -35,28 +48,54 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* One item: partial softmax statistics (m, l) and unnormalized output for
- * the rep query heads of KV head h over its spans, in tiles that never cross
- * a page. */
+/* The read bound a codec reports for a query that sees vis slots, clamped to
+ * the tile [t0, t1): two queries with the same value read the tile alike. */
+static inline int tile_key(const kvq_kv_layer *L, int vis, int t0, int t1) {
+    if (!L->codec->read_bound) return 0;
+    const int b = L->codec->read_bound(L, vis);
+    return b < t0 ? t0 : b > t1 ? t1 : b;
+}
+
+/* One item: partial softmax statistics (m, l) and unnormalized outputs for
+ * the rep query heads of KV head h of each of its queries over its spans, in
+ * tiles that never cross a page. Queries see vis0 + j slots (ascending in j);
+ * a tile goes to each run of queries that see all of it and read it alike
+ * in one call, and to a query whose range ends inside it on its own. */
 static void run_item(const kvq_kv_layer *L, const kvq_attn_kernels *K, const item *it, const kvq_span *sp,
-                     const float *q, int rep, float scale, int view, int vis, float *ml, float *acc, float *s) {
-    const int hd = L->head_dim, P = L->page;
-    for (int g = 0; g < rep; g++) { ml[2 * g] = -INFINITY; ml[2 * g + 1] = 0; }
-    memset(acc, 0, (size_t)rep * (size_t)hd * sizeof(float));
+                     const float *q, int nh, int rep, float scale, int view, int vis0, float *ml, float *acc,
+                     float *qbuf, float *s) {
+    const int hd = L->head_dim, P = L->page, nq = it->nq, nqh = nq * rep;
+    for (int j = 0; j < nq; j++)
+        memcpy(qbuf + (size_t)j * rep * hd, q + ((size_t)(it->qi + j) * nh + (size_t)it->h * rep) * hd,
+               (size_t)rep * hd * sizeof(float));
+    for (int g = 0; g < nqh; g++) { ml[2 * g] = -INFINITY; ml[2 * g + 1] = 0; }
+    memset(acc, 0, (size_t)nqh * (size_t)hd * sizeof(float));
     for (int k = it->s0; k < it->s1; k++)
         for (int t0 = sp[k].t0, n; t0 < sp[k].t1; t0 += n) {
             n = sp[k].t1 - t0 < TILE ? sp[k].t1 - t0 : TILE;
             const int pe = (t0 / P + 1) * P; /* codecs read within one page */
             if (t0 + n > pe) n = pe - t0;
-            L->codec->qk(L, view, vis, it->h, t0, n, q, rep, s);
-            for (int g = 0; g < rep; g++) {
-                float corr = K->softmax_step(s + (size_t)g * n, n, scale, &ml[2 * g], &ml[2 * g + 1]);
-                if (corr != 1.0f) {
-                    float *ag = acc + (size_t)g * hd;
-                    for (int d = 0; d < hd; d++) ag[d] *= corr;
+            int j = 0;
+            while (j < nq && vis0 + j <= t0) j++;
+            while (j < nq) {
+                const int vj = vis0 + j, nj = vj - t0 < n ? vj - t0 : n, key = tile_key(L, vj, t0, t0 + nj);
+                int r = j + 1;
+                while (r < nq && (vis0 + r - t0 < n ? vis0 + r - t0 : n) == nj &&
+                       tile_key(L, vis0 + r, t0, t0 + nj) == key)
+                    r++;
+                const int g0 = j * rep, ng = (r - j) * rep;
+                L->codec->qk(L, view, vj, it->h, t0, nj, qbuf + (size_t)g0 * hd, ng, s);
+                for (int g = 0; g < ng; g++) {
+                    float *m = ml + 2 * (size_t)(g0 + g);
+                    const float corr = K->softmax_step(s + (size_t)g * nj, nj, scale, &m[0], &m[1]);
+                    if (corr != 1.0f) {
+                        float *ag = acc + (size_t)(g0 + g) * hd;
+                        for (int d = 0; d < hd; d++) ag[d] *= corr;
+                    }
                 }
+                L->codec->av(L, view, vj, it->h, t0, nj, s, ng, acc + (size_t)g0 * hd);
+                j = r;
             }
-            L->codec->av(L, view, vis, it->h, t0, n, s, rep, acc);
         }
 }
 
@@ -75,7 +114,7 @@ static bool plan_span(plan *p, kvq_span s) {
     return true;
 }
 
-static bool plan_item(plan *p, int qi, int h, size_t s0) {
+static bool plan_item(plan *p, int qi, int nq, int blk, int h, size_t s0) {
     if (p->n_items == p->cap_items) {
         size_t cap = p->cap_items ? 2 * p->cap_items : 64;
         item *n = realloc(p->items, cap * sizeof *n);
@@ -83,52 +122,58 @@ static bool plan_item(plan *p, int qi, int h, size_t s0) {
         p->items = n;
         p->cap_items = cap;
     }
-    p->items[p->n_items++] = (item){qi, h, (int32_t)s0, (int32_t)p->n_sp};
+    p->items[p->n_items++] = (item){qi, nq, blk, h, (int32_t)s0, (int32_t)p->n_sp, 0};
     return true;
 }
 
-/* What each (query, KV head) reads. A dense range is cut into chunks, each
- * its own item, so both cores share a long context; a policy's choice of
- * pages is one item (its spans are short and many). Policies choose in
- * parallel over heads, a batch of queries at a time so the spans they may
- * return stay bounded in memory. */
+/* What each (query, KV head) reads. A dense range is cut into chunks at
+ * fixed bounds, each its own item, so both cores share a long context
+ * whatever the query's position; without a policy, the chunks of up to QB
+ * consecutive queries are shared items. A policy's choice of pages is one
+ * item per query (its spans are short and many, and differ per query).
+ * Policies choose in parallel over heads, a batch of queries at a time so the
+ * spans they may return stay bounded in memory. */
 static kvq_status make_plan(kvq_kv_cache *c, int il, const float *q, int n_q, int n_vis0, int n_threads, plan *p) {
     const int nkv = c->g.n_head_kv, hd = c->g.head_dim, nh = c->g.n_head, rep = nh / nkv, max_spans = c->max_spans;
-    /* A query's range is cut the same way whatever else is in the batch, so a
-     * batched verify pass computes exactly what token-by-token decoding does:
-     * chunks only when the KV heads alone cannot keep the threads busy. */
-    const bool split = nkv < 2 * n_threads;
-    const int batch = c->policy->select ? (int)(((size_t)1 << 18) / ((size_t)nkv * max_spans) + 1) : n_q;
-    kvq_span *sel = NULL;
-    int *ns = NULL;
-    if (c->policy->select) {
-        const int b = batch < n_q ? batch : n_q;
-        sel = malloc((size_t)b * nkv * max_spans * sizeof *sel);
-        ns = malloc((size_t)b * nkv * sizeof *ns);
-        if (!sel || !ns) { free(sel); free(ns); return KVQ_ERR_NOMEM; }
-    }
+    const int chunk = nkv < 2 * n_threads ? CHUNK : 1 << 30;
     kvq_status st = KVQ_OK;
+    if (!c->policy->select) {
+        for (int qb = 0; qb < n_q && !st; qb += QB) {
+            const int qe = n_q - qb < QB ? n_q : qb + QB, vmax = n_vis0 + qe - 1;
+            for (int h = 0; h < nkv && !st; h++)
+                for (int t0 = 0; t0 < vmax && !st; t0 += chunk) {
+                    /* the block's queries that see slot t0 */
+                    const int qa = t0 - n_vis0 + 1 > qb ? t0 - n_vis0 + 1 : qb;
+                    const size_t s0 = p->n_sp;
+                    if (!plan_span(p, (kvq_span){t0, vmax - t0 > chunk ? t0 + chunk : vmax}) ||
+                        !plan_item(p, qa, qe - qa, qb, h, s0))
+                        st = KVQ_ERR_NOMEM;
+                }
+        }
+        return st;
+    }
+    const int batch = (int)(((size_t)1 << 18) / ((size_t)nkv * max_spans) + 1);
+    const int b = batch < n_q ? batch : n_q;
+    kvq_span *sel = malloc((size_t)b * nkv * max_spans * sizeof *sel);
+    int *ns = malloc((size_t)b * nkv * sizeof *ns);
+    if (!sel || !ns) { free(sel); free(ns); return KVQ_ERR_NOMEM; }
     for (int q0 = 0; q0 < n_q && !st; q0 += batch) {
         const int nb = n_q - q0 < batch ? n_q - q0 : batch, n_sel = nb * nkv;
-        if (sel) {
-            const uint64_t t = now_ns();
+        const uint64_t t = now_ns();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (n_sel > 1 && n_vis0 >= 1024)
-            for (int i = 0; i < n_sel; i++) {
-                const int qi = q0 + i / nkv, h = i % nkv;
-                ns[i] = c->policy->select(c, il, h, q + ((size_t)qi * nh + (size_t)h * rep) * hd, rep, n_vis0 + qi,
-                                          sel + (size_t)i * max_spans, max_spans);
-            }
-            c->stats.select_ns += now_ns() - t;
+        for (int i = 0; i < n_sel; i++) {
+            const int qi = q0 + i / nkv, h = i % nkv;
+            ns[i] = c->policy->select(c, il, h, q + ((size_t)qi * nh + (size_t)h * rep) * hd, rep, n_vis0 + qi,
+                                      sel + (size_t)i * max_spans, max_spans);
         }
+        c->stats.select_ns += now_ns() - t;
         for (int i = 0; i < n_sel && !st; i++) {
-            const int qi = q0 + i / nkv, h = i % nkv, vis = n_vis0 + qi;
-            int n_s = sel ? ns[i] : -1;
+            const int qi = q0 + i / nkv, h = i % nkv, vis = n_vis0 + qi, n_s = ns[i];
             if (n_s < 0) { /* all: chunks */
-                int chunk = 1 << 30;
-                if (split) chunk = vis / (2 * n_threads) > CHUNK ? vis / (2 * n_threads) / TILE * TILE : CHUNK;
                 for (int t0 = 0; t0 < vis && !st; t0 += chunk) {
                     const size_t s0 = p->n_sp;
-                    if (!plan_span(p, (kvq_span){t0, vis - t0 > chunk ? t0 + chunk : vis}) || !plan_item(p, qi, h, s0))
+                    if (!plan_span(p, (kvq_span){t0, vis - t0 > chunk ? t0 + chunk : vis}) ||
+                        !plan_item(p, qi, 1, qi, h, s0))
                         st = KVQ_ERR_NOMEM;
                 }
                 continue;
@@ -136,11 +181,11 @@ static kvq_status make_plan(kvq_kv_cache *c, int il, const float *q, int n_q, in
             const size_t s0 = p->n_sp;
             for (int k = 0; k < n_s && !st; k++) {
                 /* a policy's span never reaches past what the query may see */
-                const kvq_span s = sel[(size_t)i * max_spans + k];
-                const int t0 = s.t0 > 0 ? s.t0 : 0, t1 = s.t1 < vis ? s.t1 : vis;
+                const kvq_span sk = sel[(size_t)i * max_spans + k];
+                const int t0 = sk.t0 > 0 ? sk.t0 : 0, t1 = sk.t1 < vis ? sk.t1 : vis;
                 if (t0 < t1 && !plan_span(p, (kvq_span){t0, t1})) st = KVQ_ERR_NOMEM;
             }
-            if (!st && p->n_sp > s0 && !plan_item(p, qi, h, s0)) st = KVQ_ERR_NOMEM;
+            if (!st && p->n_sp > s0 && !plan_item(p, qi, 1, qi, h, s0)) st = KVQ_ERR_NOMEM;
         }
     }
     free(sel);
@@ -159,12 +204,16 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
     kvq_status st = make_plan(c, il, q, n_q, n_vis0, n_threads, &p);
     if (st) { free(p.items); free(p.sp); return st; }
     const size_t n_items = p.n_items;
-    const item *items = p.items;
-    const size_t per_item = (size_t)rep * (2 + (size_t)hd);
-    const size_t per_thread = (size_t)rep * TILE;
-    float *buf = scratch(c, n_items * per_item + (size_t)n_threads * per_thread);
+    item *items = p.items;
+    size_t total = 0;
+    for (size_t k = 0; k < n_items; k++) {
+        items[k].off = total;
+        total += (size_t)items[k].nq * rep * (2 + (size_t)hd);
+    }
+    const size_t per_thread = (size_t)QB * rep * ((size_t)hd + TILE);
+    float *buf = scratch(c, total + (size_t)n_threads * per_thread);
     if (!buf) { free(p.items); free(p.sp); return KVQ_ERR_NOMEM; }
-    float *tiles = buf + n_items * per_item;
+    float *tiles = buf + total;
     const kvq_attn_kernels *kern = kvq_attn_kernels_active();
 
     /* a fork and join costs microseconds, and a whole time slice when another
@@ -174,32 +223,42 @@ kvq_status kvq_kv_attend(kvq_kv_cache *c, int il, const float *q, int n_q, int n
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (fork)
     for (size_t k = 0; k < n_items; k++) {
         const item *it = &items[k];
-        float *ml = buf + k * per_item, *acc = ml + 2 * rep;
-        const float *qg = q + ((size_t)it->qi * nh + (size_t)it->h * rep) * hd;
-        run_item(L, kern, it, p.sp, qg, rep, scale, view, n_vis0 + it->qi, ml, acc,
-                 tiles + (size_t)omp_get_thread_num() * per_thread);
+        float *ml = buf + it->off, *acc = ml + 2 * (size_t)it->nq * rep;
+        float *qbuf = tiles + (size_t)omp_get_thread_num() * per_thread;
+        run_item(L, kern, it, p.sp, q, nh, rep, scale, view, n_vis0 + it->qi, ml, acc, qbuf,
+                 qbuf + (size_t)QB * rep * hd);
     }
 
-    /* merge consecutive items of the same (query, head); a query with no span reads nothing */
+    /* merge, per query, the consecutive items of its block and head in chunk
+     * order; a query with no span reads nothing */
     memset(out, 0, (size_t)n_q * (size_t)nh * (size_t)hd * sizeof(float));
     for (size_t k = 0; k < n_items;) {
         size_t e = k;
-        while (e < n_items && items[e].qi == items[k].qi && items[e].h == items[k].h) e++;
-        for (int g = 0; g < rep; g++) {
-            float M = -INFINITY, l = 0;
-            for (size_t j = k; j < e; j++) M = fmaxf(M, buf[j * per_item + 2 * g]);
-            float *o = out + ((size_t)items[k].qi * nh + (size_t)items[k].h * rep + g) * hd;
-            for (size_t j = k; j < e; j++) {
-                const float *ml = buf + j * per_item;
-                if (ml[2 * g] == -INFINITY) continue;
-                float w = expf(ml[2 * g] - M);
-                l += w * ml[2 * g + 1];
-                const float *acc = ml + 2 * rep + (size_t)g * hd;
-                for (int d = 0; d < hd; d++) o[d] += w * acc[d];
-            }
-            if (l > 0)
-                for (int d = 0; d < hd; d++) o[d] /= l;
+        int qend = 0;
+        while (e < n_items && items[e].blk == items[k].blk && items[e].h == items[k].h) {
+            if (items[e].qi + items[e].nq > qend) qend = items[e].qi + items[e].nq;
+            e++;
         }
+        for (int qi = items[k].blk; qi < qend; qi++)
+            for (int g = 0; g < rep; g++) {
+                float M = -INFINITY, l = 0;
+                for (size_t j = k; j < e; j++)
+                    if (qi >= items[j].qi && qi < items[j].qi + items[j].nq)
+                        M = fmaxf(M, buf[items[j].off + 2 * ((size_t)(qi - items[j].qi) * rep + g)]);
+                float *o = out + ((size_t)qi * nh + (size_t)items[k].h * rep + g) * hd;
+                for (size_t j = k; j < e; j++) {
+                    if (qi < items[j].qi || qi >= items[j].qi + items[j].nq) continue;
+                    const size_t gi = (size_t)(qi - items[j].qi) * rep + g;
+                    const float *ml = buf + items[j].off;
+                    if (ml[2 * gi] == -INFINITY) continue;
+                    const float w = expf(ml[2 * gi] - M);
+                    l += w * ml[2 * gi + 1];
+                    const float *acc = ml + 2 * (size_t)items[j].nq * rep + gi * hd;
+                    for (int d = 0; d < hd; d++) o[d] += w * acc[d];
+                }
+                if (l > 0)
+                    for (int d = 0; d < hd; d++) o[d] /= l;
+            }
         k = e;
     }
     free(p.items);

@@ -111,27 +111,31 @@ static void test_views(void **st) {
 
 /* Every ISA's hier kernels against the scalar reference: both views, blocks
  * of 16..128 tokens, value groups of 16..64, runs starting and ending inside
- * a quad of 4 tokens, query counts that are not multiples of 4. */
+ * a quad of 4 tokens and runs longer than one pass of the value kernel,
+ * query counts that are not multiples of 4. A query's result must not depend
+ * on the other queries of the call, bit for bit: the batched attention pass
+ * relies on it to compute what token-by-token decoding computes. */
 static void test_kernels(void **st) {
     (void)st;
     const kvq_hier_kernels *ref = kvq_hier_kernels_isa(KVQ_ISA_SCALAR);
     uint64_t r = 7;
-    for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
+    enum { LDW = 320 };
+    for (int isa = 0; isa < KVQ_ISA_COUNT; isa++) {
         if (!kvq_isa_supported(isa)) continue;
         const kvq_hier_kernels *k = kvq_hier_kernels_isa(isa);
         for (int G = 16; G <= 128; G *= 2)
             for (int hd = 32; hd <= 128; hd *= 2) {
-                const int nq = 7, n = 37, vg = G < hd ? G : hd;
-                static uint8_t up[128 * 128], lo[128 * 128];
-                static kvq_f16 ms[2 * 128 * 64];
+                const int nq = 7, vg = G < hd ? G : hd;
+                static uint8_t up[320 * 64], lo[320 * 64];
+                static kvq_f16 ms[2 * 320 * 8];
                 for (size_t i = 0; i < sizeof up; i++) {
                     up[i] = (uint8_t)(tu_randn(&r) * 1e4);
                     lo[i] = (uint8_t)(tu_randn(&r) * 1e4);
                 }
-                for (int i = 0; i < 2 * 128 * 64; i++) ms[i] = kvq_f32_to_f16(i & 1 ? fabsf(tu_randn(&r)) : tu_randn(&r));
-                float q[7 * 128], a[7 * 128], b[7 * 128], w[7 * 40], oa[7 * 128], ob[7 * 128];
+                for (int i = 0; i < 2 * 320 * 8; i++) ms[i] = kvq_f32_to_f16(i & 1 ? fabsf(tu_randn(&r)) : tu_randn(&r));
+                static float q[7 * 128], a[7 * 128], b[7 * 128], c[128], w[7 * LDW], oa[7 * 128], ob[7 * 128], oc[128];
                 for (int i = 0; i < nq * hd; i++) q[i] = tu_randn(&r);
-                for (int i = 0; i < nq * 40; i++) w[i] = fabsf(tu_randn(&r));
+                for (int i = 0; i < nq * LDW; i++) w[i] = fabsf(tu_randn(&r));
                 for (int view = 0; view < 2; view++) {
                     const uint8_t *l = view ? NULL : lo;
                     ref->qk(up, l, ms, G, hd, q, nq, a, 128);
@@ -139,15 +143,26 @@ static void test_kernels(void **st) {
                     for (int g = 0; g < nq; g++) {
                         const double e = tu_nmse(a + g * 128, b + g * 128, (size_t)G);
                         if (e > 1e-10) fail_msg("qk isa %d view %d G %d hd %d: nmse %.3g", isa, view, G, hd, e);
+                        k->qk(up, l, ms, G, hd, q + (size_t)g * hd, 1, c, 128);
+                        if (memcmp(c, b + g * 128, (size_t)G * sizeof(float)))
+                            fail_msg("qk isa %d view %d: query %d alone differs from its batch", isa, view, g);
                     }
-                    for (int t0 = 0; t0 < 4; t0 += 3) {
-                        memset(oa, 0, sizeof oa);
-                        memset(ob, 0, sizeof ob);
-                        ref->av(up, l, t0, ms, n, hd, vg, w, 40, nq, oa);
-                        k->av(up, l, t0, ms, n, hd, vg, w, 40, nq, ob);
-                        const double e = tu_nmse(oa, ob, (size_t)nq * hd);
-                        if (e > 1e-10) fail_msg("av isa %d view %d vg %d hd %d t0 %d: nmse %.3g", isa, view, vg, hd, t0, e);
-                    }
+                    for (int t0 = 0; t0 < 4; t0 += 3)
+                        for (int n = 37; n <= 301; n += 264) {
+                            memset(oa, 0, sizeof oa);
+                            memset(ob, 0, sizeof ob);
+                            ref->av(up, l, t0, ms, n, hd, vg, w, LDW, nq, oa);
+                            k->av(up, l, t0, ms, n, hd, vg, w, LDW, nq, ob);
+                            const double e = tu_nmse(oa, ob, (size_t)nq * hd);
+                            if (e > 1e-10)
+                                fail_msg("av isa %d view %d vg %d hd %d t0 %d n %d: nmse %.3g", isa, view, vg, hd, t0, n, e);
+                            for (int g = 0; g < nq; g++) {
+                                memset(oc, 0, sizeof oc);
+                                k->av(up, l, t0, ms, n, hd, vg, w + (size_t)g * LDW, LDW, 1, oc);
+                                if (memcmp(oc, ob + (size_t)g * hd, (size_t)hd * sizeof(float)))
+                                    fail_msg("av isa %d view %d: query %d alone differs from its batch", isa, view, g);
+                            }
+                        }
                 }
             }
     }
