@@ -99,7 +99,7 @@ T2 static inline __attribute__((always_inline)) void codes8(const uint8_t *up, c
     *fhi = _mm256_cvtepi32_ps(b);
 }
 
-/* Keys of NG (<= 4) queries: 8 tokens j and 8 tokens G/2 + j per 8-byte load.
+/* Keys of NG (<= 6) queries: 8 tokens j and 8 tokens G/2 + j per 8-byte load.
  * NG and LO are constants at every call, so the 2 NG accumulators stay in
  * registers (with a run-time count the compiler kept them on the stack, and
  * every multiply-add waited on a store: 5x slower). Each query's sums run in
@@ -109,20 +109,20 @@ T2 static inline __attribute__((always_inline)) void qk_ng(const uint8_t *up, co
                                                            int hd, const float *qs, const float *base, const int NG,
                                                            float *s, int lds) {
     for (int k0 = 0; k0 < nb; k0 += 8) {
-        __m256 acc[8];
-#pragma GCC unroll 4
+        __m256 acc[12];
+#pragma GCC unroll 6
         for (int g = 0; g < NG; g++) acc[2 * g] = acc[2 * g + 1] = _mm256_set1_ps(base[g]);
         for (int d = 0; d < hd; d++) {
             __m256 a, b;
             codes8(up + (size_t)d * nb + k0, LO ? lo + (size_t)d * nb + k0 : NULL, LO, &a, &b);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int g = 0; g < NG; g++) {
                 const __m256 x = _mm256_broadcast_ss(qs + (size_t)g * hd + d);
                 acc[2 * g] = _mm256_fmadd_ps(x, a, acc[2 * g]);
                 acc[2 * g + 1] = _mm256_fmadd_ps(x, b, acc[2 * g + 1]);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int g = 0; g < NG; g++) {
             _mm256_storeu_ps(s + (size_t)g * lds + k0, acc[2 * g]);
             _mm256_storeu_ps(s + (size_t)g * lds + nb + k0, acc[2 * g + 1]);
@@ -132,21 +132,25 @@ T2 static inline __attribute__((always_inline)) void qk_ng(const uint8_t *up, co
 
 #define QK_DISPATCH(LO)                                                                                               \
     switch (ng) {                                                                                                     \
+    case 6: qk_ng(up, lo, LO, nb, hd, qs, base, 6, sg, lds); break;                                                   \
+    case 5: qk_ng(up, lo, LO, nb, hd, qs, base, 5, sg, lds); break;                                                   \
     case 4: qk_ng(up, lo, LO, nb, hd, qs, base, 4, sg, lds); break;                                                   \
     case 3: qk_ng(up, lo, LO, nb, hd, qs, base, 3, sg, lds); break;                                                   \
     case 2: qk_ng(up, lo, LO, nb, hd, qs, base, 2, sg, lds); break;                                                   \
     default: qk_ng(up, lo, LO, nb, hd, qs, base, 1, sg, lds); break;                                                  \
     }
 
+#define QK_NG 6 /* queries per pass over a block: 12 accumulators, 2 code vectors and a broadcast in 16 registers */
+
 T2 static void qk_avx2(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, int G, int hd, const float *q, int nq,
                        float *s, int lds) {
     if (G % 16 || hd > 512) { qk_ref(up, lo, ms, G, hd, q, nq, s, lds); return; }
     const int nb = G / 2;
-    float mn[512], sc[512], qs[4 * 512];
+    float mn[512], sc[512], qs[QK_NG * 512];
     for (int d = 0; d < hd; d++) view_ms_f16c(lo != NULL, ms[d], ms[hd + d], &mn[d], &sc[d]);
-    for (int g0 = 0; g0 < nq; g0 += 4) {
-        const int ng = nq - g0 < 4 ? nq - g0 : 4;
-        float base[4] = {0};
+    for (int g0 = 0; g0 < nq; g0 += QK_NG) {
+        const int ng = nq - g0 < QK_NG ? nq - g0 : QK_NG;
+        float base[QK_NG] = {0};
         for (int g = 0; g < ng; g++) {
             const float *qg = q + (size_t)(g0 + g) * hd;
             for (int d = 0; d < hd; d++) {
@@ -163,7 +167,7 @@ T2 static void qk_avx2(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, 
     }
 }
 
-/* Values of NG (<= 4) queries over the whole quads [q0, q1) of one group of
+/* Values of NG (<= 6) queries over the whole quads [q0, q1) of one group of
  * channels, one pair of code bytes at a time: an 8-byte load holds channels
  * k, k+1 (low nibbles) and k+gb, k+gb+1 (high) of the 4 tokens of a quad,
  * which multiply the quad's 4 weights (times the tokens' steps, wq), so the
@@ -174,20 +178,20 @@ T2 static inline __attribute__((always_inline)) void av_ng(const uint8_t *qu, co
                                                            const int NG, float *o, int ldo) {
     for (int kk = 0; kk < gb; kk += 2) {
         const int k = k0 + kk;
-        __m256 acc[8];
-#pragma GCC unroll 4
+        __m256 acc[12];
+#pragma GCC unroll 6
         for (int g = 0; g < NG; g++) acc[2 * g] = acc[2 * g + 1] = _mm256_setzero_ps();
         for (int e = 0; e < nquad; e++) {
             __m256 a, b;
             codes8(qu + (size_t)e * 4 * rb + 4 * k, LO ? ql + (size_t)e * 4 * rb + 4 * k : NULL, LO, &a, &b);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int g = 0; g < NG; g++) {
                 const __m256 x = _mm256_load_ps(wq + (size_t)g * ldq + (size_t)e * 8);
                 acc[2 * g] = _mm256_fmadd_ps(x, a, acc[2 * g]);
                 acc[2 * g + 1] = _mm256_fmadd_ps(x, b, acc[2 * g + 1]);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int g = 0; g < NG; g++) {
             float ra[8], rbv[8];
             _mm256_storeu_ps(ra, acc[2 * g]);
@@ -203,16 +207,19 @@ T2 static inline __attribute__((always_inline)) void av_ng(const uint8_t *qu, co
 
 #define AV_DISPATCH(LO)                                                                                               \
     switch (nqb) {                                                                                                    \
+    case 6: av_ng(qu, ql, LO, rb, gr * gb, gb, nquad, wq, ldq, 6, og, hd); break;                                     \
+    case 5: av_ng(qu, ql, LO, rb, gr * gb, gb, nquad, wq, ldq, 5, og, hd); break;                                     \
     case 4: av_ng(qu, ql, LO, rb, gr * gb, gb, nquad, wq, ldq, 4, og, hd); break;                                     \
     case 3: av_ng(qu, ql, LO, rb, gr * gb, gb, nquad, wq, ldq, 3, og, hd); break;                                     \
     case 2: av_ng(qu, ql, LO, rb, gr * gb, gb, nquad, wq, ldq, 2, og, hd); break;                                     \
     default: av_ng(qu, ql, LO, rb, gr * gb, gb, nquad, wq, ldq, 1, og, hd); break;                                    \
     }
 
-#define AV_QUADS 32 /* quads per pass: the scaled weights of 4 queries stay within 4 KiB per group */
+#define AV_QUADS 32 /* quads per pass: the scaled weights of 6 queries stay within 6 KiB per group */
+#define AV_NG 6
 
 /* Values: tokens outside whole quads go through the reference; whole quads
- * in passes of AV_QUADS, per group of channels, 4 queries at a time. */
+ * in passes of AV_QUADS, per group of channels, AV_NG queries at a time. */
 T2 static void av_avx2(const uint8_t *up, const uint8_t *lo, int t0, const kvq_f16 *ms, int n, int hd, int vg,
                        const float *w, int ldw, int nq, float *out) {
     const int ng = hd / vg, gb = vg / 2, rb = hd / 2;
@@ -223,7 +230,7 @@ T2 static void av_avx2(const uint8_t *up, const uint8_t *lo, int t0, const kvq_f
     if (i0 > 0) av_ref(up, lo, t0, ms, i0, hd, vg, w, ldw, nq, out);
     if (i1 < n) av_ref(up, lo, t0 + i1, ms + (size_t)i1 * ng * 2, n - i1, hd, vg, w + i1, ldw, nq, out);
     const size_t ldq = (size_t)AV_QUADS * 8;
-    _Alignas(32) float wq[4 * AV_QUADS * 8];
+    _Alignas(32) float wq[AV_NG * AV_QUADS * 8];
     float mn[AV_QUADS * 4], sc[AV_QUADS * 4];
     for (int p0 = i0; p0 < i1; p0 += 4 * AV_QUADS) {
         const int nquad = (i1 - p0) / 4 < AV_QUADS ? (i1 - p0) / 4 : AV_QUADS;
@@ -237,8 +244,8 @@ T2 static void av_avx2(const uint8_t *up, const uint8_t *lo, int t0, const kvq_f
                 const kvq_f16 *p = ms + ((size_t)(p0 + i) * ng + gr) * 2;
                 view_ms_f16c(lo != NULL, p[0], p[1], &mn[i], &sc[i]);
             }
-            for (int g0 = 0; g0 < nq; g0 += 4) {
-                const int nqb = nq - g0 < 4 ? nq - g0 : 4;
+            for (int g0 = 0; g0 < nq; g0 += AV_NG) {
+                const int nqb = nq - g0 < AV_NG ? nq - g0 : AV_NG;
                 float *og = out + (size_t)g0 * hd + (size_t)gr * vg;
                 for (int g = 0; g < nqb; g++) {
                     const float *wg = w + (size_t)(g0 + g) * ldw + p0;
