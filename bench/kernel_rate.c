@@ -6,7 +6,12 @@
  *
  * A kernel whose in-L2 rate per core is well above the DRAM rate per core
  * stays bandwidth-bound on hosts with faster memory; one that is not is
- * compute-bound, and that is what decode then measures. Random weights. */
+ * compute-bound, and that is what decode then measures. Random weights.
+ *
+ * Then the attention kernels, one thread, their data in L2: nanoseconds per
+ * cached token and KV head (scores and weighted values) for 4 query heads
+ * (one decode step of a GQA model with 4 query heads per KV head) and 28
+ * (a verify pass of 7 positions), and the KV bytes per second they read. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
@@ -18,6 +23,8 @@
 #include "kernels/ops.h"
 #include "kernels/repack.h"
 #include "kernels/types.h"
+#include "kv/hier_kernels.h"
+#include "kv/kv_simd.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -75,6 +82,50 @@ __attribute__((target("avx2"))) static double read_rate(const uint8_t *p, size_t
     return (double)n / best / 1e9;
 }
 
+/* Attention over n cached tokens of one KV head (head_dim 64) for nq query
+ * heads: kind 0 f16 (transposed key tiles, row-major values), 1 hier's draft
+ * view (upper plane), 2 hier's target view (both planes). Returns ns per
+ * token; *gbs gets the KV bytes read per second. */
+static double attn_rate(int kind, int nq, double secs, double *gbs) {
+    enum { N = 1024, HD = 64, G = 128 };
+    const kvq_attn_kernels *ak = kvq_attn_kernels_active();
+    const kvq_hier_kernels *hk = kvq_hier_kernels_isa(kvq_isa_active());
+    uint16_t *kf = malloc(sizeof(uint16_t) * N * HD), *vf = malloc(sizeof(uint16_t) * N * HD);
+    uint8_t *up = malloc(N * HD / 2), *lo = malloc(N * HD / 2);
+    kvq_f16 *kms = malloc(sizeof(kvq_f16) * 2 * HD * (N / G)), *vms = malloc(sizeof(kvq_f16) * 2 * N);
+    float *q = malloc(sizeof(float) * 28 * HD), *sc = malloc(sizeof(float) * 28 * G), *out = malloc(sizeof(float) * 28 * HD);
+    for (int i = 0; i < N * HD; i++) kf[i] = vf[i] = (uint16_t)(0x3800 + (i % 512));
+    for (int i = 0; i < N * HD / 2; i++) up[i] = lo[i] = (uint8_t)(i * 37);
+    for (int i = 0; i < 2 * HD * (N / G); i++) kms[i] = 0x3000;
+    for (int i = 0; i < 2 * N; i++) vms[i] = 0x3000;
+    for (int i = 0; i < 28 * HD; i++) q[i] = frand();
+    for (int i = 0; i < 28 * G; i++) sc[i] = 0.01f;
+    double best = 1e30;
+    const double t_end = now_s() + secs;
+    for (int reps = 0; now_s() < t_end || reps < 3; reps++) {
+        memset(out, 0, sizeof(float) * 28 * HD);
+        const double t0 = now_s();
+        for (int b = 0; b < N / G; b++) {
+            if (kind == 0) {
+                for (int t = 0; t < G; t += KVQ_KT)
+                    ak->qk_tile_f16(kf + (size_t)(b * G + t) * HD, HD, q, nq, sc + t, G);
+                ak->av_f16(vf + (size_t)b * G * HD, G, HD, sc, G, nq, out);
+            } else {
+                const uint8_t *l = kind == 2 ? lo : NULL;
+                hk->qk(up + (size_t)b * G * HD / 2, l ? l + (size_t)b * G * HD / 2 : NULL, kms + (size_t)b * 2 * HD, G, HD,
+                       q, nq, sc, G);
+                hk->av(up, l, b * G, vms + (size_t)b * G * 2, G, HD, HD, sc, G, nq, out);
+            }
+        }
+        const double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    const double bytes = kind == 0 ? 4.0 * HD : kind == 1 ? HD + 4.0 : 2.0 * HD + 4.0; /* per token, K and V */
+    *gbs = bytes * N / best / 1e9;
+    free(kf), free(vf), free(up), free(lo), free(kms), free(vms), free(q), free(sc), free(out);
+    return best / N * 1e9;
+}
+
 int main(int argc, char **argv) {
     const double secs = argc > 1 ? atof(argv[1]) : 1.0;
     const kvq_type types[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K, KVQ_TYPE_Q6_K, KVQ_TYPE_F16};
@@ -125,5 +176,13 @@ int main(int argc, char **argv) {
         }
     }
     free(x);
+    printf("\nattention, 1 thread, in L2 (head_dim 64): ns per cached token per KV head, and KV GB/s read\n");
+    printf("%-22s %22s %22s\n", "kernel", "4 query heads", "28 (7 positions)");
+    const char *const kinds[3] = {"f16", "hier draft view", "hier target view"};
+    for (int kind = 0; kind < 3; kind++) {
+        double g4, g28;
+        const double t4 = attn_rate(kind, 4, secs, &g4), t28 = attn_rate(kind, 28, secs, &g28);
+        printf("%-22s %7.1f ns %7.2f GB/s %7.1f ns %7.2f GB/s\n", kinds[kind], t4, g4, t28, g28);
+    }
     return 0;
 }
