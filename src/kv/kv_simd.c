@@ -123,40 +123,47 @@ T2 static float softmax_step_avx2(float *s, int n, float scale, float *m, float 
     return corr;
 }
 
-T2 static void qk_tile_f16_avx2(const uint16_t *kt, int hd, const float *q, int nq, float *s, int lds) {
-    int g = 0;
-    for (; g + 2 <= nq; g += 2) {
-        __m256 a[8];
-        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
-        const float *q0 = q + (size_t)g * hd, *q1 = q0 + hd;
+/* Up to 6 queries per pass over a tile (12 accumulators, 2 key registers and
+ * a broadcast in 16 registers), 16 slots at a time, so each converted key
+ * register serves all of them. NG is a constant at every call, so the
+ * accumulators stay in registers. A query's sums run in the same order
+ * whatever the other queries: its scores never depend on the batch. */
+T2 static inline __attribute__((always_inline)) void qk_f16_ng(const uint16_t *kt, int hd, const float *q, const int NG,
+                                                               float *s, int lds) {
+    for (int h = 0; h < KVQ_KT; h += 16) {
+        __m256 a[12];
+#pragma GCC unroll 6
+        for (int g = 0; g < NG; g++) a[2 * g] = a[2 * g + 1] = _mm256_setzero_ps();
         for (int d = 0; d < hd; d++) {
-            const __m128i *r = (const __m128i *)(kt + d * KVQ_KT);
-            __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128(r)), k1 = _mm256_cvtph_ps(_mm_loadu_si128(r + 1));
-            __m256 k2 = _mm256_cvtph_ps(_mm_loadu_si128(r + 2)), k3 = _mm256_cvtph_ps(_mm_loadu_si128(r + 3));
-            __m256 b0 = _mm256_set1_ps(q0[d]), b1 = _mm256_set1_ps(q1[d]);
-            a[0] = _mm256_fmadd_ps(b0, k0, a[0]); a[1] = _mm256_fmadd_ps(b0, k1, a[1]);
-            a[2] = _mm256_fmadd_ps(b0, k2, a[2]); a[3] = _mm256_fmadd_ps(b0, k3, a[3]);
-            a[4] = _mm256_fmadd_ps(b1, k0, a[4]); a[5] = _mm256_fmadd_ps(b1, k1, a[5]);
-            a[6] = _mm256_fmadd_ps(b1, k2, a[6]); a[7] = _mm256_fmadd_ps(b1, k3, a[7]);
+            const __m128i *r = (const __m128i *)(kt + d * KVQ_KT + h);
+            const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128(r)), k1 = _mm256_cvtph_ps(_mm_loadu_si128(r + 1));
+#pragma GCC unroll 6
+            for (int g = 0; g < NG; g++) {
+                const __m256 b = _mm256_broadcast_ss(q + (size_t)g * hd + d);
+                a[2 * g] = _mm256_fmadd_ps(b, k0, a[2 * g]);
+                a[2 * g + 1] = _mm256_fmadd_ps(b, k1, a[2 * g + 1]);
+            }
         }
-        for (int k = 0; k < 4; k++) {
-            _mm256_storeu_ps(s + (size_t)g * lds + 8 * k, a[k]);
-            _mm256_storeu_ps(s + (size_t)(g + 1) * lds + 8 * k, a[4 + k]);
+#pragma GCC unroll 6
+        for (int g = 0; g < NG; g++) {
+            _mm256_storeu_ps(s + (size_t)g * lds + h, a[2 * g]);
+            _mm256_storeu_ps(s + (size_t)g * lds + h + 8, a[2 * g + 1]);
         }
     }
-    for (; g < nq; g++) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        const float *q0 = q + (size_t)g * hd;
-        for (int d = 0; d < hd; d++) {
-            const __m128i *r = (const __m128i *)(kt + d * KVQ_KT);
-            __m256 b0 = _mm256_set1_ps(q0[d]);
-            a0 = _mm256_fmadd_ps(b0, _mm256_cvtph_ps(_mm_loadu_si128(r)), a0);
-            a1 = _mm256_fmadd_ps(b0, _mm256_cvtph_ps(_mm_loadu_si128(r + 1)), a1);
-            a2 = _mm256_fmadd_ps(b0, _mm256_cvtph_ps(_mm_loadu_si128(r + 2)), a2);
-            a3 = _mm256_fmadd_ps(b0, _mm256_cvtph_ps(_mm_loadu_si128(r + 3)), a3);
+}
+
+T2 static void qk_tile_f16_avx2(const uint16_t *kt, int hd, const float *q, int nq, float *s, int lds) {
+    for (int g = 0; g < nq; g += 6) {
+        const float *qg = q + (size_t)g * hd;
+        float *sg = s + (size_t)g * lds;
+        switch (nq - g < 6 ? nq - g : 6) {
+        case 6: qk_f16_ng(kt, hd, qg, 6, sg, lds); break;
+        case 5: qk_f16_ng(kt, hd, qg, 5, sg, lds); break;
+        case 4: qk_f16_ng(kt, hd, qg, 4, sg, lds); break;
+        case 3: qk_f16_ng(kt, hd, qg, 3, sg, lds); break;
+        case 2: qk_f16_ng(kt, hd, qg, 2, sg, lds); break;
+        default: qk_f16_ng(kt, hd, qg, 1, sg, lds); break;
         }
-        float *o = s + (size_t)g * lds;
-        _mm256_storeu_ps(o, a0); _mm256_storeu_ps(o + 8, a1); _mm256_storeu_ps(o + 16, a2); _mm256_storeu_ps(o + 24, a3);
     }
 }
 
@@ -177,22 +184,51 @@ T2 static void qk_tile_f32_avx2(const float *kt, int hd, const float *q, int nq,
     }
 }
 
-/* hd must be a multiple of 8 for the SIMD av paths; others use the reference.
- * The accumulator array is indexed by constants after unrolling (nd <= 4). */
+/* Up to 6 queries per pass over the rows, ND (1 or 2) registers of 8
+ * channels at a time, so each converted value register serves all of them;
+ * each (query, channel) sums its slots in order, whatever the batch. */
+T2 static inline __attribute__((always_inline)) void av_f16_ng(const uint16_t *v, int n, int hd, int d0, const float *w,
+                                                               int ldw, const int NG, const int ND, float *out) {
+    __m256 a[12];
+#pragma GCC unroll 6
+    for (int g = 0; g < NG; g++)
+        for (int k = 0; k < ND; k++) a[ND * g + k] = _mm256_loadu_ps(out + (size_t)g * hd + d0 + 8 * k);
+    for (int i = 0; i < n; i++) {
+        const __m128i *r = (const __m128i *)(v + (size_t)i * hd + d0);
+        const __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128(r)), x1 = ND > 1 ? _mm256_cvtph_ps(_mm_loadu_si128(r + 1)) : x0;
+#pragma GCC unroll 6
+        for (int g = 0; g < NG; g++) {
+            const __m256 wi = _mm256_broadcast_ss(w + (size_t)g * ldw + i);
+            a[ND * g] = _mm256_fmadd_ps(wi, x0, a[ND * g]);
+            if (ND > 1) a[ND * g + 1] = _mm256_fmadd_ps(wi, x1, a[ND * g + 1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int g = 0; g < NG; g++)
+        for (int k = 0; k < ND; k++) _mm256_storeu_ps(out + (size_t)g * hd + d0 + 8 * k, a[ND * g + k]);
+}
+
+#define AV_F16_CASES(ND)                                                                                              \
+    switch (ng) {                                                                                                     \
+    case 6: av_f16_ng(v, n, hd, d0, wg, ldw, 6, ND, og); break;                                                       \
+    case 5: av_f16_ng(v, n, hd, d0, wg, ldw, 5, ND, og); break;                                                       \
+    case 4: av_f16_ng(v, n, hd, d0, wg, ldw, 4, ND, og); break;                                                       \
+    case 3: av_f16_ng(v, n, hd, d0, wg, ldw, 3, ND, og); break;                                                       \
+    case 2: av_f16_ng(v, n, hd, d0, wg, ldw, 2, ND, og); break;                                                       \
+    default: av_f16_ng(v, n, hd, d0, wg, ldw, 1, ND, og); break;                                                      \
+    }
+
+/* hd must be a multiple of 8 for the SIMD av paths; others use the reference. */
 T2 static void av_f16_avx2(const uint16_t *v, int n, int hd, const float *w, int ldw, int nq, float *out) {
     if (hd % 8) { av_f16_ref(v, n, hd, w, ldw, nq, out); return; }
-    for (int g = 0; g < nq; g++)
-        for (int d0 = 0; d0 < hd; d0 += 32) {
-            int nd = hd - d0 < 32 ? (hd - d0) / 8 : 4;
-            __m256 a[4];
-            for (int k = 0; k < nd; k++) a[k] = _mm256_loadu_ps(out + g * hd + d0 + 8 * k);
-            for (int i = 0; i < n; i++) {
-                __m256 wi = _mm256_set1_ps(w[(size_t)g * ldw + i]);
-                const __m128i *r = (const __m128i *)(v + (size_t)i * hd + d0);
-                for (int k = 0; k < nd; k++) a[k] = _mm256_fmadd_ps(wi, _mm256_cvtph_ps(_mm_loadu_si128(r + k)), a[k]);
-            }
-            for (int k = 0; k < nd; k++) _mm256_storeu_ps(out + g * hd + d0 + 8 * k, a[k]);
-        }
+    for (int g0 = 0; g0 < nq; g0 += 6) {
+        const int ng = nq - g0 < 6 ? nq - g0 : 6;
+        const float *wg = w + (size_t)g0 * ldw;
+        float *og = out + (size_t)g0 * hd;
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16) AV_F16_CASES(2)
+        if (d0 < hd) AV_F16_CASES(1)
+    }
 }
 
 T2 static void av_f32_avx2(const float *v, int n, int hd, const float *w, int ldw, int nq, float *out) {

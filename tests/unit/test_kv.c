@@ -270,11 +270,11 @@ static void test_attn_kernels_isa(void **st) {
     for (int i = 0; i < N * HD; i++) { v32[i] = tu_randn(&s); v16[i] = kvq_f32_to_f16(v32[i]); }
     for (int i = 0; i < NQ * HD; i++) q[i] = tu_randn(&s);
     for (int i = 0; i < NQ * N; i++) w[i] = fabsf(tu_randn(&s));
-    int hds[] = {8, 16, 64, 80, 128};
+    int hds[] = {8, 16, 40, 64, 80, 128}; /* 40: registers of 16 channels, then one of 8 */
     for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
         if (!kvq_isa_supported(isa)) continue;
         const kvq_attn_kernels *k = kvq_attn_kernels_isa(isa);
-        for (int hi = 0; hi < 5; hi++) {
+        for (int hi = 0; hi < 6; hi++) {
             int hd = hds[hi];
             for (int nq = 1; nq <= NQ; nq += 3) {
                 float a[NQ * KVQ_KT], b[NQ * KVQ_KT];
