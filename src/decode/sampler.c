@@ -85,6 +85,14 @@ static int cut(kvq_sampler *s, int n, double sum) {
     return k;
 }
 
+/* exp((x - mx) / temp). Below -104 expf's result rounds to 0 anyway, but
+ * libm reaches it through its underflow path (errno, a slow call), which on a
+ * 128K vocabulary at temperature 0.8 was a third of sampling's time. */
+static inline float tempered(float x, float mx, float temp) {
+    const float z = (x - mx) / temp;
+    return z < -104.0f ? 0.0f : expf(z);
+}
+
 kvq_token kvq_sample(kvq_sampler *s, const float *logits) {
     const int n = s->n_vocab;
     int best = 0;
@@ -93,7 +101,7 @@ kvq_token kvq_sample(kvq_sampler *s, const float *logits) {
     if (s->p.temp == 0) return best;
     float mx = logits[best], sum = 0;
     for (int i = 0; i < n; i++) {
-        s->prob[i] = expf((logits[i] - mx) / s->p.temp);
+        s->prob[i] = tempered(logits[i], mx, s->p.temp);
         sum += s->prob[i];
     }
     for (int i = 0; i < n; i++) s->idx[i] = i;
@@ -124,7 +132,7 @@ void kvq_sampler_dist(kvq_sampler *s, const float *logits, float *probs) {
     float mx = logits[best];
     double sum = 0;
     for (int i = 0; i < n; i++) {
-        s->prob[i] = expf((logits[i] - mx) / s->p.temp);
+        s->prob[i] = tempered(logits[i], mx, s->p.temp);
         sum += s->prob[i];
         s->idx[i] = i;
     }

@@ -1,5 +1,6 @@
 /* kvq serve: options, start, and a graceful stop on SIGTERM/SIGINT. The
  * server itself is tools/kvq/serve/. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +32,34 @@ static srv_tpl pick_template(const kvq_model *m, const char *forced, bool *ok) {
                         "plain transcript (--chat-template chatml|llama2|llama3|mistral|zephyr to choose one)\n");
     }
     return t;
+}
+
+/* SIGTERM / SIGINT reach a handler that writes the signal's number to a
+ * pipe, and a thread of its own reads it and stops the scheduler. Blocking
+ * the signals and calling sigwait is not enough here: libraries start
+ * threads before main (OpenBLAS's pool) with the signals unblocked, and the
+ * kernel may pick one of them, whose default action ends the process, unless
+ * the thread in sigwait is the main one (it is the scheduler). The pipe's
+ * write end is the one piece of global state: a handler receives no
+ * argument. */
+static int g_sig_fd = -1;
+
+static void on_signal(int sig) {
+    const unsigned char c = (unsigned char)sig;
+    const ssize_t r = write(g_sig_fd, &c, 1);
+    (void)r;
+}
+
+typedef struct sig_wait { srv *s; int fd; bool session_dir; } sig_wait;
+
+static void *wait_signal(void *arg) {
+    sig_wait *w = arg;
+    unsigned char c = 0;
+    while (read(w->fd, &c, 1) < 0 && errno == EINTR) {}
+    fprintf(stderr, "kvq serve: %s: finishing requests in flight%s\n", c == SIGTERM ? "SIGTERM" : "SIGINT",
+            w->session_dir ? " and saving sessions" : "");
+    srv_stop(w->s);
+    return NULL;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -75,12 +104,16 @@ int cmd_serve(int argc, char **argv) {
         if (stat(session_dir, &st) || !S_ISDIR(st.st_mode) || access(session_dir, W_OK | X_OK))
             return cli_fail("serve: --session-dir '%s' is not a writable directory", session_dir);
     }
-    /* signals go to the waiting main thread only: block them before any thread starts */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    int sig_pipe[2];
+    if (pipe(sig_pipe)) return cli_fail("serve: cannot create a pipe: %s", strerror(errno));
+    g_sig_fd = sig_pipe[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client that hangs up is an error on its connection, not the end of the server */
     cli_log lg = {(int)verbose};
     kvq_model *m = cli_load_model(model, tok, false, &lg);
@@ -119,16 +152,8 @@ int cmd_serve(int argc, char **argv) {
     }
     srv_http_opts ho = {.host = host, .port = (int)port, .api_key = api_key, .model_id = id, .max_body = max_body,
                         .lim = {.max_tokens = (int)max_tokens, .max_prompt_bytes = max_body}};
-    pthread_t th;
-    if (pthread_create(&th, NULL, srv_run, s)) {
-        srv_free(s);
-        kvq_model_free(m);
-        return cli_fail("serve: cannot start the scheduler thread");
-    }
     srv_http *h = srv_http_start(s, &ho, err, sizeof err);
     if (!h) {
-        srv_stop(s);
-        pthread_join(th, NULL);
         srv_free(s);
         kvq_model_free(m);
         return cli_fail("serve: %s", err);
@@ -137,12 +162,23 @@ int cmd_serve(int argc, char **argv) {
     cli_human_bytes((double)kv_mem, mem, sizeof mem);
     fprintf(stderr, "kvq serve: http://%s:%ld  model '%s', kv %s, ctx %ld, parallel %ld, kv-memory %s, chat template %s%s\n",
             host, port, id, kv, n_ctx, parallel, mem, srv_tpl_name(tpl), api_key ? ", API key required" : "");
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    fprintf(stderr, "kvq serve: %s: finishing requests in flight%s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-            session_dir ? " and saving sessions" : "");
-    srv_stop(s);
+    /* The scheduler runs on this thread, the one whose OpenMP team loaded
+     * (and repacked) the model: a second thread with its own team would
+     * leave libgomp with more threads than cores, and then its workers sleep
+     * at every barrier instead of spinning (a futex round trip per parallel
+     * region, ~130 per token: one sequence decoded 30% slower). Signals are
+     * awaited on a thread of their own. */
+    sig_wait w = {.s = s, .fd = sig_pipe[0], .session_dir = session_dir != NULL};
+    pthread_t th;
+    if (pthread_create(&th, NULL, wait_signal, &w)) {
+        srv_http_stop(h);
+        srv_free(s);
+        kvq_model_free(m);
+        return cli_fail("serve: cannot start the signal thread");
+    }
+    srv_run(s); /* returns once a signal stopped it and the requests in flight finished */
     pthread_join(th, NULL);
+    close(sig_pipe[0]);
     srv_drain(s, 30); /* the streams finish sending what was generated */
     srv_http_stop(h);
     srv_free(s);
