@@ -15,9 +15,10 @@
 #include <string.h>
 #include "../kernels/fwht.h"
 #include "../kernels/types.h"
+#include "../core/cpu.h"
+#include "blk_kernels.h"
 #include "kv.h"
 #include "kv_layers.h"
-#include "kv_simd.h"
 #include "kvquant.h"
 
 enum { PT_ASYM, PT_Q8_0, PT_Q4_0 };
@@ -36,13 +37,13 @@ typedef struct pt_state {
     kvq_pages pages;
     size_t krow, vrow, head_bytes;
     kvq_vec_dot_fn dot;
-    /* q8_0 / q4_0 in blocks of 32: a row is a ggml block row, dequantized
-     * with the SIMD block decoder of the weight kernels (keys row by row
-     * against the f32 query; values a few rows at a time into the f32
-     * attention kernel). A Q8_0 query and int8 dots, as llama.cpp uses, add
-     * more error than the q8_0 cache's own (docs/kv-quantization.md). */
-    const kvq_type_traits *blk;
-    const kvq_attn_kernels *kern;
+    /* q8_0 / q4_0 in blocks of 32: a row is a ggml block row, read in place
+     * by fused kernels (blk_kernels.h: an int16 query against the codes for
+     * keys, float for values). A Q8_0 query and int8 dots, as llama.cpp
+     * uses, add more error than the q8_0 cache's own
+     * (docs/kv-quantization.md); int16 adds far less. NULL for heads smaller
+     * than 32 (one block per head) and the asymmetric groups. */
+    const kvq_blk_kernels *bk;
 } pt_state;
 
 static size_t group_bytes(int kind, int g, int b) {
@@ -136,8 +137,7 @@ static kvq_status pt_init(kvq_kv_layer *L) {
     L->page = PAGE;
     L->page_bytes = s->head_bytes * (size_t)L->n_head_kv;
     s->dot = kvq_traits(KVQ_TYPE_F32)->vec_dot;
-    if (s->c.g == 32 && s->c.kind != PT_ASYM) s->blk = kvq_traits(s->c.kind == PT_Q8_0 ? KVQ_TYPE_Q8_0 : KVQ_TYPE_Q4_0);
-    s->kern = kvq_attn_kernels_active();
+    if (s->c.g == 32 && s->c.kind != PT_ASYM) s->bk = kvq_blk_kernels_isa(kvq_isa_active());
     L->n = 0;
     return kvq_pages_init(&s->pages, PAGE, L->page_bytes, L->cap, &L->cache->mem);
 }
@@ -269,12 +269,10 @@ static void pt_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n
         for (int g = 0; g < n_q; g++) hadamard(qr + g * hd, hd);
         qq = qr;
     }
-    for (int i = 0; i < n; i++) {
-        const uint8_t *kp = kslot(s, h, t0 + i);
-        if (s->blk)
-            s->blk->to_float(kp, kr, hd);
-        else
-            row_dequant(L, s, kp, s->c.kb, s->kgrp, kr);
+    if (s->bk)
+        s->bk->qk(kslot(s, h, t0), s->krow, n, hd, s->c.kind == PT_Q8_0, qq, n_q, scores, n);
+    for (int i = 0; i < n && !s->bk; i++) {
+        row_dequant(L, s, kslot(s, h, t0 + i), s->c.kb, s->kgrp, kr);
         for (int g = 0; g < n_q; g++) scores[(size_t)g * n + i] = s->dot(kr, qq + (size_t)g * hd, hd);
     }
     if (qr && qr != stack) free(qr);
@@ -291,18 +289,8 @@ static void pt_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n
     if (rot && !acc) return;
     float *o = rot ? acc : out;
     if (rot) memset(acc, 0, (size_t)n_q * hd * sizeof(float));
-    if (s->blk) {
-        /* rows dequantized with the SIMD block decoder, summed by the
-         * attention kernel (all heads of a group per pass) */
-        float rows[4096];
-        const int chunk = 4096 / hd;
-        for (int i0 = 0; i0 < n; i0 += chunk) {
-            const int m = n - i0 < chunk ? n - i0 : chunk;
-            for (int j = 0; j < m; j++) s->blk->to_float(vslot(s, h, t0 + i0 + j), rows + (size_t)j * hd, hd);
-            s->kern->av_f32(rows, m, hd, w + i0, n, n_q, o);
-        }
-    }
-    for (int i = 0; i < n && !s->blk; i++) {
+    if (s->bk) s->bk->av(vslot(s, h, t0), s->vrow, n, hd, s->c.kind == PT_Q8_0, w, n, n_q, o);
+    for (int i = 0; i < n && !s->bk; i++) {
         row_dequant(L, s, vslot(s, h, t0 + i), s->c.vb, s->vgrp, vr);
         for (int g = 0; g < n_q; g++) {
             float wi = w[(size_t)g * n + i];

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "core/cpu.h"
+#include "kv/blk_kernels.h"
 #include "kv/kivi_kernels.h"
 #include "kv/kv.h"
 #include "kv/kv_layers.h"
@@ -341,6 +342,79 @@ static void test_llamacpp_blocks(void **st) {
     }
 }
 
+/* The q8_0 / q4_0 KV kernels: every ISA against the scalar reference, bit
+ * for bit (both round the int16 query the same way and sum blocks with fma),
+ * at row counts around the 8-row groups and head dims of 1-4 blocks; each
+ * query alone gets what it gets in its batch; and the reference stays within
+ * the int16 query's error of the exact dot on the dequantized rows. */
+static void test_blk_kernels(void **st) {
+    (void)st;
+    const kvq_blk_kernels *ref = kvq_blk_kernels_isa(KVQ_ISA_SCALAR);
+    uint64_t r = 5;
+    enum { NMAX = 21, HDMAX = 128, NQ = 3 };
+    static uint8_t rows[NMAX * (HDMAX / 32) * 34 + 64];
+    float q[NQ * HDMAX], w[NQ * NMAX], a[NQ * NMAX], b[NQ * NMAX], c[NMAX], oa[NQ * HDMAX], ob[NQ * HDMAX], oc[HDMAX];
+    for (int q8 = 0; q8 < 2; q8++)
+        for (int hd = 32; hd <= HDMAX; hd += 32) {
+            const kvq_type_traits *tr = kvq_traits_isa(q8 ? KVQ_TYPE_Q8_0 : KVQ_TYPE_Q4_0, KVQ_ISA_SCALAR);
+            const size_t stride = (size_t)(hd / 32) * (q8 ? 34 : 18) + 6; /* rows need not be packed */
+            float x[HDMAX], deq[NMAX][HDMAX];
+            for (int i = 0; i < NMAX; i++) {
+                for (int d = 0; d < hd; d++) x[d] = 2 * tu_randn(&r);
+                tr->from_float(x, rows + (size_t)i * stride, hd);
+                tr->to_float(rows + (size_t)i * stride, deq[i], hd);
+            }
+            for (int i = 0; i < NQ * hd; i++) q[i] = tu_randn(&r);
+            for (int i = 0; i < NQ * NMAX; i++) w[i] = fabsf(tu_randn(&r));
+            /* the reference against the dequantized rows in double */
+            ref->qk(rows, stride, NMAX, hd, q8, q, NQ, a, NMAX);
+            for (int g = 0; g < NQ; g++)
+                for (int i = 0; i < NMAX; i++) {
+                    double e = 0, m = 0;
+                    for (int d = 0; d < hd; d++) {
+                        e += (double)q[g * hd + d] * deq[i][d];
+                        m += fabs((double)q[g * hd + d] * deq[i][d]);
+                    }
+                    if (fabs(a[g * NMAX + i] - e) > 1e-4 * m + 1e-6) fail_msg("blk qk ref q8 %d hd %d: %g vs %g", q8, hd, a[g * NMAX + i], e);
+                }
+            for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
+                if (!kvq_isa_supported(isa)) continue;
+                const kvq_blk_kernels *k = kvq_blk_kernels_isa(isa);
+                for (int n = 1; n <= NMAX; n += 4) {
+                    ref->qk(rows, stride, n, hd, q8, q, NQ, a, NMAX);
+                    k->qk(rows, stride, n, hd, q8, q, NQ, b, NMAX);
+                    for (int g = 0; g < NQ; g++) {
+                        if (memcmp(a + g * NMAX, b + g * NMAX, (size_t)n * sizeof(float)))
+                            fail_msg("blk qk isa %d q8 %d hd %d n %d query %d differs from the reference", isa, q8, hd, n, g);
+                        k->qk(rows, stride, n, hd, q8, q + g * hd, 1, c, NMAX);
+                        if (memcmp(c, b + g * NMAX, (size_t)n * sizeof(float)))
+                            fail_msg("blk qk isa %d: query %d alone differs from its batch", isa, g);
+                    }
+                    for (int i = 0; i < NQ * hd; i++) oa[i] = ob[i] = 0.25f * (float)(i % 7);
+                    ref->av(rows, stride, n, hd, q8, w, NMAX, NQ, oa);
+                    k->av(rows, stride, n, hd, q8, w, NMAX, NQ, ob);
+                    if (memcmp(oa, ob, (size_t)NQ * hd * sizeof(float)))
+                        fail_msg("blk av isa %d q8 %d hd %d n %d differs from the reference", isa, q8, hd, n);
+                    for (int g = 0; g < NQ; g++) {
+                        for (int i = 0; i < hd; i++) oc[i] = 0.25f * (float)((g * hd + i) % 7);
+                        k->av(rows, stride, n, hd, q8, w + g * NMAX, NMAX, 1, oc);
+                        if (memcmp(oc, ob + g * hd, (size_t)hd * sizeof(float)))
+                            fail_msg("blk av isa %d: query %d alone differs from its batch", isa, g);
+                    }
+                }
+            }
+            /* values: the reference against the dequantized rows */
+            memset(oa, 0, sizeof oa);
+            ref->av(rows, stride, NMAX, hd, q8, w, NMAX, NQ, oa);
+            for (int g = 0; g < NQ; g++)
+                for (int d = 0; d < hd; d++) {
+                    double e = 0;
+                    for (int i = 0; i < NMAX; i++) e += (double)w[g * NMAX + i] * deq[i][d];
+                    if (fabs(oa[g * hd + d] - e) > 1e-4 * (1 + fabs(e))) fail_msg("blk av ref q8 %d hd %d: %g vs %g", q8, hd, oa[g * hd + d], e);
+                }
+        }
+}
+
 /* pertoken with a per-layer table: a k16v16 layer is exact fp16. */
 static void test_pertoken_layers(void **st) {
     (void)st;
@@ -372,7 +446,7 @@ int main(void) {
         cmocka_unit_test(test_formula_bit_exact), cmocka_unit_test(test_roundtrip_bounds),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_accounting_and_windows),
         cmocka_unit_test(test_kernels_isa),       cmocka_unit_test(test_real_model_kv),
-        cmocka_unit_test(test_layer_tables),       cmocka_unit_test(test_llamacpp_blocks),
+        cmocka_unit_test(test_layer_tables),       cmocka_unit_test(test_llamacpp_blocks), cmocka_unit_test(test_blk_kernels),
         cmocka_unit_test(test_pertoken_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,216 @@
+#include "blk_kernels.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "../core/cpu.h"
+#include "../core/fp16.h"
+
+#define MAX_HD 1024
+
+static inline size_t blk_bytes(bool q8) { return q8 ? 34 : 18; }
+
+/* Block b of a query as int16 and its scale; both paths use this one. */
+static void quant_q16(const float *q, int hd, int16_t *q16, float *sq) {
+    for (int b = 0; b < hd / 32; b++) {
+        const float *x = q + 32 * b;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        if (!(amax > 0) || !isfinite(amax)) { /* zeros; a NaN query has no meaningful score anyway */
+            memset(q16 + 32 * b, 0, 32 * sizeof(int16_t));
+            sq[b] = 0;
+            continue;
+        }
+        const float inv = 32767.0f / amax;
+        for (int i = 0; i < 32; i++) {
+            long v = lrintf(x[i] * inv);
+            q16[32 * b + i] = (int16_t)(v > 32767 ? 32767 : v < -32767 ? -32767 : v);
+        }
+        sq[b] = amax / 32767.0f;
+    }
+}
+
+static inline int code_at(const uint8_t *blk, bool q8, int i) {
+    if (q8) return (int8_t)blk[2 + i];
+    return (i < 16 ? blk[2 + i] & 15 : blk[2 + i - 16] >> 4) - 8;
+}
+
+static inline float blk_d(const uint8_t *blk) {
+    kvq_f16 h;
+    memcpy(&h, blk, 2);
+    return kvq_f16_to_f32(h);
+}
+
+/* one row's score against a quantized query: exact integer block sums, then
+ * fmaf in block order (what the SIMD lanes do) */
+static float row_score(const uint8_t *row, int nb, bool q8, const int16_t *q16, const float *sq) {
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * blk_bytes(q8);
+        int32_t isum = 0;
+        for (int i = 0; i < 32; i++) isum += code_at(blk, q8, i) * q16[32 * b + i];
+        acc = fmaf((float)isum, blk_d(blk) * sq[b], acc);
+    }
+    return acc;
+}
+
+static void qk_ref(const uint8_t *rows, size_t stride, int n, int hd, bool q8, const float *q, int nq, float *s,
+                   int lds) {
+    int16_t q16[MAX_HD];
+    float sq[MAX_HD / 32];
+    for (int g = 0; g < nq; g++) {
+        quant_q16(q + (size_t)g * hd, hd, q16, sq);
+        for (int i = 0; i < n; i++) s[(size_t)g * lds + i] = row_score(rows + (size_t)i * stride, hd / 32, q8, q16, sq);
+    }
+}
+
+static void av_ref(const uint8_t *rows, size_t stride, int n, int hd, bool q8, const float *w, int ldw, int nq,
+                   float *out) {
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < hd / 32; b++) {
+            const uint8_t *blk = rows + (size_t)i * stride + (size_t)b * blk_bytes(q8);
+            const float d = blk_d(blk);
+            for (int g = 0; g < nq; g++) {
+                const float wd = w[(size_t)g * ldw + i] * d;
+                float *o = out + (size_t)g * hd + 32 * b;
+                for (int c = 0; c < 32; c++) o[c] = fmaf(wd, (float)code_at(blk, q8, c), o[c]);
+            }
+        }
+}
+
+static const kvq_blk_kernels B_REF = {qk_ref, av_ref};
+
+#if defined(__x86_64__)
+#define T2 __attribute__((target("avx2,fma,f16c")))
+
+/* a block's 32 codes as two vectors of 16 int16 (elements 0-15, 16-31) */
+T2 static inline __attribute__((always_inline)) void codes16(const uint8_t *blk, const bool q8, __m256i *x0, __m256i *x1) {
+    if (q8) {
+        *x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
+        *x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
+    } else {
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(15);
+        const __m256i eight = _mm256_set1_epi16(8);
+        *x0 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m)), eight);
+        *x1 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m)), eight);
+    }
+}
+
+/* lane t = the sum of the 8 lanes of p[t] */
+T2 static inline __m256i sum8(const __m256i p[8]) {
+    const __m256i a = _mm256_hadd_epi32(p[0], p[1]), b = _mm256_hadd_epi32(p[2], p[3]);
+    const __m256i c = _mm256_hadd_epi32(p[4], p[5]), d = _mm256_hadd_epi32(p[6], p[7]);
+    const __m256i e = _mm256_hadd_epi32(a, b), f = _mm256_hadd_epi32(c, d);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(e, f, 0x20), _mm256_permute2x128_si256(e, f, 0x31));
+}
+
+/* 8 rows at a time: each row's block products stay in 8 int32 lanes, and one
+ * transposing reduction gives the 8 rows' block sums side by side */
+T2 static inline __attribute__((always_inline)) void qk_rows8(const uint8_t *rows, size_t stride, int n, int hd,
+                                                              const bool q8, const int16_t *q16, const float *sq,
+                                                              float *s) {
+    const size_t bs = blk_bytes(q8);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < hd / 32; b++) {
+            const __m256i Q0 = _mm256_loadu_si256((const __m256i *)(q16 + 32 * b));
+            const __m256i Q1 = _mm256_loadu_si256((const __m256i *)(q16 + 32 * b + 16));
+            __m256i p[8];
+            uint16_t dh[8];
+            for (int t = 0; t < 8; t++) {
+                const uint8_t *blk = rows + (size_t)(i + t) * stride + (size_t)b * bs;
+                __m256i x0, x1;
+                codes16(blk, q8, &x0, &x1);
+                p[t] = _mm256_add_epi32(_mm256_madd_epi16(x0, Q0), _mm256_madd_epi16(x1, Q1));
+                memcpy(&dh[t], blk, 2);
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum8(p)), _mm256_mul_ps(d, _mm256_set1_ps(sq[b])), acc);
+        }
+        _mm256_storeu_ps(s + i, acc);
+    }
+    for (; i < n; i++) s[i] = row_score(rows + (size_t)i * stride, hd / 32, q8, q16, sq);
+}
+
+T2 static void qk_avx2(const uint8_t *rows, size_t stride, int n, int hd, bool q8, const float *q, int nq, float *s,
+                       int lds) {
+    if (hd % 32 || hd > MAX_HD) { qk_ref(rows, stride, n, hd, q8, q, nq, s, lds); return; }
+    int16_t q16[MAX_HD];
+    float sq[MAX_HD / 32];
+    for (int g = 0; g < nq; g++) {
+        quant_q16(q + (size_t)g * hd, hd, q16, sq);
+        if (q8) qk_rows8(rows, stride, n, hd, true, q16, sq, s + (size_t)g * lds);
+        else qk_rows8(rows, stride, n, hd, false, q16, sq, s + (size_t)g * lds);
+    }
+}
+
+/* a block's 32 codes as four vectors of 8 floats */
+T2 static inline __attribute__((always_inline)) void codes_f32(const uint8_t *blk, const bool q8, __m256 x[4]) {
+    if (q8) {
+        for (int k = 0; k < 4; k++)
+            x[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * k))));
+    } else {
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(15);
+        const __m128i lo = _mm_and_si128(raw, m), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
+        const __m256i eight = _mm256_set1_epi32(8);
+        x[0] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), eight));
+        x[1] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), eight));
+        x[2] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), eight));
+        x[3] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), eight));
+    }
+}
+
+/* NG (<= 2) queries on one block of channels: 8 accumulators in registers
+ * over all the rows, each converted row serving both queries */
+T2 static inline __attribute__((always_inline)) void av_ng(const uint8_t *rows, size_t stride, int n, int hd, int b,
+                                                           const bool q8, const float *w, int ldw, const int NG,
+                                                           float *out) {
+    __m256 a[8];
+    for (int g = 0; g < NG; g++)
+        for (int k = 0; k < 4; k++) a[4 * g + k] = _mm256_loadu_ps(out + (size_t)g * hd + 32 * b + 8 * k);
+    for (int i = 0; i < n; i++) {
+        const uint8_t *blk = rows + (size_t)i * stride + (size_t)b * blk_bytes(q8);
+        kvq_f16 dh;
+        memcpy(&dh, blk, 2);
+        const float d = _cvtsh_ss(dh);
+        __m256 x[4];
+        codes_f32(blk, q8, x);
+        for (int g = 0; g < NG; g++) {
+            const __m256 wd = _mm256_set1_ps(w[(size_t)g * ldw + i] * d);
+            for (int k = 0; k < 4; k++) a[4 * g + k] = _mm256_fmadd_ps(wd, x[k], a[4 * g + k]);
+        }
+    }
+    for (int g = 0; g < NG; g++)
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(out + (size_t)g * hd + 32 * b + 8 * k, a[4 * g + k]);
+}
+
+T2 static void av_avx2(const uint8_t *rows, size_t stride, int n, int hd, bool q8, const float *w, int ldw, int nq,
+                       float *out) {
+    if (hd % 32) { av_ref(rows, stride, n, hd, q8, w, ldw, nq, out); return; }
+    for (int g = 0; g < nq; g += 2) {
+        const float *wg = w + (size_t)g * ldw;
+        float *og = out + (size_t)g * hd;
+        for (int b = 0; b < hd / 32; b++) {
+            if (nq - g >= 2) {
+                if (q8) av_ng(rows, stride, n, hd, b, true, wg, ldw, 2, og);
+                else av_ng(rows, stride, n, hd, b, false, wg, ldw, 2, og);
+            } else {
+                if (q8) av_ng(rows, stride, n, hd, b, true, wg, ldw, 1, og);
+                else av_ng(rows, stride, n, hd, b, false, wg, ldw, 1, og);
+            }
+        }
+    }
+}
+
+static const kvq_blk_kernels B_AVX2 = {qk_avx2, av_avx2};
+#endif
+
+const kvq_blk_kernels *kvq_blk_kernels_isa(int isa) {
+#if defined(__x86_64__)
+    static const void *const T[KVQ_ISA_COUNT] = {&B_REF, &B_AVX2, NULL};
+#else
+    static const void *const T[KVQ_ISA_COUNT] = {&B_REF};
+#endif
+    return kvq_isa_pick(isa, T);
+}
