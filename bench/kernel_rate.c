@@ -24,6 +24,7 @@
 #include "kernels/repack.h"
 #include "kernels/types.h"
 #include "kv/hier_kernels.h"
+#include "kv/kivi_kernels.h"
 #include "kv/kv_simd.h"
 
 static double now_s(void) {
@@ -84,20 +85,23 @@ __attribute__((target("avx2"))) static double read_rate(const uint8_t *p, size_t
 
 /* Attention over n cached tokens of one KV head (head_dim 64) for nq query
  * heads: kind 0 f16 (transposed key tiles, row-major values), 1 hier's draft
- * view (upper plane), 2 hier's target view (both planes). Returns ns per
- * token; *gbs gets the KV bytes read per second. */
+ * view (upper plane), 2 hier's target view (both planes), 3 and 4 KIVI with
+ * 4-bit and 2-bit keys and values (groups of 32). Returns ns per token; *gbs
+ * gets the KV bytes read per second. */
 static double attn_rate(int kind, int nq, double secs, double *gbs) {
     enum { N = 1024, HD = 64, G = 128 };
     const kvq_attn_kernels *ak = kvq_attn_kernels_active();
     const kvq_hier_kernels *hk = kvq_hier_kernels_isa(kvq_isa_active());
+    const kvq_kivi_kernels *kk = kvq_kivi_kernels_isa(kvq_isa_active());
+    const int kb = kind == 3 ? 4 : 2; /* KIVI's bits */
     uint16_t *kf = malloc(sizeof(uint16_t) * N * HD), *vf = malloc(sizeof(uint16_t) * N * HD);
     uint8_t *up = malloc(N * HD / 2), *lo = malloc(N * HD / 2);
-    kvq_f16 *kms = malloc(sizeof(kvq_f16) * 2 * HD * (N / G)), *vms = malloc(sizeof(kvq_f16) * 2 * N);
+    kvq_f16 *kms = malloc(sizeof(kvq_f16) * 2 * HD * (N / G)), *vms = malloc(sizeof(kvq_f16) * 4 * N);
     float *q = malloc(sizeof(float) * 28 * HD), *sc = malloc(sizeof(float) * 28 * G), *out = malloc(sizeof(float) * 28 * HD);
     for (int i = 0; i < N * HD; i++) kf[i] = vf[i] = (uint16_t)(0x3800 + (i % 512));
     for (int i = 0; i < N * HD / 2; i++) up[i] = lo[i] = (uint8_t)(i * 37);
     for (int i = 0; i < 2 * HD * (N / G); i++) kms[i] = 0x3000;
-    for (int i = 0; i < 2 * N; i++) vms[i] = 0x3000;
+    for (int i = 0; i < 4 * N; i++) vms[i] = 0x3000;
     for (int i = 0; i < 28 * HD; i++) q[i] = frand();
     for (int i = 0; i < 28 * G; i++) sc[i] = 0.01f;
     double best = 1e30;
@@ -106,7 +110,11 @@ static double attn_rate(int kind, int nq, double secs, double *gbs) {
         memset(out, 0, sizeof(float) * 28 * HD);
         const double t0 = now_s();
         for (int b = 0; b < N / G; b++) {
-            if (kind == 0) {
+            if (kind >= 3) {
+                for (int t = 0; t < G; t += 32) /* KIVI's blocks are 32 tokens */
+                    kk->qk_block(up + (size_t)(b * G + t) * HD * kb / 8, kms, 32, HD, kb, q, nq, sc + t, G);
+                kk->av_rows(lo, b * G, vms + (size_t)b * G * 4, G, HD, kb, 32, sc, G, nq, out);
+            } else if (kind == 0) {
                 for (int t = 0; t < G; t += KVQ_KT)
                     ak->qk_tile_f16(kf + (size_t)(b * G + t) * HD, HD, q, nq, sc + t, G);
                 ak->av_f16(vf + (size_t)b * G * HD, G, HD, sc, G, nq, out);
@@ -120,7 +128,9 @@ static double attn_rate(int kind, int nq, double secs, double *gbs) {
         const double dt = now_s() - t0;
         if (dt < best) best = dt;
     }
-    const double bytes = kind == 0 ? 4.0 * HD : kind == 1 ? HD + 4.0 : 2.0 * HD + 4.0; /* per token, K and V */
+    /* per token, K and V (KIVI: codes, and fp16 min and scale per group of 32 tokens or channels) */
+    const double bytes = kind == 0 ? 4.0 * HD : kind == 1 ? HD + 4.0 : kind == 2 ? 2.0 * HD + 4.0
+                                                                      : 2.0 * HD * kb / 8 + 4.0 * HD / 32 + 4.0 * HD / 32;
     *gbs = bytes * N / best / 1e9;
     free(kf), free(vf), free(up), free(lo), free(kms), free(vms), free(q), free(sc), free(out);
     return best / N * 1e9;
@@ -178,8 +188,8 @@ int main(int argc, char **argv) {
     free(x);
     printf("\nattention, 1 thread, in L2 (head_dim 64): ns per cached token per KV head, and KV GB/s read\n");
     printf("%-22s %22s %22s\n", "kernel", "4 query heads", "28 (7 positions)");
-    const char *const kinds[3] = {"f16", "hier draft view", "hier target view"};
-    for (int kind = 0; kind < 3; kind++) {
+    const char *const kinds[5] = {"f16", "hier draft view", "hier target view", "kivi k4v4", "kivi k2v2"};
+    for (int kind = 0; kind < 5; kind++) {
         double g4, g28;
         const double t4 = attn_rate(kind, 4, secs, &g4), t28 = attn_rate(kind, 28, secs, &g28);
         printf("%-22s %7.1f ns %7.2f GB/s %7.1f ns %7.2f GB/s\n", kinds[kind], t4, g4, t28, g28);

@@ -377,85 +377,227 @@ static const kvq_kivi_kernels K_AVX512 = {qk_block_vnni, av_rows_avx512};
 
 /* ------------------------------------------------------------------- AVX2 */
 #define T2 __attribute__((target("avx2,fma,f16c")))
+#define AI __attribute__((always_inline))
 
-/* The 32 codes of one packed group as four vectors of 8 floats. */
-T2 static inline void unpack32_avx2(const uint8_t *p, int b, __m256 v[4]) {
-    __m256i x[4];
-    if (b == 8) {
-        for (int k = 0; k < 4; k++) x[k] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * k)));
-    } else if (b == 4) {
-        __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-        __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
-        x[0] = _mm256_and_si256(a, _mm256_set1_epi32(15));
-        x[1] = _mm256_and_si256(c, _mm256_set1_epi32(15));
-        x[2] = _mm256_srli_epi32(a, 4);
-        x[3] = _mm256_srli_epi32(c, 4);
+/* Tokens 16h .. 16h+15 of one channel's 32-token key row as two vectors of
+ * 8 floats (4 bits: low nibbles are tokens 0-15; 2 bits: byte k holds tokens
+ * k, k+8, k+16, k+24). KB and h are constants at every call. */
+T2 static inline AI void half16(const uint8_t *p, const int KB, const int h, __m256 *a, __m256 *b) {
+    __m256i x, y;
+    if (KB == 8) {
+        x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16 * h)));
+        y = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16 * h + 8)));
+    } else if (KB == 4) {
+        const __m256i m = _mm256_set1_epi32(15);
+        x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        y = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+        x = _mm256_and_si256(h ? _mm256_srli_epi32(x, 4) : x, m);
+        y = _mm256_and_si256(h ? _mm256_srli_epi32(y, 4) : y, m);
     } else {
-        __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-        for (int k = 0; k < 4; k++) x[k] = _mm256_and_si256(_mm256_srli_epi32(a, 2 * k), _mm256_set1_epi32(3));
+        const __m256i m = _mm256_set1_epi32(3), z = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        x = _mm256_and_si256(_mm256_srli_epi32(z, 4 * h), m);
+        y = _mm256_and_si256(_mm256_srli_epi32(z, 4 * h + 2), m);
     }
-    for (int k = 0; k < 4; k++) v[k] = _mm256_cvtepi32_ps(x[k]);
+    *a = _mm256_cvtepi32_ps(x);
+    *b = _mm256_cvtepi32_ps(y);
+}
+
+/* NG (<= 6) queries against a block of 32 tokens, 16 at a time: 12
+ * accumulators, 2 code vectors and a broadcast fit the 16 registers, and
+ * constant NG and KB keep them there (a run-time count put them on the
+ * stack). A query's sums run in the same order whatever its batch. */
+T2 static inline AI void qk_ng(const uint8_t *codes, int cb, int hd, const int KB, const float *qs, const float *base,
+                               const int NG, float *s, int lds) {
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[12];
+#pragma GCC unroll 6
+        for (int g = 0; g < NG; g++) acc[2 * g] = acc[2 * g + 1] = _mm256_set1_ps(base[g]);
+        for (int d = 0; d < hd; d++) {
+            __m256 a, b;
+            half16(codes + (size_t)d * cb, KB, h, &a, &b);
+#pragma GCC unroll 6
+            for (int g = 0; g < NG; g++) {
+                const __m256 x = _mm256_broadcast_ss(qs + (size_t)g * hd + d);
+                acc[2 * g] = _mm256_fmadd_ps(x, a, acc[2 * g]);
+                acc[2 * g + 1] = _mm256_fmadd_ps(x, b, acc[2 * g + 1]);
+            }
+        }
+#pragma GCC unroll 6
+        for (int g = 0; g < NG; g++) {
+            _mm256_storeu_ps(s + (size_t)g * lds + 16 * h, acc[2 * g]);
+            _mm256_storeu_ps(s + (size_t)g * lds + 16 * h + 8, acc[2 * g + 1]);
+        }
+    }
+}
+
+#define QK_NG_CASES(KB)                                                                                               \
+    switch (ng) {                                                                                                     \
+    case 6: qk_ng(codes, cb, hd, KB, qs, base, 6, sg, lds); break;                                                    \
+    case 5: qk_ng(codes, cb, hd, KB, qs, base, 5, sg, lds); break;                                                    \
+    case 4: qk_ng(codes, cb, hd, KB, qs, base, 4, sg, lds); break;                                                    \
+    case 3: qk_ng(codes, cb, hd, KB, qs, base, 3, sg, lds); break;                                                    \
+    case 2: qk_ng(codes, cb, hd, KB, qs, base, 2, sg, lds); break;                                                    \
+    default: qk_ng(codes, cb, hd, KB, qs, base, 1, sg, lds); break;                                                   \
+    }
+
+/* n fp16 values to f32 with F16C (the portable conversion costs more than
+ * the multiply-adds it feeds) */
+T2 static void f16_to_f32_n(const kvq_f16 *h, float *f, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) f[i] = _cvtsh_ss(h[i]);
 }
 
 T2 static void qk_block_avx2(const uint8_t *codes, const kvq_f16 *ms, int G, int hd, int kb, const float *q, int nq,
                              float *s, int lds) {
-    if (G != 32 || hd > 1024) { qk_block_ref(codes, ms, G, hd, kb, q, nq, s, lds); return; }
+    if (G != 32 || hd > 1024 || (kb != 2 && kb != 4 && kb != 8)) {
+        qk_block_ref(codes, ms, G, hd, kb, q, nq, s, lds);
+        return;
+    }
     const int cb = kvq_code_bytes(KVQ_KT, kb);
-    float qs[2][1024];
-    for (int g0 = 0; g0 < nq; g0 += 2) {
-        const int ng = nq - g0 < 2 ? nq - g0 : 2;
-        __m256 acc[8];
-        for (int g = 0; g < ng; g++) {
+    float mn[1024], sc[1024], qs[6 * 1024];
+    f16_to_f32_n(ms, mn, hd);
+    f16_to_f32_n(ms + hd, sc, hd);
+    for (int g0 = 0; g0 < nq; g0 += 6) {
+        const int ng = nq - g0 < 6 ? nq - g0 : 6;
+        float base[6];
+        for (int g = 0; g < ng; g++) { /* per block and query: vectorized, it costs as much as a token's products */
             const float *qg = q + (size_t)(g0 + g) * hd;
-            float base = 0;
-            for (int d = 0; d < hd; d++) {
-                qs[g][d] = qg[d] * kvq_f16_to_f32(ms[hd + d]);
-                base += qg[d] * kvq_f16_to_f32(ms[d]);
+            __m256 bv = _mm256_setzero_ps();
+            int d = 0;
+            for (; d + 8 <= hd; d += 8) {
+                const __m256 x = _mm256_loadu_ps(qg + d);
+                _mm256_storeu_ps(qs + (size_t)g * hd + d, _mm256_mul_ps(x, _mm256_loadu_ps(sc + d)));
+                bv = _mm256_fmadd_ps(x, _mm256_loadu_ps(mn + d), bv);
             }
-            for (int k = 0; k < 4; k++) acc[4 * g + k] = _mm256_set1_ps(base);
-        }
-        for (int d = 0; d < hd; d++) {
-            __m256 v[4];
-            unpack32_avx2(codes + d * cb, kb, v);
-            for (int g = 0; g < ng; g++) {
-                __m256 x = _mm256_set1_ps(qs[g][d]);
-                for (int k = 0; k < 4; k++) acc[4 * g + k] = _mm256_fmadd_ps(x, v[k], acc[4 * g + k]);
+            float r[8];
+            _mm256_storeu_ps(r, bv);
+            base[g] = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+            for (; d < hd; d++) {
+                qs[(size_t)g * hd + d] = qg[d] * sc[d];
+                base[g] += qg[d] * mn[d];
             }
         }
-        for (int g = 0; g < ng; g++)
-            for (int k = 0; k < 4; k++) _mm256_storeu_ps(s + (size_t)(g0 + g) * lds + 8 * k, acc[4 * g + k]);
+        float *sg = s + (size_t)g0 * lds;
+        if (kb == 4) {
+            QK_NG_CASES(4)
+        } else if (kb == 2) {
+            QK_NG_CASES(2)
+        } else {
+            QK_NG_CASES(8)
+        }
     }
 }
 
-T2 static void av_rows_avx2(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, int vg,
-                            const float *w, int ldw, int nq, float *out) {
-    if (vg != 32 || nq > 64 || hd > 1024) { av_rows_ref(codes, t0, ms, n, hd, vb, vg, w, ldw, nq, out); return; }
-    const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
-    float wm[64][32];
-    memset(wm, 0, sizeof wm);
-    uint8_t row[1024];
-    for (int i = 0; i < n; i++) {
-        kvq_vrow_get(codes, t0 + i, rb, row); /* rows sit interleaved in quads of 4 tokens */
-        const kvq_f16 *m = ms + (size_t)i * 2 * ng;
-        for (int gr = 0; gr < ng; gr++) {
+/* The value codes of one group (32 channels) for the 4 tokens of a quad,
+ * each token's bytes in one register (8 bits: two), out of the interleaved
+ * rows (byte k of the 4 tokens side by side): a byte shuffle groups each
+ * token's 4 bytes per 16-byte load, a dword transpose joins them. */
+T2 static inline AI void quad_rows(const uint8_t *p, const int VB, __m128i t[8]) {
+    const __m128i m = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    if (VB == 2) {
+        const __m128i x0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)p), m);
+        const __m128i x1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16)), m);
+        const __m128i a = _mm_unpacklo_epi32(x0, x1), b = _mm_unpackhi_epi32(x0, x1);
+        t[0] = a, t[1] = _mm_srli_si128(a, 8), t[2] = b, t[3] = _mm_srli_si128(b, 8);
+        return;
+    }
+    for (int half = 0; half < (VB == 8 ? 2 : 1); half++) {
+        __m128i x[4];
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) x[j] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 64 * half + 16 * j)), m);
+        const __m128i a = _mm_unpacklo_epi32(x[0], x[1]), b = _mm_unpacklo_epi32(x[2], x[3]);
+        const __m128i c = _mm_unpackhi_epi32(x[0], x[1]), d = _mm_unpackhi_epi32(x[2], x[3]);
+        __m128i *o = t + 4 * half;
+        o[0] = _mm_unpacklo_epi64(a, b), o[1] = _mm_unpackhi_epi64(a, b);
+        o[2] = _mm_unpacklo_epi64(c, d), o[3] = _mm_unpackhi_epi64(c, d);
+    }
+}
+
+/* one token's 32 codes of a group (in lo, and hi for 8 bits) as 4 vectors of 8 floats */
+T2 static inline AI void unpack_reg(__m128i lo, __m128i hi, const int VB, __m256 v[4]) {
+    __m256i x[4];
+    if (VB == 8) {
+        x[0] = _mm256_cvtepu8_epi32(lo), x[1] = _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8));
+        x[2] = _mm256_cvtepu8_epi32(hi), x[3] = _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8));
+    } else if (VB == 4) {
+        const __m256i m = _mm256_set1_epi32(15);
+        const __m256i a = _mm256_cvtepu8_epi32(lo), c = _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8));
+        x[0] = _mm256_and_si256(a, m), x[1] = _mm256_and_si256(c, m);
+        x[2] = _mm256_srli_epi32(a, 4), x[3] = _mm256_srli_epi32(c, 4);
+    } else {
+        const __m256i m = _mm256_set1_epi32(3), a = _mm256_cvtepu8_epi32(lo);
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) x[k] = _mm256_and_si256(_mm256_srli_epi32(a, 2 * k), m);
+    }
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) v[k] = _mm256_cvtepi32_ps(x[k]);
+}
+
+/* NG (<= 2) queries over the whole quads [i0, i1) of one group: 8
+ * accumulators in registers over all the tokens, each unpacked token
+ * serving both queries; the minimums' share (sum of w * min) is added once. */
+T2 static inline AI void av_quads_ng(const uint8_t *codes, int t0, const kvq_f16 *ms, int i0, int i1, int ng, int gr,
+                                     int rb, const int VB, const float *w, int ldw, const int NG, float *out, int hd) {
+    const int gb = 4 * VB;
+    __m256 acc[8];
+    float wm[2] = {0, 0};
+    #pragma GCC unroll 4
+    for (int g = 0; g < NG; g++)
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) acc[4 * g + k] = _mm256_loadu_ps(out + (size_t)g * hd + 32 * gr + 8 * k);
+    for (int i = i0; i < i1; i += 4) {
+        __m128i t[8];
+        quad_rows(codes + (size_t)((t0 + i) >> 2) * 4 * rb + 4 * (size_t)gr * gb, VB, t);
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const kvq_f16 *p = ms + ((size_t)(i + j) * ng + gr) * 2;
+            const float mn = _cvtsh_ss(p[0]), sc = _cvtsh_ss(p[1]);
             __m256 v[4];
-            unpack32_avx2(row + gr * gb, vb, v);
-            float mn = kvq_f16_to_f32(m[2 * gr]), sc = kvq_f16_to_f32(m[2 * gr + 1]);
-            for (int g = 0; g < nq; g++) {
-                float wi = w[(size_t)g * ldw + i];
-                float *o = out + g * hd + gr * 32;
-                __m256 x = _mm256_set1_ps(wi * sc);
-                for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(x, v[k], _mm256_loadu_ps(o + 8 * k)));
-                wm[g][gr] += wi * mn;
+            unpack_reg(t[j], t[4 + j], VB, v);
+            #pragma GCC unroll 4
+            for (int g = 0; g < NG; g++) {
+                const float wi = w[(size_t)g * ldw + i + j];
+                const __m256 x = _mm256_set1_ps(wi * sc);
+                #pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) acc[4 * g + k] = _mm256_fmadd_ps(x, v[k], acc[4 * g + k]);
+                wm[g] += wi * mn;
             }
         }
     }
-    for (int g = 0; g < nq; g++)
-        for (int gr = 0; gr < ng; gr++) {
-            float *o = out + g * hd + gr * 32;
-            __m256 x = _mm256_set1_ps(wm[g][gr]);
-            for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + 8 * k, _mm256_add_ps(_mm256_loadu_ps(o + 8 * k), x));
+    #pragma GCC unroll 4
+    for (int g = 0; g < NG; g++)
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(out + (size_t)g * hd + 32 * gr + 8 * k, _mm256_add_ps(acc[4 * g + k], _mm256_set1_ps(wm[g])));
+}
+
+#define AV_CASES(VB)                                                                                                  \
+    do {                                                                                                              \
+        if (nq - g >= 2) av_quads_ng(codes, t0, ms, i0, i1, ng, gr, rb, VB, w + (size_t)g * ldw, ldw, 2, og, hd);    \
+        else av_quads_ng(codes, t0, ms, i0, i1, ng, gr, rb, VB, w + (size_t)g * ldw, ldw, 1, og, hd);                 \
+    } while (0)
+
+/* Tokens outside whole quads of 4 go through the reference. */
+T2 static void av_rows_avx2(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, int vg,
+                            const float *w, int ldw, int nq, float *out) {
+    if (vg != 32 || hd > 1024 || (vb != 2 && vb != 4 && vb != 8)) {
+        av_rows_ref(codes, t0, ms, n, hd, vb, vg, w, ldw, nq, out);
+        return;
+    }
+    const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
+    int i0 = (4 - t0 % 4) % 4;
+    if (i0 > n) i0 = n;
+    const int i1 = i0 + (n - i0) / 4 * 4;
+    if (i0 > 0) av_rows_ref(codes, t0, ms, i0, hd, vb, vg, w, ldw, nq, out);
+    for (int gr = 0; gr < ng && i1 > i0; gr++)
+        for (int g = 0; g < nq; g += 2) {
+            float *og = out + (size_t)g * hd;
+            if (vb == 4) AV_CASES(4);
+            else if (vb == 2) AV_CASES(2);
+            else AV_CASES(8);
         }
+    if (i1 < n) av_rows_ref(codes, t0 + i1, ms + (size_t)i1 * ng * 2, n - i1, hd, vb, vg, w + i1, ldw, nq, out);
 }
 
 static const kvq_kivi_kernels K_AVX2 = {qk_block_avx2, av_rows_avx2};
