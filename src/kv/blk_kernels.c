@@ -133,71 +133,133 @@ T2 static inline __attribute__((always_inline)) void qk_rows8(const uint8_t *row
     for (; i < n; i++) s[i] = row_score(rows + (size_t)i * stride, hd / 32, q8, q16, sq);
 }
 
+/* Two queries, 4 rows at a time: each row's codes are widened once for both
+ * (a GQA group's heads share the rows); lanes 0-3 of the reduction are the
+ * first query's 4 rows, 4-7 the second's. Same arithmetic per query as
+ * row_score, so a query's scores do not depend on its partner. */
+T2 static inline __attribute__((always_inline)) void qk_rows4x2(const uint8_t *rows, size_t stride, int n, int hd,
+                                                                const bool q8, const int16_t *qa, const float *sa,
+                                                                const int16_t *qb, const float *sb, float *s0,
+                                                                float *s1) {
+    const size_t bs = blk_bytes(q8);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < hd / 32; b++) {
+            const __m256i A0 = _mm256_loadu_si256((const __m256i *)(qa + 32 * b));
+            const __m256i A1 = _mm256_loadu_si256((const __m256i *)(qa + 32 * b + 16));
+            const __m256i B0 = _mm256_loadu_si256((const __m256i *)(qb + 32 * b));
+            const __m256i B1 = _mm256_loadu_si256((const __m256i *)(qb + 32 * b + 16));
+            __m256i p[8];
+            uint16_t dh[8];
+            for (int t = 0; t < 4; t++) {
+                const uint8_t *blk = rows + (size_t)(i + t) * stride + (size_t)b * bs;
+                __m256i x0, x1;
+                codes16(blk, q8, &x0, &x1);
+                p[t] = _mm256_add_epi32(_mm256_madd_epi16(x0, A0), _mm256_madd_epi16(x1, A1));
+                p[4 + t] = _mm256_add_epi32(_mm256_madd_epi16(x0, B0), _mm256_madd_epi16(x1, B1));
+                memcpy(&dh[t], blk, 2);
+                dh[4 + t] = dh[t];
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+            const __m256 sc = _mm256_setr_ps(sa[b], sa[b], sa[b], sa[b], sb[b], sb[b], sb[b], sb[b]);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum8(p)), _mm256_mul_ps(d, sc), acc);
+        }
+        _mm_storeu_ps(s0 + i, _mm256_castps256_ps128(acc));
+        _mm_storeu_ps(s1 + i, _mm256_extractf128_ps(acc, 1));
+    }
+    for (; i < n; i++) {
+        s0[i] = row_score(rows + (size_t)i * stride, hd / 32, q8, qa, sa);
+        s1[i] = row_score(rows + (size_t)i * stride, hd / 32, q8, qb, sb);
+    }
+}
+
 T2 static void qk_avx2(const uint8_t *rows, size_t stride, int n, int hd, bool q8, const float *q, int nq, float *s,
                        int lds) {
     if (hd % 32 || hd > MAX_HD) { qk_ref(rows, stride, n, hd, q8, q, nq, s, lds); return; }
-    int16_t q16[MAX_HD];
-    float sq[MAX_HD / 32];
-    for (int g = 0; g < nq; g++) {
-        quant_q16(q + (size_t)g * hd, hd, q16, sq);
-        if (q8) qk_rows8(rows, stride, n, hd, true, q16, sq, s + (size_t)g * lds);
-        else qk_rows8(rows, stride, n, hd, false, q16, sq, s + (size_t)g * lds);
+    int16_t q16[2][MAX_HD];
+    float sq[2][MAX_HD / 32];
+    int g = 0;
+    for (; g + 2 <= nq; g += 2) {
+        quant_q16(q + (size_t)g * hd, hd, q16[0], sq[0]);
+        quant_q16(q + (size_t)(g + 1) * hd, hd, q16[1], sq[1]);
+        float *s0 = s + (size_t)g * lds, *s1 = s0 + lds;
+        if (q8) qk_rows4x2(rows, stride, n, hd, true, q16[0], sq[0], q16[1], sq[1], s0, s1);
+        else qk_rows4x2(rows, stride, n, hd, false, q16[0], sq[0], q16[1], sq[1], s0, s1);
+    }
+    if (g < nq) {
+        quant_q16(q + (size_t)g * hd, hd, q16[0], sq[0]);
+        if (q8) qk_rows8(rows, stride, n, hd, true, q16[0], sq[0], s + (size_t)g * lds);
+        else qk_rows8(rows, stride, n, hd, false, q16[0], sq[0], s + (size_t)g * lds);
     }
 }
 
-/* a block's 32 codes as four vectors of 8 floats */
-T2 static inline __attribute__((always_inline)) void codes_f32(const uint8_t *blk, const bool q8, __m256 x[4]) {
+/* codes 16h .. 16h+15 of a block as two vectors of 8 floats */
+T2 static inline __attribute__((always_inline)) void codes_f32(const uint8_t *blk, const bool q8, const int h,
+                                                               __m256 *x0, __m256 *x1) {
     if (q8) {
-        for (int k = 0; k < 4; k++)
-            x[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * k))));
+        *x0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 16 * h))));
+        *x1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 10 + 16 * h))));
     } else {
         const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(15);
-        const __m128i lo = _mm_and_si128(raw, m), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
+        const __m128i c = _mm_and_si128(h ? _mm_srli_epi16(raw, 4) : raw, m);
         const __m256i eight = _mm256_set1_epi32(8);
-        x[0] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), eight));
-        x[1] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), eight));
-        x[2] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), eight));
-        x[3] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), eight));
+        *x0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(c), eight));
+        *x1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(c, 8)), eight));
     }
 }
 
-/* NG (<= 2) queries on one block of channels: 8 accumulators in registers
- * over all the rows, each converted row serving both queries */
+/* NG (<= 4) queries on 16 channels of one block: 8 accumulators in
+ * registers over all the rows, each converted row serving every query (the
+ * heads of a GQA group) */
 T2 static inline __attribute__((always_inline)) void av_ng(const uint8_t *rows, size_t stride, int n, int hd, int b,
-                                                           const bool q8, const float *w, int ldw, const int NG,
-                                                           float *out) {
+                                                           const int h, const bool q8, const float *w, int ldw,
+                                                           const int NG, float *out) {
     __m256 a[8];
+#pragma GCC unroll 4
     for (int g = 0; g < NG; g++)
-        for (int k = 0; k < 4; k++) a[4 * g + k] = _mm256_loadu_ps(out + (size_t)g * hd + 32 * b + 8 * k);
+        for (int k = 0; k < 2; k++) a[2 * g + k] = _mm256_loadu_ps(out + (size_t)g * hd + 32 * b + 16 * h + 8 * k);
     for (int i = 0; i < n; i++) {
         const uint8_t *blk = rows + (size_t)i * stride + (size_t)b * blk_bytes(q8);
         kvq_f16 dh;
         memcpy(&dh, blk, 2);
         const float d = _cvtsh_ss(dh);
-        __m256 x[4];
-        codes_f32(blk, q8, x);
+        __m256 x0, x1;
+        codes_f32(blk, q8, h, &x0, &x1);
+#pragma GCC unroll 4
         for (int g = 0; g < NG; g++) {
             const __m256 wd = _mm256_set1_ps(w[(size_t)g * ldw + i] * d);
-            for (int k = 0; k < 4; k++) a[4 * g + k] = _mm256_fmadd_ps(wd, x[k], a[4 * g + k]);
+            a[2 * g] = _mm256_fmadd_ps(wd, x0, a[2 * g]);
+            a[2 * g + 1] = _mm256_fmadd_ps(wd, x1, a[2 * g + 1]);
         }
     }
+#pragma GCC unroll 4
     for (int g = 0; g < NG; g++)
-        for (int k = 0; k < 4; k++) _mm256_storeu_ps(out + (size_t)g * hd + 32 * b + 8 * k, a[4 * g + k]);
+        for (int k = 0; k < 2; k++) _mm256_storeu_ps(out + (size_t)g * hd + 32 * b + 16 * h + 8 * k, a[2 * g + k]);
 }
+
+#define AV_NG_CASES(Q8, H)                                                                                            \
+    switch (ng) {                                                                                                     \
+    case 4: av_ng(rows, stride, n, hd, b, H, Q8, wg, ldw, 4, og); break;                                              \
+    case 3: av_ng(rows, stride, n, hd, b, H, Q8, wg, ldw, 3, og); break;                                              \
+    case 2: av_ng(rows, stride, n, hd, b, H, Q8, wg, ldw, 2, og); break;                                              \
+    default: av_ng(rows, stride, n, hd, b, H, Q8, wg, ldw, 1, og); break;                                             \
+    }
 
 T2 static void av_avx2(const uint8_t *rows, size_t stride, int n, int hd, bool q8, const float *w, int ldw, int nq,
                        float *out) {
     if (hd % 32) { av_ref(rows, stride, n, hd, q8, w, ldw, nq, out); return; }
-    for (int g = 0; g < nq; g += 2) {
+    for (int g = 0; g < nq; g += 4) {
+        const int ng = nq - g < 4 ? nq - g : 4;
         const float *wg = w + (size_t)g * ldw;
         float *og = out + (size_t)g * hd;
         for (int b = 0; b < hd / 32; b++) {
-            if (nq - g >= 2) {
-                if (q8) av_ng(rows, stride, n, hd, b, true, wg, ldw, 2, og);
-                else av_ng(rows, stride, n, hd, b, false, wg, ldw, 2, og);
+            if (q8) {
+                AV_NG_CASES(true, 0)
+                AV_NG_CASES(true, 1)
             } else {
-                if (q8) av_ng(rows, stride, n, hd, b, true, wg, ldw, 1, og);
-                else av_ng(rows, stride, n, hd, b, false, wg, ldw, 1, og);
+                AV_NG_CASES(false, 0)
+                AV_NG_CASES(false, 1)
             }
         }
     }
