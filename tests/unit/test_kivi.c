@@ -352,7 +352,7 @@ static void test_blk_kernels(void **st) {
     const kvq_blk_kernels *ref = kvq_blk_kernels_isa(KVQ_ISA_SCALAR);
     uint64_t r = 5;
     enum { NMAX = 21, HDMAX = 128, NQ = 3 };
-    static uint8_t rows[NMAX * (HDMAX / 32) * 34 + 64];
+    static uint8_t rows[NMAX * ((HDMAX / 32) * 34 + 6) + 64];
     float q[NQ * HDMAX], w[NQ * NMAX], a[NQ * NMAX], b[NQ * NMAX], c[NMAX], oa[NQ * HDMAX], ob[NQ * HDMAX], oc[HDMAX];
     for (int q8 = 0; q8 < 2; q8++)
         for (int hd = 32; hd <= HDMAX; hd += 32) {
