@@ -80,6 +80,10 @@ static kvq_status pt_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void 
         }
     }
     const int hd = g->head_dim;
+    if (hd > 1024) { /* the attention loop's row and query buffers live on the stack */
+        snprintf(err, cap, "%s: head_dim %d is above the 1024 this codec supports", s->codec, hd);
+        return KVQ_ERR_UNSUPPORTED;
+    }
     if (c.kind == PT_ASYM) {
         if ((c.kb != 2 && c.kb != 4 && c.kb != 8) || (c.vb != 2 && c.vb != 4 && c.vb != 8)) {
             snprintf(err, cap, "pertoken: K%d V%d is not supported (bits 2, 4 or 8)", c.kb, c.vb);
@@ -254,55 +258,57 @@ static kvq_status pt_append(kvq_kv_layer *L, const float *k, const float *v, int
     return KVQ_OK;
 }
 
+/* Queries go through in groups that fit a stack buffer of 4096 floats (the
+ * attention driver batches query positions, so n_q can reach 16 x the GQA
+ * group): no allocation in the attention loop, nothing to fail. */
 static void pt_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q, float *scores) {
     (void)view;
     (void)vis;
     const pt_state *s = L->state;
-    const int hd = L->head_dim;
-    float stack[4096], kr[1024];
-    const float *qq = q;
-    float *qr = NULL;
-    if (s->c.rot) {
-        qr = (size_t)n_q * hd <= 4096 ? stack : malloc((size_t)n_q * hd * sizeof(float));
-        if (!qr) return; /* cannot happen for sane shapes; scores stay unset */
-        memcpy(qr, q, (size_t)n_q * hd * sizeof(float));
-        for (int g = 0; g < n_q; g++) hadamard(qr + g * hd, hd);
-        qq = qr;
+    const int hd = L->head_dim, per = 4096 / hd;
+    float qr[4096], kr[1024];
+    for (int g0 = 0; g0 < n_q; g0 += per) {
+        const int m = n_q - g0 < per ? n_q - g0 : per;
+        const float *qq = q + (size_t)g0 * hd;
+        if (s->c.rot) {
+            memcpy(qr, qq, (size_t)m * hd * sizeof(float));
+            for (int g = 0; g < m; g++) hadamard(qr + g * hd, hd);
+            qq = qr;
+        }
+        float *sc = scores + (size_t)g0 * n;
+        if (s->bk) s->bk->qk(kslot(s, h, t0), s->krow, n, hd, s->c.kind == PT_Q8_0, qq, m, sc, n);
+        for (int i = 0; i < n && !s->bk; i++) {
+            row_dequant(L, s, kslot(s, h, t0 + i), s->c.kb, s->kgrp, kr);
+            for (int g = 0; g < m; g++) sc[(size_t)g * n + i] = s->dot(kr, qq + (size_t)g * hd, hd);
+        }
     }
-    if (s->bk)
-        s->bk->qk(kslot(s, h, t0), s->krow, n, hd, s->c.kind == PT_Q8_0, qq, n_q, scores, n);
-    for (int i = 0; i < n && !s->bk; i++) {
-        row_dequant(L, s, kslot(s, h, t0 + i), s->c.kb, s->kgrp, kr);
-        for (int g = 0; g < n_q; g++) scores[(size_t)g * n + i] = s->dot(kr, qq + (size_t)g * hd, hd);
-    }
-    if (qr && qr != stack) free(qr);
 }
 
 static void pt_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *w, int n_q, float *out) {
     (void)view;
     (void)vis;
     const pt_state *s = L->state;
-    const int hd = L->head_dim;
-    float vr[1024], stack[4096];
-    const bool rot = s->c.rot;
-    float *acc = !rot ? NULL : (size_t)n_q * hd <= 4096 ? stack : malloc((size_t)n_q * hd * sizeof(float));
-    if (rot && !acc) return;
-    float *o = rot ? acc : out;
-    if (rot) memset(acc, 0, (size_t)n_q * hd * sizeof(float));
-    if (s->bk) s->bk->av(vslot(s, h, t0), s->vrow, n, hd, s->c.kind == PT_Q8_0, w, n, n_q, o);
-    for (int i = 0; i < n && !s->bk; i++) {
-        row_dequant(L, s, vslot(s, h, t0 + i), s->c.vb, s->vgrp, vr);
-        for (int g = 0; g < n_q; g++) {
-            float wi = w[(size_t)g * n + i];
-            for (int d = 0; d < hd; d++) o[g * hd + d] += wi * vr[d];
+    const int hd = L->head_dim, per = 4096 / hd;
+    float vr[1024], acc[4096];
+    for (int g0 = 0; g0 < n_q; g0 += per) {
+        const int m = n_q - g0 < per ? n_q - g0 : per;
+        const float *wg = w + (size_t)g0 * n;
+        float *og = out + (size_t)g0 * hd, *o = s->c.rot ? acc : og;
+        if (s->c.rot) memset(acc, 0, (size_t)m * hd * sizeof(float));
+        if (s->bk) s->bk->av(vslot(s, h, t0), s->vrow, n, hd, s->c.kind == PT_Q8_0, wg, n, m, o);
+        for (int i = 0; i < n && !s->bk; i++) {
+            row_dequant(L, s, vslot(s, h, t0 + i), s->c.vb, s->vgrp, vr);
+            for (int g = 0; g < m; g++) {
+                const float wi = wg[(size_t)g * n + i];
+                for (int d = 0; d < hd; d++) o[g * hd + d] += wi * vr[d];
+            }
         }
+        if (s->c.rot)
+            for (int g = 0; g < m; g++) {
+                hadamard(acc + g * hd, hd);
+                for (int d = 0; d < hd; d++) og[g * hd + d] += acc[g * hd + d];
+            }
     }
-    if (rot)
-        for (int g = 0; g < n_q; g++) {
-            hadamard(acc + g * hd, hd);
-            for (int d = 0; d < hd; d++) out[g * hd + d] += acc[g * hd + d];
-        }
-    if (acc && acc != stack) free(acc);
 }
 
 static void pt_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, float *v) {

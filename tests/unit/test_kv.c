@@ -92,7 +92,7 @@ static void test_attention_matches_naive(void **st) {
  * of a block flush (128 | 2560). */
 static void test_batched_equals_single(void **st) {
     (void)st;
-    const char *specs[] = {"f32", "f16", "q8_0", "q4_0", "kivi:k4v2", "kivi:k2v2,g=64", "pertoken:k4v4", "hier",
+    const char *specs[] = {"f32", "f16", "q8_0", "q4_0", "q4_0:rot", "kivi:k4v2", "kivi:k2v2,g=64", "pertoken:k4v4", "hier",
                            "hier:g=32", "f16+window:sink=4,win=700"};
     const int nh = 8, nkv = 2, hd = 64, n = 2570, nq = 20, n_vis0 = n - nq + 1;
     for (size_t si = 0; si < sizeof specs / sizeof *specs; si++)
