@@ -22,7 +22,7 @@
 #include "kv_simd.h"
 
 #define TILE 128
-#define CHUNK 1024 /* slots per item when the KV heads alone cannot keep the threads busy */
+#define CHUNK 1024 /* fewest slots per chunk */
 #define QB 16      /* query positions per item at most */
 
 /* An item: the rep query heads of KV head h for the queries [qi, qi + nq)
@@ -135,7 +135,15 @@ static bool plan_item(plan *p, int qi, int nq, int blk, int h, size_t s0) {
  * spans they may return stay bounded in memory. */
 static kvq_status make_plan(kvq_kv_cache *c, int il, const float *q, int n_q, int n_vis0, int n_threads, plan *p) {
     const int nkv = c->g.n_head_kv, hd = c->g.head_dim, nh = c->g.n_head, rep = nh / nkv, max_spans = c->max_spans;
-    const int chunk = nkv < 2 * n_threads ? CHUNK : 1 << 30;
+    /* chunks when the KV heads alone cannot keep the threads busy; their size
+     * follows the layer's capacity, not the query's position, so every query
+     * of a batch is cut the same way (and the partial results of a long
+     * prompt at depth stay few) */
+    int chunk = 1 << 30;
+    if (nkv < 2 * n_threads) {
+        chunk = c->layers[il].cap / (2 * n_threads) / TILE * TILE;
+        if (chunk < CHUNK) chunk = CHUNK;
+    }
     kvq_status st = KVQ_OK;
     if (!c->policy->select) {
         for (int qb = 0; qb < n_q && !st; qb += QB) {
