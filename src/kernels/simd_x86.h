@@ -6,6 +6,7 @@
 #define KVQ_KERNELS_SIMD_X86_H
 #include <immintrin.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <string.h>
 
 /* Sum of the 8 lanes. */
@@ -14,6 +15,21 @@ __attribute__((target("avx2,fma,f16c"))) static inline float kvq_hsum8(__m256 v)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* One channel of the attention kernels' score loops: for the NG queries q,
+ * q + ldq, ..., acc[2g] += q[g] * a and acc[2g + 1] += q[g] * b, where a and
+ * b hold that channel for 16 cached tokens. NG must be a constant at the
+ * call, so the accumulators stay in registers. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void kvq_fma2_ng(const float *q, size_t ldq,
+                                                                                     const int NG, __m256 a,
+                                                                                     __m256 b, __m256 *acc) {
+#pragma GCC unroll 6
+    for (int g = 0; g < NG; g++) {
+        const __m256 x = _mm256_broadcast_ss(q + (size_t)g * ldq);
+        acc[2 * g] = _mm256_fmadd_ps(x, a, acc[2 * g]);
+        acc[2 * g + 1] = _mm256_fmadd_ps(x, b, acc[2 * g + 1]);
+    }
 }
 
 /* e^x for x <= 0 or moderate x (clamped below at -87): 2^(x log2 e) split

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <string.h>
 #include "../core/cpu.h"
+#include "../kernels/simd_x86.h"
 #include "kivi_kernels.h"
 #include "kvquant.h"
 
@@ -115,12 +116,7 @@ T2 static inline __attribute__((always_inline)) void qk_ng(const uint8_t *up, co
         for (int d = 0; d < hd; d++) {
             __m256 a, b;
             codes8(up + (size_t)d * nb + k0, LO ? lo + (size_t)d * nb + k0 : NULL, LO, &a, &b);
-#pragma GCC unroll 6
-            for (int g = 0; g < NG; g++) {
-                const __m256 x = _mm256_broadcast_ss(qs + (size_t)g * hd + d);
-                acc[2 * g] = _mm256_fmadd_ps(x, a, acc[2 * g]);
-                acc[2 * g + 1] = _mm256_fmadd_ps(x, b, acc[2 * g + 1]);
-            }
+            kvq_fma2_ng(qs + d, (size_t)hd, NG, a, b, acc);
         }
 #pragma GCC unroll 6
         for (int g = 0; g < NG; g++) {

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include "../core/cpu.h"
+#include "../kernels/simd_x86.h"
 #include "kv_simd.h"
 #include "kvquant.h"
 
@@ -415,12 +416,7 @@ T2 static inline AI void qk_ng(const uint8_t *codes, int cb, int hd, const int K
         for (int d = 0; d < hd; d++) {
             __m256 a, b;
             half16(codes + (size_t)d * cb, KB, h, &a, &b);
-#pragma GCC unroll 6
-            for (int g = 0; g < NG; g++) {
-                const __m256 x = _mm256_broadcast_ss(qs + (size_t)g * hd + d);
-                acc[2 * g] = _mm256_fmadd_ps(x, a, acc[2 * g]);
-                acc[2 * g + 1] = _mm256_fmadd_ps(x, b, acc[2 * g + 1]);
-            }
+            kvq_fma2_ng(qs + d, (size_t)hd, NG, a, b, acc);
         }
 #pragma GCC unroll 6
         for (int g = 0; g < NG; g++) {

@@ -136,13 +136,8 @@ T2 static inline __attribute__((always_inline)) void qk_f16_ng(const uint16_t *k
         for (int g = 0; g < NG; g++) a[2 * g] = a[2 * g + 1] = _mm256_setzero_ps();
         for (int d = 0; d < hd; d++) {
             const __m128i *r = (const __m128i *)(kt + d * KVQ_KT + h);
-            const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128(r)), k1 = _mm256_cvtph_ps(_mm_loadu_si128(r + 1));
-#pragma GCC unroll 6
-            for (int g = 0; g < NG; g++) {
-                const __m256 b = _mm256_broadcast_ss(q + (size_t)g * hd + d);
-                a[2 * g] = _mm256_fmadd_ps(b, k0, a[2 * g]);
-                a[2 * g + 1] = _mm256_fmadd_ps(b, k1, a[2 * g + 1]);
-            }
+            kvq_fma2_ng(q + d, (size_t)hd, NG, _mm256_cvtph_ps(_mm_loadu_si128(r)),
+                        _mm256_cvtph_ps(_mm_loadu_si128(r + 1)), a);
         }
 #pragma GCC unroll 6
         for (int g = 0; g < NG; g++) {
