@@ -104,74 +104,52 @@ T2 static inline __m256i sum8(const __m256i p[8]) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(e, f, 0x20), _mm256_permute2x128_si256(e, f, 0x31));
 }
 
-/* 8 rows at a time: each row's block products stay in 8 int32 lanes, and one
- * transposing reduction gives the 8 rows' block sums side by side */
-T2 static inline __attribute__((always_inline)) void qk_rows8(const uint8_t *rows, size_t stride, int n, int hd,
-                                                              const bool q8, const int16_t *q16, const float *sq,
-                                                              float *s) {
+/* NQ (1 or 2) queries, 8 / NQ rows at a time: each row's codes are widened
+ * once for all the queries (a GQA group's heads share the rows), each
+ * (query, row) pair keeps its block products in 8 int32 lanes, and one
+ * transposing reduction puts the pairs' block sums side by side (lane
+ * j * R + t: query j, row t). Same arithmetic per query as row_score, so a
+ * query's scores do not depend on the other one. */
+T2 static inline __attribute__((always_inline)) void qk_rows(const uint8_t *rows, size_t stride, int n, int hd,
+                                                             const bool q8, const int NQ, const int16_t *const *q16,
+                                                             const float *const *sq, float *const *s) {
+    const int R = 8 / NQ;
     const size_t bs = blk_bytes(q8);
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; i + R <= n; i += R) {
         __m256 acc = _mm256_setzero_ps();
         for (int b = 0; b < hd / 32; b++) {
-            const __m256i Q0 = _mm256_loadu_si256((const __m256i *)(q16 + 32 * b));
-            const __m256i Q1 = _mm256_loadu_si256((const __m256i *)(q16 + 32 * b + 16));
+            __m256i Q[2][2];
+            for (int j = 0; j < NQ; j++) {
+                Q[j][0] = _mm256_loadu_si256((const __m256i *)(q16[j] + 32 * b));
+                Q[j][1] = _mm256_loadu_si256((const __m256i *)(q16[j] + 32 * b + 16));
+            }
             __m256i p[8];
             uint16_t dh[8];
-            for (int t = 0; t < 8; t++) {
+            for (int t = 0; t < R; t++) {
                 const uint8_t *blk = rows + (size_t)(i + t) * stride + (size_t)b * bs;
                 __m256i x0, x1;
                 codes16(blk, q8, &x0, &x1);
-                p[t] = _mm256_add_epi32(_mm256_madd_epi16(x0, Q0), _mm256_madd_epi16(x1, Q1));
+                for (int j = 0; j < NQ; j++)
+                    p[j * R + t] = _mm256_add_epi32(_mm256_madd_epi16(x0, Q[j][0]), _mm256_madd_epi16(x1, Q[j][1]));
                 memcpy(&dh[t], blk, 2);
+                if (NQ == 2) dh[R + t] = dh[t];
             }
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum8(p)), _mm256_mul_ps(d, _mm256_set1_ps(sq[b])), acc);
-        }
-        _mm256_storeu_ps(s + i, acc);
-    }
-    for (; i < n; i++) s[i] = row_score(rows + (size_t)i * stride, hd / 32, q8, q16, sq);
-}
-
-/* Two queries, 4 rows at a time: each row's codes are widened once for both
- * (a GQA group's heads share the rows); lanes 0-3 of the reduction are the
- * first query's 4 rows, 4-7 the second's. Same arithmetic per query as
- * row_score, so a query's scores do not depend on its partner. */
-T2 static inline __attribute__((always_inline)) void qk_rows4x2(const uint8_t *rows, size_t stride, int n, int hd,
-                                                                const bool q8, const int16_t *qa, const float *sa,
-                                                                const int16_t *qb, const float *sb, float *s0,
-                                                                float *s1) {
-    const size_t bs = blk_bytes(q8);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int b = 0; b < hd / 32; b++) {
-            const __m256i A0 = _mm256_loadu_si256((const __m256i *)(qa + 32 * b));
-            const __m256i A1 = _mm256_loadu_si256((const __m256i *)(qa + 32 * b + 16));
-            const __m256i B0 = _mm256_loadu_si256((const __m256i *)(qb + 32 * b));
-            const __m256i B1 = _mm256_loadu_si256((const __m256i *)(qb + 32 * b + 16));
-            __m256i p[8];
-            uint16_t dh[8];
-            for (int t = 0; t < 4; t++) {
-                const uint8_t *blk = rows + (size_t)(i + t) * stride + (size_t)b * bs;
-                __m256i x0, x1;
-                codes16(blk, q8, &x0, &x1);
-                p[t] = _mm256_add_epi32(_mm256_madd_epi16(x0, A0), _mm256_madd_epi16(x1, A1));
-                p[4 + t] = _mm256_add_epi32(_mm256_madd_epi16(x0, B0), _mm256_madd_epi16(x1, B1));
-                memcpy(&dh[t], blk, 2);
-                dh[4 + t] = dh[t];
-            }
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
-            const __m256 sc = _mm256_setr_ps(sa[b], sa[b], sa[b], sa[b], sb[b], sb[b], sb[b], sb[b]);
+            const __m256 sc = NQ == 1 ? _mm256_set1_ps(sq[0][b])
+                                      : _mm256_setr_ps(sq[0][b], sq[0][b], sq[0][b], sq[0][b], sq[1][b], sq[1][b],
+                                                       sq[1][b], sq[1][b]);
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum8(p)), _mm256_mul_ps(d, sc), acc);
         }
-        _mm_storeu_ps(s0 + i, _mm256_castps256_ps128(acc));
-        _mm_storeu_ps(s1 + i, _mm256_extractf128_ps(acc, 1));
+        if (NQ == 1) {
+            _mm256_storeu_ps(s[0] + i, acc);
+        } else {
+            _mm_storeu_ps(s[0] + i, _mm256_castps256_ps128(acc));
+            _mm_storeu_ps(s[1] + i, _mm256_extractf128_ps(acc, 1));
+        }
     }
-    for (; i < n; i++) {
-        s0[i] = row_score(rows + (size_t)i * stride, hd / 32, q8, qa, sa);
-        s1[i] = row_score(rows + (size_t)i * stride, hd / 32, q8, qb, sb);
-    }
+    for (; i < n; i++)
+        for (int j = 0; j < NQ; j++) s[j][i] = row_score(rows + (size_t)i * stride, hd / 32, q8, q16[j], sq[j]);
 }
 
 T2 static void qk_avx2(const uint8_t *rows, size_t stride, int n, int hd, bool q8, const float *q, int nq, float *s,
@@ -179,18 +157,22 @@ T2 static void qk_avx2(const uint8_t *rows, size_t stride, int n, int hd, bool q
     if (hd % 32 || hd > MAX_HD) { qk_ref(rows, stride, n, hd, q8, q, nq, s, lds); return; }
     int16_t q16[2][MAX_HD];
     float sq[2][MAX_HD / 32];
-    int g = 0;
-    for (; g + 2 <= nq; g += 2) {
-        quant_q16(q + (size_t)g * hd, hd, q16[0], sq[0]);
-        quant_q16(q + (size_t)(g + 1) * hd, hd, q16[1], sq[1]);
-        float *s0 = s + (size_t)g * lds, *s1 = s0 + lds;
-        if (q8) qk_rows4x2(rows, stride, n, hd, true, q16[0], sq[0], q16[1], sq[1], s0, s1);
-        else qk_rows4x2(rows, stride, n, hd, false, q16[0], sq[0], q16[1], sq[1], s0, s1);
-    }
-    if (g < nq) {
-        quant_q16(q + (size_t)g * hd, hd, q16[0], sq[0]);
-        if (q8) qk_rows8(rows, stride, n, hd, true, q16[0], sq[0], s + (size_t)g * lds);
-        else qk_rows8(rows, stride, n, hd, false, q16[0], sq[0], s + (size_t)g * lds);
+    const int16_t *const qp[2] = {q16[0], q16[1]};
+    const float *const sp[2] = {sq[0], sq[1]};
+    for (int g = 0, m; g < nq; g += m) {
+        m = nq - g >= 2 ? 2 : 1;
+        float *out[2] = {s + (size_t)g * lds, s + (size_t)g * lds};
+        for (int j = 0; j < m; j++) {
+            quant_q16(q + (size_t)(g + j) * hd, hd, q16[j], sq[j]);
+            out[j] = s + (size_t)(g + j) * lds;
+        }
+        if (q8) {
+            if (m == 2) qk_rows(rows, stride, n, hd, true, 2, qp, sp, out);
+            else qk_rows(rows, stride, n, hd, true, 1, qp, sp, out);
+        } else {
+            if (m == 2) qk_rows(rows, stride, n, hd, false, 2, qp, sp, out);
+            else qk_rows(rows, stride, n, hd, false, 1, qp, sp, out);
+        }
     }
 }
 
