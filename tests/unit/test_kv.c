@@ -128,6 +128,24 @@ static void test_batched_equals_single(void **st) {
         }
 }
 
+/* The per-token codecs keep a row and a batch of queries on the stack:
+ * a head_dim they cannot hold is refused with a message, never overrun. */
+static void test_pertoken_head_dim_bound(void **st) {
+    (void)st;
+    const char *specs[] = {"q8_0", "q4_0", "pertoken:k4v4"};
+    for (int i = 0; i < 3; i++) {
+        kvq_kv_geom g = {1, 2, 2, 2048, 64, 0, 0};
+        kvq_kv_cache *c = NULL;
+        char err[256] = "";
+        assert_int_equal(kvq_kv_cache_new(&g, specs[i], NULL, &c, err, sizeof err), KVQ_ERR_UNSUPPORTED);
+        assert_null(c);
+        assert_non_null(strstr(err, "head_dim 2048"));
+        g.head_dim = 1024; /* the largest it takes */
+        assert_int_equal(kvq_kv_cache_new(&g, specs[i], NULL, &c, err, sizeof err), KVQ_OK);
+        kvq_kv_cache_free(c);
+    }
+}
+
 static void test_spec_parsing(void **st) {
     (void)st;
     kvq_kv_spec s;
@@ -348,7 +366,7 @@ static void test_window_policy(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_matches_naive),
-        cmocka_unit_test(test_batched_equals_single), cmocka_unit_test(test_spec_parsing),
+        cmocka_unit_test(test_batched_equals_single), cmocka_unit_test(test_pertoken_head_dim_bound), cmocka_unit_test(test_spec_parsing),
         cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_kivi_save_load),      cmocka_unit_test(test_bytes_for),
         cmocka_unit_test(test_attn_kernels_isa),        cmocka_unit_test(test_window_policy),
     };
