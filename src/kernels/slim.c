@@ -87,25 +87,25 @@ size_t kvq_slim_act_size(int64_t cols) {
     return (size_t)(cols / KVQ_SLIM_ABLK(cols)) * 4 + (size_t)(cols / 32) * 4 + (size_t)cols;
 }
 
+float kvq_slim_i8_block(const float *v, int n, int8_t *q) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(v[i]));
+    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(v[i] * id);
+    return d;
+}
+
 void kvq_slim_act_quant(const float *x, void *act, int64_t cols) {
     const int64_t A = KVQ_SLIM_ABLK(cols), na = cols / A, nc = cols / 32;
     float *dx = act, *xs = dx + na;
     int8_t *q = (int8_t *)(xs + nc);
     for (int64_t a = 0; a < na; a++) {
-        const float *v = x + a * A;
-        float amax = 0;
-        for (int i = 0; i < A; i++) amax = fmaxf(amax, fabsf(v[i]));
-        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-        for (int c = 0; c < A / 32; c++) {
+        dx[a] = kvq_slim_i8_block(x + a * A, (int)A, q + a * A);
+        for (int64_t c = a * A / 32; c < (a + 1) * A / 32; c++) {
             int s = 0;
-            for (int i = 0; i < 32; i++) {
-                const int qi = (int)lrintf(v[c * 32 + i] * id);
-                q[a * A + c * 32 + i] = (int8_t)qi;
-                s += qi;
-            }
-            xs[a * A / 32 + c] = d * (float)s;
+            for (int i = 0; i < 32; i++) s += q[c * 32 + i];
+            xs[c] = dx[a] * (float)s;
         }
-        dx[a] = d;
     }
 }
 

@@ -53,6 +53,9 @@ const char *kvq_slim_check(int type, int64_t cols, int64_t rows, const void *con
  * Layout: [blocks] scales, [cols/32] sums, [cols] int8. */
 #define KVQ_SLIM_ABLK(cols) ((cols) % 128 == 0 ? 128 : 32)
 size_t kvq_slim_act_size(int64_t cols);
+/* n values to int8 at the scale amax / 127 (rounded to nearest even), which
+ * it returns: the activation blocks of both slim decode kernels. */
+float kvq_slim_i8_block(const float *v, int n, int8_t *q);
 void kvq_slim_act_quant(const float *x, void *act, int64_t cols);
 
 /* y[r - r0] = W[r] . x for rows r0..r1-1 (act from kvq_slim_act_quant). */

@@ -17,6 +17,7 @@
 
 #include "../core/cpu.h"
 #include "../kernels/repack.h"
+#include "../kernels/slim_x8.h"
 
 static void release_pages(const kvq_mapfile *map, const void *data, size_t bytes) {
     if (!map->data || (const uint8_t *)data < map->data || (const uint8_t *)data + bytes > map->data + map->size)
@@ -26,29 +27,47 @@ static void release_pages(const kvq_mapfile *map, const void *data, size_t bytes
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Packs *t into a new buffer (returned in *buf, for the caller to own); a
- * type without a layout on this ISA is left alone (*buf NULL). Chunks of
- * about 16 MiB, each source chunk released once packed: a 141 MiB output
- * head packed whole raised peak RSS by its size. */
-static kvq_status pack_one(kvq_tensor *t, int isa, const kvq_mapfile *map, void **buf) {
-    *buf = NULL;
-    const kvq_packed_kernel *pk = t->data && !t->packed ? kvq_repack_kernel(t->type, isa) : NULL;
-    if (!pk || !kvq_repack_fits(t->type, t->ne[0])) return KVQ_OK;
-    const int64_t cols = t->ne[0], rows = t->ne[1];
-    const size_t bytes = t->row_bytes * (size_t)rows;
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!p) return KVQ_ERR_NOMEM;
-    int64_t chunk = (int64_t)((16u << 20) / (8 * t->row_bytes)) * 8;
+/* Packing goes in chunks of about 16 MiB, 8 rows per task (every layout
+ * here interleaves 8 rows), each source chunk released once packed: a
+ * 141 MiB output head packed whole raised peak RSS by its size. */
+typedef void (*pack_rows_fn)(const kvq_matw *W, int64_t r0, int64_t r1, void *dst);
+static void pack_chunks(const kvq_matw *W, const kvq_mapfile *map, pack_rows_fn fn, void *dst) {
+    const int64_t rows = W->rows;
+    int64_t chunk = (int64_t)((16u << 20) / (8 * W->row_bytes)) * 8;
     if (chunk < 8) chunk = 8;
     for (int64_t c0 = 0; c0 < rows; c0 += chunk) {
         const int64_t c1 = c0 + chunk < rows ? c0 + chunk : rows, ng = (c1 - c0 + 7) / 8;
 #pragma omp parallel for schedule(static)
         for (int64_t g = 0; g < ng; g++) {
             const int64_t r0 = c0 + 8 * g;
-            kvq_repack_rows(t->type, t->data, t->row_bytes, cols, rows, r0, r0 + 8 < c1 ? r0 + 8 : c1, p);
+            fn(W, r0, r0 + 8 < c1 ? r0 + 8 : c1, dst);
         }
-        release_pages(map, (const uint8_t *)t->data + (size_t)c0 * t->row_bytes, (size_t)(c1 - c0) * t->row_bytes);
+        release_pages(map, (const uint8_t *)W->data + (size_t)c0 * W->row_bytes, (size_t)(c1 - c0) * W->row_bytes);
     }
+}
+static void rows_std(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
+    kvq_repack_rows(W->type, W->data, W->row_bytes, W->cols, W->rows, r0, r1, dst);
+}
+
+/* Packs *t into a new buffer (returned in *buf, for the caller to own); a
+ * type without a layout on this ISA is left alone (*buf NULL). The slim
+ * types have their own (kernels/slim_x8.h), which every ISA from AVX2 up
+ * runs with its AVX2 kernel; their groups under 128 columns keep the file
+ * layout. */
+static kvq_status pack_one(kvq_tensor *t, int isa, const kvq_mapfile *map, void **buf) {
+    *buf = NULL;
+    const kvq_matw W = {t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux, t->aux_bytes, NULL, NULL};
+    if (!t->data || t->packed) return KVQ_OK;
+    const bool slim = kvq_slim_bits(t->type) != 0;
+    const kvq_packed_kernel *pk = slim ? (isa >= KVQ_ISA_AVX2 && kvq_slim_x8_fits(&W) ? &kvq_slim_x8_avx2 : NULL)
+                                       : (kvq_repack_fits(t->type, t->ne[0]) ? kvq_repack_kernel(t->type, isa) : NULL);
+    if (!pk) return KVQ_OK;
+    const size_t bytes = slim ? kvq_slim_x8_size(&W) : t->row_bytes * (size_t)t->ne[1];
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) return KVQ_ERR_NOMEM;
+    if (slim) kvq_slim_x8_init(&W, p);
+    pack_chunks(&W, map, slim ? kvq_slim_x8_pack : rows_std, p);
+    if (slim) release_pages(map, t->aux[1], t->aux_bytes[1]);
     t->packed = p;
     t->pk = pk;
     *buf = p;

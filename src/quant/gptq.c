@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../kernels/quant_ref.h"
 #include "../kernels/slim.h"
 #include "../kernels/types.h"
 
@@ -157,40 +158,79 @@ static int code_q4_0(float w, float d) {
     return q < 0 ? 0 : q > 15 ? 15 : q;
 }
 
+/* The grid a group is rounded to: SliM-LLM's affine (d, m) per group (also
+ * q4_1's), q4_0's symmetric rule, or a K-quant super-block of 256 whose
+ * eight 32-value sub-blocks each get an affine pair from 6-bit scales and
+ * minimums against two fp16 factors (q4_K, q5_K). */
+typedef enum { GRID_AFFINE, GRID_Q4_0, GRID_K } grid_kind;
+typedef struct {
+    grid_kind kind;
+    int ktype;   /* GRID_K: KVQ_TYPE_Q4_K or KVQ_TYPE_Q5_K */
+    void *kblk;  /* GRID_K: rows x ng blocks; the fit writes their d, dmin and scales */
+} grid;
+#define K_SUB 8
+
+/* A K-quant super-block fit on the weights as the pass left them: the
+ * type's own scale search (the same code as rounding at load), kept for the
+ * block; its sub-block pairs are returned as d q + m. */
+static void fit_k(const grid *gr, const float *w, void *blk, float *d, float *m) {
+    const kvq_type_traits *t = kvq_traits((kvq_type)gr->ktype);
+    t->from_float(w, blk, KVQ_QK_K); /* the codes it writes are replaced after the pass */
+    const kvq_block_q4_K *b = blk; /* q5_K starts with the same d, dmin and scales */
+    const float bd = kvq_f16_to_f32(b->d), bm = kvq_f16_to_f32(b->dmin);
+    for (int j = 0; j < K_SUB; j++) {
+        uint8_t sc, mn;
+        kvq_k4_scale_min(j, b->scales, &sc, &mn);
+        d[j] = bd * sc;
+        m[j] = -bm * mn;
+    }
+}
+
 /* The pass over the groups: fit each (row, group), quantize column by
  * column with error feedback (GPTQ/SLIM) or directly (RTN). W is consumed;
- * q receives every code (rows x cols), dm the (d, m) pairs, Wq the values. */
-static void quantize_groups(const kvq_wq_params *p, bool q4_0, float *W, int64_t rows, int64_t cols, const float *U,
-                            const float *hinv_diag, const int8_t *bits, uint8_t *q, kvq_f16 *dm, float *Wq) {
+ * q receives every code (rows x cols), dm the (d, m) pairs of the affine
+ * grids, Wq the values. */
+static void quantize_groups(const kvq_wq_params *p, const grid *gr, float *W, int64_t rows, int64_t cols,
+                            const float *U, const float *hinv_diag, const int8_t *bits, uint8_t *q, kvq_f16 *dm,
+                            float *Wq) {
     const int G = p->group, ng = (int)(cols / G);
+    const int nsub = gr->kind == GRID_K ? K_SUB : 1, sub = G / nsub;
+    const size_t kbytes = gr->kind == GRID_K ? kvq_row_size(gr->ktype, KVQ_QK_K) : 0;
     const bool gptq = p->method != KVQ_WQ_RTN;
     float *E = gptq ? malloc((size_t)rows * G * sizeof *E) : NULL;
-    float *dd = malloc((size_t)rows * sizeof *dd), *mm = malloc((size_t)rows * sizeof *mm);
+    float *dd = malloc((size_t)rows * nsub * sizeof *dd), *mm = malloc((size_t)rows * nsub * sizeof *mm);
     for (int g = 0; g < ng; g++) {
-        const int b = bits[g];
+        const int b = gr->kind == GRID_K ? (gr->ktype == KVQ_TYPE_Q5_K ? 5 : 4) : bits[g];
         const int64_t j0 = (int64_t)g * G;
 #pragma omp parallel for schedule(static) num_threads(p->n_threads)
         for (int64_t r = 0; r < rows; r++) {
             const float *w = W + r * cols + j0;
-            if (q4_0) {
-                fit_q4_0(w, G, &dd[r], &mm[r]);
+            float *rd = dd + r * nsub, *rm = mm + r * nsub;
+            if (gr->kind == GRID_K) {
+                fit_k(gr, w, (uint8_t *)gr->kblk + (size_t)(r * ng + g) * kbytes, rd, rm);
+                continue;
+            }
+            if (gr->kind == GRID_Q4_0) {
+                fit_q4_0(w, G, rd, rm);
             } else if (p->method == KVQ_WQ_SLIM) {
                 float sal[KVQ_SLIM_CHUNK * 64];
                 for (int i = 0; i < G; i++) sal[i] = w[i] * w[i] / (hinv_diag[j0 + i] * hinv_diag[j0 + i]);
-                fit_sqc(w, sal, G, b, p->sqc_lambda, p->sqc_steps, &dd[r], &mm[r]);
+                fit_sqc(w, sal, G, b, p->sqc_lambda, p->sqc_steps, rd, rm);
             } else {
-                kvq_wq_fit(w, G, b, 1.0f, &dd[r], &mm[r]);
+                kvq_wq_fit(w, G, b, 1.0f, rd, rm);
             }
-            dm[(r * ng + g) * 2] = kvq_f32_to_f16(dd[r]);
-            dm[(r * ng + g) * 2 + 1] = kvq_f32_to_f16(mm[r]);
+            dm[(r * ng + g) * 2] = kvq_f32_to_f16(rd[0]);
+            dm[(r * ng + g) * 2 + 1] = kvq_f32_to_f16(rm[0]);
         }
         for (int i = 0; i < G; i++) {
             const int64_t j = j0 + i;
+            const int s = i / sub;
 #pragma omp parallel for schedule(static) num_threads(p->n_threads)
             for (int64_t r = 0; r < rows; r++) {
                 float *w = W + r * cols;
-                const int c = q4_0 ? code_q4_0(w[j], dd[r]) : kvq_wq_code(w[j], dd[r], mm[r], b);
-                const float v = dd[r] * (float)c + mm[r];
+                const float d = dd[r * nsub + s], m = mm[r * nsub + s];
+                const int c = gr->kind == GRID_Q4_0 ? code_q4_0(w[j], d) : kvq_wq_code(w[j], d, m, b);
+                const float v = d * (float)c + m;
                 q[r * cols + j] = (uint8_t)c;
                 Wq[r * cols + j] = v;
                 if (!gptq) continue;
@@ -245,7 +285,7 @@ static double rel_err(const float *W, const float *Wq, int64_t rows, int64_t col
 
 /* Everything but the packing: checks, H^-1's factor, SBA, the pass. q:
  * rows x cols codes; dm: (d, m) per (row, group). */
-static kvq_status wq_core(const kvq_wq_params *p, bool q4_0, const float *W, int64_t rows, int64_t cols,
+static kvq_status wq_core(const kvq_wq_params *p, const grid *gr, const float *W, int64_t rows, int64_t cols,
                           const float *H, const float *X, int ns, int8_t *bits, uint8_t *q, kvq_f16 *dm,
                           kvq_wq_report *rep, const kvq_logger *lg) {
     const int N = p->bits, G = p->group;
@@ -307,7 +347,7 @@ static kvq_status wq_core(const kvq_wq_params *p, bool q4_0, const float *W, int
         rep->p = best_p;
     }
     memcpy(Wc, W, n * sizeof *Wc);
-    quantize_groups(p, q4_0, Wc, rows, cols, U, hd, bits, q, dm, Wq);
+    quantize_groups(p, gr, Wc, rows, cols, U, hd, bits, q, dm, Wq);
     if (X && ns > 0) rep->rel_err = rel_err(W, Wq, rows, cols, X, ns);
 out:
     free(Wc);
@@ -323,40 +363,73 @@ kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, i
                          const kvq_logger *lg) {
     uint8_t *q = malloc((size_t)(rows * cols));
     if (!q) return KVQ_ERR_NOMEM;
-    kvq_status st = wq_core(p, false, W, rows, cols, H, X, ns, bits, q, dm, rep, lg);
+    const grid gr = {GRID_AFFINE, 0, NULL};
+    kvq_status st = wq_core(p, &gr, W, rows, cols, H, X, ns, bits, q, dm, rep, lg);
     if (!st) pack_slim(q, rows, cols, p->group, p->bits, bits, codes);
     free(q);
     return st;
 }
 
+/* The codes of a K-quant super-block into its block (the layouts of
+ * kvq_q4_K_from_float_ref and kvq_q5_K_from_float_ref). */
+static void put_k_codes(int type, const uint8_t *L, void *blk) {
+    if (type == KVQ_TYPE_Q4_K) {
+        kvq_block_q4_K *b = blk;
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) b->qs[32 * c + l] = (uint8_t)(L[64 * c + l] | L[64 * c + 32 + l] << 4);
+        return;
+    }
+    kvq_block_q5_K *b = blk;
+    memset(b->qh, 0, sizeof b->qh);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            const int lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+            b->qs[32 * c + l] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
+            if (lo & 16) b->qh[l] |= (uint8_t)(1u << (2 * c));
+            if (hi & 16) b->qh[l] |= (uint8_t)(2u << (2 * c));
+        }
+}
+
 kvq_status kvq_wq_matrix_q4(const kvq_wq_params *p, int type, const float *W, int64_t rows, int64_t cols,
                             const float *H, const float *X, int ns, void *out, kvq_wq_report *rep,
                             const kvq_logger *lg) {
-    if (type != KVQ_TYPE_Q4_0 && type != KVQ_TYPE_Q4_1)
-        return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "weight quantization: GPTQ writes q4_0 and q4_1 blocks");
+    const bool k = type == KVQ_TYPE_Q4_K || type == KVQ_TYPE_Q5_K;
+    if (type != KVQ_TYPE_Q4_0 && type != KVQ_TYPE_Q4_1 && !k)
+        return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "weight quantization: GPTQ writes q4_0, q4_1, q4_K and q5_K blocks");
     if (p->method == KVQ_WQ_SLIM)
         return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: SliM-LLM's widths need the slim type, not %s",
                        kvq_type_name(type));
+    const int G = k ? KVQ_QK_K : 32;
+    if (cols % G)
+        return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: rows of %lld are not a multiple of %s's block of %d",
+                       (long long)cols, kvq_type_name(type), G);
     kvq_wq_params pp = *p;
     pp.bits = 4;
-    pp.group = 32;
-    const int ng = (int)(cols / 32);
+    pp.group = G;
+    const int ng = (int)(cols / G);
+    const size_t bb = kvq_row_size(type, G);
+    const grid gr = {k ? GRID_K : type == KVQ_TYPE_Q4_0 ? GRID_Q4_0 : GRID_AFFINE, type, out};
     uint8_t *q = malloc((size_t)(rows * cols));
     int8_t *bits = malloc((size_t)ng + 1);
     kvq_f16 *dm = malloc((size_t)(rows * ng) * 2 * sizeof *dm);
     kvq_status st = q && bits && dm ? KVQ_OK : KVQ_ERR_NOMEM;
-    if (!st) st = wq_core(&pp, type == KVQ_TYPE_Q4_0, W, rows, cols, H, X, ns, bits, q, dm, rep, lg);
+    if (!st) st = wq_core(&pp, &gr, W, rows, cols, H, X, ns, bits, q, dm, rep, lg);
     for (int64_t r = 0; !st && r < rows; r++)
         for (int g = 0; g < ng; g++) {
-            const uint8_t *c = q + r * cols + (int64_t)g * 32;
+            const uint8_t *c = q + r * cols + (int64_t)g * G;
+            void *blk = (uint8_t *)out + (size_t)(r * ng + g) * bb;
+            if (k) {
+                put_k_codes(type, c, blk);
+                continue;
+            }
             const kvq_f16 *e = dm + (size_t)(r * ng + g) * 2;
             uint8_t *qs;
             if (type == KVQ_TYPE_Q4_0) {
-                kvq_block_q4_0 *b = (kvq_block_q4_0 *)out + r * ng + g;
+                kvq_block_q4_0 *b = blk;
                 b->d = e[0];
                 qs = b->qs;
             } else {
-                kvq_block_q4_1 *b = (kvq_block_q4_1 *)out + r * ng + g;
+                kvq_block_q4_1 *b = blk;
                 b->d = e[0];
                 b->m = e[1];
                 qs = b->qs;

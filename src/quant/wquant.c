@@ -86,7 +86,8 @@ static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_tensor *t, 
                                kvq_wquant_layer *rep, const kvq_logger *lg) {
     const int64_t cols = t->ne[0], rows = t->ne[1];
     const int std_type = p->std_type ? kvq_type_parse(p->std_type) : -1;
-    const int G = std_type >= 0 ? (cols % 32 ? 0 : 32) : group_for(p->group, cols);
+    const int blk = std_type == KVQ_TYPE_Q4_K || std_type == KVQ_TYPE_Q5_K ? 256 : 32; /* the type's block */
+    const int G = std_type >= 0 ? (cols % blk ? 0 : blk) : group_for(p->group, cols);
     q->type = -1;
     const kvq_type_traits *tr = kvq_traits(t->type);
     if (!tr || !tr->to_float) {
@@ -95,8 +96,8 @@ static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_tensor *t, 
         return KVQ_OK;
     }
     if (!G) {
-        kvq_logf(lg, KVQ_LOG_WARN, "%s: rows of %lld do not divide into groups of 32; kept as %s", t->name,
-                 (long long)cols, kvq_type_name(t->type));
+        kvq_logf(lg, KVQ_LOG_WARN, "%s: rows of %lld do not divide into groups of %d; kept as %s", t->name,
+                 (long long)cols, std_type >= 0 ? blk : 32, kvq_type_name(t->type));
         return KVQ_OK;
     }
     float *W = malloc((size_t)(rows * cols) * sizeof *W);
@@ -384,14 +385,14 @@ kvq_status kvq_wquantize(const kvq_wquant_params *p, const char *out_path, kvq_w
                        p->method ? p->method : "");
     if (p->std_type) {
         const int t = kvq_type_parse(p->std_type);
-        if (t != KVQ_TYPE_Q4_0 && t != KVQ_TYPE_Q4_1)
-            return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "quantize: --method %s writes q4_0 or q4_1 blocks (not '%s')",
+        if (t != KVQ_TYPE_Q4_0 && t != KVQ_TYPE_Q4_1 && t != KVQ_TYPE_Q4_K && t != KVQ_TYPE_Q5_K)
+            return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "quantize: --method %s writes q4_0, q4_1, q4_K or q5_K blocks (not '%s')",
                            p->method, p->std_type);
         if (!strcmp(p->method, "slim"))
             return kvq_err(lg, KVQ_ERR_ARG, "quantize: SliM-LLM's mixed widths need its own type (--bits N)");
-        if (strcmp(p->model->format, "gguf"))
-            return kvq_err(lg, KVQ_ERR_ARG, "quantize: standard types are written from a GGUF input only (its "
-                                            "metadata, tokenizer and rotary layout are copied)");
+        if (strcmp(p->model->format, "gguf")) /* written as the slim types are: kvq's metadata, no tokenizer */
+            kvq_logf(lg, KVQ_LOG_WARN, "quantize: the input is not a GGUF file, so the output has no tokenizer and "
+                                       "kvq's own rotary key: load it with kvq run -m MODEL --weights OUT.gguf");
     } else if (p->bits < 2 || p->bits > 4) {
         return kvq_err(lg, KVQ_ERR_ARG, "quantize: --bits %d (2, 3, 4)", p->bits);
     }

@@ -452,7 +452,19 @@ if need $M/tinystories-656k/model.safetensors $G $S/corpora/tinystories-valid-he
     # the same tensors; the files differ only by a metadata key and the name
     python3 -c "import sys; g,r,a,b=map(float,sys.argv[1:]); sys.exit(0 if g < 0.9*r and abs(a-b) < 256 else 1)" "$gq" "$rq" "$sg" "$sr" \
         && ok "gptq q4_0 KL $gq < rtn q4_0 KL $rq, same size ($sg vs $sr bytes)" || bad "gptq q4_0 KL $gq ($sg B) vs rtn $rq ($sr B)"
-    expect_fail "quantize: gptq into an unsupported standard type" "q4_0 or q4_1" $KVQ quantize -m $G -f $TMP/wq-calib.txt --method gptq --type q4_K -o $TMP/x.gguf
+    expect_fail "quantize: gptq into an unsupported standard type" "q4_K or q5_K blocks" $KVQ quantize -m $G -f $TMP/wq-calib.txt --method gptq --type q6_K -o $TMP/x.gguf
+    # GPTQ into q4_K super-blocks: kvq-recall's rows of 256 hold them (TinyStories-656K's 128 do not)
+    if [ -f models/kvq-recall/model.safetensors ] && need $S/corpora/kjv.txt; then
+        R=models/kvq-recall
+        tail -c +500001 $S/corpora/kjv.txt | head -c 200000 > $TMP/kjv-calib.txt
+        tail -c +1500001 $S/corpora/kjv.txt | head -c 60000 > $TMP/kjv-eval.txt
+        $KVQ quantize -m $R -f $TMP/kjv-calib.txt --ctx 512 --tokens 8192 --method gptq --type q4_K -o $TMP/gk.gguf >/dev/null 2>&1
+        $KVQ ppl -m $R -f $TMP/kjv-eval.txt --ctx 512 --kv f32 --save-logits $TMP/r.logits >/dev/null 2>&1
+        gk=$($KVQ ppl -m $R --weights $TMP/gk.gguf -f $TMP/kjv-eval.txt --ctx 512 --kv f32 --kl-base $TMP/r.logits --json 2>/dev/null | jget kl_mean)
+        rk=$($KVQ ppl -m $R --weights q4_K -f $TMP/kjv-eval.txt --ctx 512 --kv f32 --kl-base $TMP/r.logits --json 2>/dev/null | jget kl_mean)
+        python3 -c "import sys; g,r=map(float,sys.argv[1:]); sys.exit(0 if 0 < g < 0.9*r else 1)" "$gk" "$rk" \
+            && ok "gptq q4_K KL $gk < rtn q4_K KL $rk (kvq-recall)" || bad "gptq q4_K KL $gk vs rtn $rk"
+    fi
     head -c 1000 $TMP/wq-calib.txt > $TMP/short.txt
     expect_fail "quantize: calibration text too short" "at least 512 tokens" $KVQ quantize -m $H -f $TMP/short.txt --method slim --bits 2 -o $TMP/x.gguf
     expect_fail "quantize: bits out of range" "--bits expects" $KVQ quantize -m $H --method rtn --bits 5 -o $TMP/x.gguf

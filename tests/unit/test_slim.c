@@ -4,6 +4,9 @@
  * - the AVX2 decode kernel equals the scalar reference on random data with
  *   random bit maps, and both equal the f32 product of the dequantized rows
  *   up to the int8 rounding of the activations;
+ * - the decode layout (slim_x8.c) keeps every value, its scalar reference
+ *   equals the file layout's, and its AVX2 kernel equals its reference bit for bit, for
+ *   row ranges and several tokens;
  * - malformed companions (widths out of range, a wrong sum, a wrong table
  *   size) are refused;
  * - SBA keeps the average exactly N;
@@ -15,6 +18,7 @@
 #include "core/cpu.h"
 #include "kernels/quant_ref.h"
 #include "kernels/slim.h"
+#include "kernels/slim_x8.h"
 #include "quant/gptq.h"
 #include "testutil.h"
 
@@ -109,6 +113,74 @@ static void test_kernels_match(void **st) {
                         fail_msg("N %d: AVX2 from row %lld differs", N, (long long)(rows / 2));
             }
             free(x); free(Wf); free(yr); free(ya); free(yf); free(act);
+            unmake(&m);
+        }
+}
+
+static void test_x8_layout(void **st) {
+    (void)st;
+    const bool avx2 = kvq_isa_active() >= KVQ_ISA_AVX2;
+    if (!avx2) fprintf(stderr, "SKIP part: AVX2 not active, only the reference of the decode layout is checked\n");
+    uint64_t s = 11;
+    {
+        rmat m;
+        make(&m, 2, 8, 256, 64, &s);
+        assert_false(kvq_slim_x8_fits(&m.W)); /* groups under 128 keep the file layout */
+        unmake(&m);
+    }
+    const int64_t shapes[][3] = {{16, 256, 128}, {7, 384, 128}, {50, 1024, 128}, {19, 2048, 256}, {13, 8192, 128}};
+    for (int N = 2; N <= 4; N++)
+        for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+            const int64_t rows = shapes[k][0], cols = shapes[k][1];
+            rmat m;
+            make(&m, N, rows, cols, (int)shapes[k][2], &s);
+            assert_true(kvq_slim_x8_fits(&m.W));
+            void *pk = malloc(kvq_slim_x8_size(&m.W));
+            kvq_slim_x8_init(&m.W, pk);
+            kvq_slim_x8_pack(&m.W, 0, rows / 16 * 8, pk); /* in two parts, as threads do */
+            kvq_slim_x8_pack(&m.W, rows / 16 * 8, rows, pk);
+            float *Wf = malloc(rows * cols * sizeof *Wf), *Wp = malloc(rows * cols * sizeof *Wp);
+            kvq_slim_dequant(&m.W, 0, rows, Wf);
+            kvq_slim_x8_ref.dequant(pk, cols, rows, 0, rows, Wp);
+            if (memcmp(Wf, Wp, rows * cols * sizeof *Wf)) fail_msg("N %d, %lldx%lld: packing changed a weight", N, (long long)rows, (long long)cols);
+            enum { NT = 3 };
+            const size_t xrow = kvq_slim_x8_act_size(cols);
+            uint8_t *act = malloc(xrow * NT), *act0 = malloc(kvq_slim_act_size(cols));
+            float *x = malloc(cols * NT * sizeof *x), *yr = malloc(rows * NT * sizeof *yr), *ya = malloc(rows * NT * sizeof *ya);
+            float *y0 = malloc(rows * sizeof *y0);
+            for (int64_t i = 0; i < cols * NT; i++) x[i] = tu_randn(&s) * (i % 41 == 0 ? 6.0f : 1.0f);
+            for (int t = 0; t < NT; t++) kvq_slim_x8_act_quant(x + t * cols, act + t * xrow, cols);
+            if (avx2) { /* the AVX2 activation quantizer writes the same bytes */
+                uint8_t *a2 = malloc(xrow);
+                for (int t = 0; t < NT; t++) {
+                    kvq_slim_x8_avx2.quant(x + t * cols, a2, cols);
+                    if (memcmp(a2, act + t * xrow, xrow)) fail_msg("%lld columns: AVX2 activations differ", (long long)cols);
+                }
+                free(a2);
+            }
+            kvq_slim_x8_ref.rows(pk, cols, rows, 0, rows, act, xrow, NT, yr, rows);
+            for (int t = 0; t < NT; t++) {
+                /* the file layout's reference on the same activations: the same integers, summed in another order */
+                kvq_slim_act_quant(x + t * cols, act0, cols);
+                kvq_slim_rows_ref(&m.W, 0, rows, act0, y0);
+                for (int64_t r = 0; r < rows; r++)
+                    if (fabsf(y0[r] - yr[t * rows + r]) > 1e-4f * (1 + fabsf(y0[r])))
+                        fail_msg("N %d, %lldx%lld token %d row %lld: decode layout %.6f vs file layout %.6f", N,
+                                 (long long)rows, (long long)cols, t, (long long)r, yr[t * rows + r], y0[r]);
+            }
+            if (avx2) {
+                const int64_t r0 = rows >= 16 ? 8 : 0; /* a range that starts past the first octet */
+                for (int64_t i = 0; i < rows * NT; i++) ya[i] = -12345.0f;
+                kvq_slim_x8_avx2.rows(pk, cols, rows, r0, rows, act, xrow, NT, ya, rows);
+                for (int t = 0; t < NT; t++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        const float want = r < r0 ? -12345.0f : yr[t * rows + r], got = ya[t * rows + r];
+                        if (memcmp(&got, &want, sizeof got)) /* the same operations in the same order */
+                            fail_msg("N %d, %lldx%lld token %d row %lld (from %lld): AVX2 %.6f vs reference %.6f", N,
+                                     (long long)rows, (long long)cols, t, (long long)r, (long long)r0, got, want);
+                    }
+            }
+            free(pk); free(Wf); free(Wp); free(act); free(act0); free(x); free(yr); free(ya); free(y0);
             unmake(&m);
         }
 }
@@ -265,10 +337,34 @@ static void test_gptq_direct(void **st) {
 /* GPTQ into q4_0 / q4_1 blocks: kvq's scalar dequantizers read back values
  * that are valid codes of the block (each one d*(q-8) or d*q+m with q in
  * 0..15), and GPTQ's output error is below RTN's. */
+/* The affine pair (w = d q + m) of value i of a standard block, and its
+ * largest code: q4_0 and q4_1 per 32 values, q4_K and q5_K per 32-value
+ * sub-block of a 256-value super-block. */
+static void block_affine(int type, const uint8_t *row, int i, float *d, float *m, int *qmax) {
+    if (type == KVQ_TYPE_Q4_0) {
+        *d = kvq_f16_to_f32(((const kvq_block_q4_0 *)row)[i / 32].d);
+        *m = -8 * *d;
+        *qmax = 15;
+    } else if (type == KVQ_TYPE_Q4_1) {
+        const kvq_block_q4_1 *b = (const kvq_block_q4_1 *)row + i / 32;
+        *d = kvq_f16_to_f32(b->d);
+        *m = kvq_f16_to_f32(b->m);
+        *qmax = 15;
+    } else {
+        const size_t bb = kvq_row_size(type, 256);
+        const kvq_block_q4_K *b = (const kvq_block_q4_K *)(row + (size_t)(i / 256) * bb); /* q5_K: the same head */
+        uint8_t sc, mn;
+        kvq_k4_scale_min(i % 256 / 32, b->scales, &sc, &mn);
+        *d = kvq_f16_to_f32(b->d) * sc;
+        *m = -kvq_f16_to_f32(b->dmin) * mn;
+        *qmax = type == KVQ_TYPE_Q5_K ? 31 : 15;
+    }
+}
+
 static void test_gptq_q4_blocks(void **st) {
     (void)st;
     uint64_t s = 17;
-    const int rows = 16, cols = 256, n = 600, nb = cols / 32;
+    const int rows = 16, cols = 512, n = 900;
     float *W = malloc(rows * cols * sizeof *W), *X = malloc((size_t)n * cols * sizeof *X), *H = calloc(cols * cols, sizeof *H);
     for (int i = 0; i < rows * cols; i++) W[i] = tu_randn(&s);
     for (int t = 0; t < n; t++) {
@@ -278,43 +374,42 @@ static void test_gptq_q4_blocks(void **st) {
     for (int t = 0; t < n; t++)
         for (int i = 0; i < cols; i++)
             for (int j = 0; j < cols; j++) H[i * cols + j] += X[t * cols + i] * X[t * cols + j] / n;
-    const int types[2] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q4_1};
-    for (int k = 0; k < 2; k++) {
-        const size_t rb = kvq_row_size(types[k], cols);
+    const int types[4] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q4_1, KVQ_TYPE_Q4_K, KVQ_TYPE_Q5_K};
+    for (int k = 0; k < 4; k++) {
+        const int type = types[k];
+        const kvq_type_traits *tr = kvq_traits((kvq_type)type);
+        const size_t rb = kvq_row_size(type, cols);
         uint8_t *blk = malloc(rb * rows);
         float *back = malloc(cols * sizeof *back);
         kvq_wq_params p = kvq_wq_default_params();
         kvq_wq_report rg, rr;
         p.method = KVQ_WQ_GPTQ;
-        assert_int_equal(kvq_wq_matrix_q4(&p, types[k], W, rows, cols, H, X, 256, blk, &rg, NULL), KVQ_OK);
+        assert_int_equal(kvq_wq_matrix_q4(&p, type, W, rows, cols, H, X, 256, blk, &rg, NULL), KVQ_OK);
+        /* every value read back by kvq's scalar dequantizer is a code of its (sub-)block's grid */
         for (int r = 0; r < rows; r++) {
-            if (types[k] == KVQ_TYPE_Q4_0) kvq_q4_0_to_float_ref(blk + r * rb, back, cols);
-            else kvq_q4_1_to_float_ref(blk + r * rb, back, cols);
-            for (int b = 0; b < nb; b++) {
-                const kvq_block_q4_0 *b0 = (const kvq_block_q4_0 *)(blk + r * rb) + b;
-                const kvq_block_q4_1 *b1 = (const kvq_block_q4_1 *)(blk + r * rb) + b;
-                const float d = kvq_f16_to_f32(types[k] == KVQ_TYPE_Q4_0 ? b0->d : b1->d);
-                const float m = types[k] == KVQ_TYPE_Q4_0 ? -8 * d : kvq_f16_to_f32(b1->m);
-                for (int i = 0; i < 32; i++) {
-                    const float q = (back[b * 32 + i] - m) / d;
-                    if (!(fabsf(q - roundf(q)) < 1e-2f && q > -0.5f && q < 15.5f))
-                        fail_msg("%s row %d: value %.5f is not a code of its block", kvq_type_name(types[k]), r, back[b * 32 + i]);
-                }
+            tr->to_float(blk + r * rb, back, cols);
+            for (int i = 0; i < cols; i++) {
+                float d, m;
+                int qmax;
+                block_affine(type, blk + r * rb, i, &d, &m, &qmax);
+                const float q = d != 0 ? (back[i] - m) / d : 0;
+                if (!(fabsf(q - roundf(q)) < 1e-2f && q > -0.5f && q < qmax + 0.5f))
+                    fail_msg("%s row %d: value %.5f is not a code of its block", kvq_type_name(type), r, back[i]);
             }
         }
         p.method = KVQ_WQ_RTN;
-        assert_int_equal(kvq_wq_matrix_q4(&p, types[k], W, rows, cols, H, X, 256, blk, &rr, NULL), KVQ_OK);
+        assert_int_equal(kvq_wq_matrix_q4(&p, type, W, rows, cols, H, X, 256, blk, &rr, NULL), KVQ_OK);
         if (!(rg.rel_err < 0.8 * rr.rel_err))
-            fail_msg("%s: GPTQ error %.5f is not well below RTN's %.5f", kvq_type_name(types[k]), rg.rel_err, rr.rel_err);
-        /* RTN into q4_0 writes ggml's own blocks (up to the f16 rounding of d before the codes) */
-        if (types[k] == KVQ_TYPE_Q4_0) {
+            fail_msg("%s: GPTQ error %.5f is not well below RTN's %.5f", kvq_type_name(type), rg.rel_err, rr.rel_err);
+        /* RTN writes the type's own blocks (up to ties in the rounding) */
+        if (type != KVQ_TYPE_Q4_1) {
             uint8_t *ref = malloc(rb);
             int same = 0;
             for (int r = 0; r < rows; r++) {
-                kvq_q4_0_from_float_ref(W + r * cols, ref, cols);
+                tr->from_float(W + r * cols, ref, cols);
                 same += !memcmp(ref, blk + r * rb, rb);
             }
-            if (same < rows / 2) fail_msg("RTN q4_0 matches ggml's reference on only %d of %d rows", same, rows);
+            if (same < rows / 2) fail_msg("RTN %s matches the reference on only %d of %d rows", kvq_type_name(type), same, rows);
             free(ref);
         }
         free(blk);
@@ -349,6 +444,7 @@ static void test_bad_params(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_roundtrip), cmocka_unit_test(test_kernels_match),
+        cmocka_unit_test(test_x8_layout),
         cmocka_unit_test(test_check_refuses),  cmocka_unit_test(test_sba_average),
         cmocka_unit_test(test_gptq_direct),    cmocka_unit_test(test_gptq_q4_blocks),
         cmocka_unit_test(test_bad_params),
