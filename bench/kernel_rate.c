@@ -22,6 +22,8 @@
 #include "core/cpu.h"
 #include "kernels/ops.h"
 #include "kernels/repack.h"
+#include "kernels/slim_x8.h"
+#include "quant/gptq.h"
 #include "kernels/types.h"
 #include "kv/hier_kernels.h"
 #include "kv/kivi_kernels.h"
@@ -53,6 +55,50 @@ static double rate(const kvq_matw *W, const float *x, float *y, void *qbuf, int 
         reps++;
     }
     return (double)W->row_bytes * (double)W->rows / best / 1e9;
+}
+
+/* A slim matrix of average width N (groups of 128, a quarter of them at
+ * N-1 and a quarter at N+1, as SBA makes them): the file layout's chunk
+ * kernel, and the decode layout (slim_x8.h). Rates count the codes and the
+ * (d, m) table. */
+static void slim_rates(int N, int64_t cols, double secs) {
+    const int ng = (int)(cols / 128);
+    int8_t *bits = malloc((size_t)ng);
+    double sal[64];
+    for (int g = 0; g < ng; g++) sal[g] = frand();
+    kvq_wq_sba_bits(sal, ng, N, ng / 4, bits);
+    const size_t rb = (size_t)cols * N / 8;
+    for (int packed = 0; packed < 2; packed++) {
+        double g[4];
+        for (int big = 0; big < 2; big++) {
+            const int64_t rows = (big ? ((int64_t)512 << 20) : (192 << 10)) / (int64_t)(rb + 4 * ng) / 16 * 16;
+            uint8_t *w = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);
+            kvq_f16 *dm = malloc((size_t)rows * ng * 4);
+            for (size_t i = 0; i < rb * (size_t)rows; i++) w[i] = (uint8_t)(frand() * 256);
+            for (int64_t i = 0; i < rows * ng * 2; i++) dm[i] = kvq_f32_to_f16(0.01f * frand());
+            const void *aux[KVQ_TENSOR_AUX] = {bits, dm};
+            const uint64_t ab[KVQ_TENSOR_AUX] = {(uint64_t)ng, (uint64_t)rows * ng * 4};
+            kvq_matw W = {kvq_slim_type(N), cols, rows, w, rb, aux, ab, NULL, NULL};
+            void *pw = NULL;
+            if (packed) {
+                pw = aligned_alloc(64, (kvq_slim_x8_size(&W) + 63) / 64 * 64);
+                kvq_slim_x8_init(&W, pw);
+                kvq_slim_x8_pack(&W, 0, rows, pw);
+                W.packed = pw;
+                W.pk = &kvq_slim_x8_avx2;
+            }
+            float *x = malloc(sizeof(float) * (size_t)cols), *y = malloc(sizeof(float) * (size_t)rows);
+            for (int64_t i = 0; i < cols; i++) x[i] = frand();
+            void *qbuf = malloc(kvq_matmul_qbuf_size(W.type, cols, 1) + 64);
+            const double scale = (double)(rb + 4 * ng) / (double)rb; /* the (d, m) table too */
+            for (int nth = 1; nth <= 2; nth++) g[2 * big + nth - 1] = rate(&W, x, y, qbuf, nth, secs) * scale;
+            free(qbuf), free(x), free(y), free(pw), free(dm), free(w);
+        }
+        char name[64];
+        snprintf(name, sizeof name, "slim%d%s", N, packed ? " x8 (repacked)" : " (file layout)");
+        printf("%-22s %9.1f GB/s %7.1f GB/s %7.1f GB/s %7.1f GB/s\n", name, g[0], g[1], g[2], g[3]);
+    }
+    free(bits);
 }
 
 /* the plain read loop over the same 512 MiB: what the memory gives */
@@ -186,6 +232,8 @@ int main(int argc, char **argv) {
         }
     }
     free(x);
+    if (kvq_isa_active() >= KVQ_ISA_AVX2)
+        for (int N = 2; N <= 3; N++) slim_rates(N, cols, secs);
     printf("\nattention, 1 thread, in L2 (head_dim 64): ns per cached token per KV head, and KV GB/s read\n");
     printf("%-22s %22s %22s\n", "kernel", "4 query heads", "28 (7 positions)");
     const char *const kinds[5] = {"f16", "hier draft view", "hier target view", "kivi k4v4", "kivi k2v2"};

@@ -21,6 +21,7 @@
 #include "repack.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define PF_DIST 4096 /* codes prefetched this far ahead (repack_x8.c) */
 
 enum { SB = 1152, META = 128 };
 
@@ -180,7 +181,11 @@ T_AVX2 static void rows_avx2(const void *p, int64_t cols, int64_t rows, int64_t 
         const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
         for (int64_t g = r0 / 8; g < g1; g++) {
             __m256 acc = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) acc = sb_avx2(group_sb(p, nb, g, b), &y[b], acc);
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *o = group_sb(p, nb, g, b);
+                for (int k = 0; k < SB; k += 64) _mm_prefetch((const char *)o + PF_DIST + k, _MM_HINT_T0);
+                acc = sb_avx2(o, &y[b], acc);
+            }
             _mm256_storeu_ps(Y + t * ldy + 8 * g, acc);
         }
         for (int64_t r = full > r0 ? full : r0; r < r1; r++) {

@@ -86,7 +86,7 @@ kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kv
     const double t0 = now_s();
     uint64_t packed = 0;
     int n = 0;
-    const char *kernel = NULL;
+    const char *kernel[2] = {NULL, NULL}; /* the layers' kernel, and the head's when it differs */
     for (int l = 0; l <= m->hp.n_layer; l++) {
         kvq_tensor *one[KVQ_LAYER_MATS] = {output}; /* after the layers: the head alone */
         const int k = l < m->hp.n_layer ? KVQ_LAYER_MATS : 1;
@@ -99,11 +99,13 @@ kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kv
             if (!buf) continue;
             packed += one[i]->row_bytes * (size_t)one[i]->ne[1];
             n++;
-            kernel = one[i]->pk->name;
+            if (!kernel[0]) kernel[0] = one[i]->pk->name;
+            else if (one[i]->pk->name != kernel[0]) kernel[1] = one[i]->pk->name;
         }
     }
     if (n)
-        kvq_logf(&m->lg, KVQ_LOG_INFO, "repacked %d matrices (%.1f MiB) for the %s decode kernels in %.2f s", n,
-                 (double)packed / (1 << 20), kernel, now_s() - t0);
+        kvq_logf(&m->lg, KVQ_LOG_INFO, "repacked %d matrices (%.1f MiB) for the %s%s%s decode kernels in %.2f s", n,
+                 (double)packed / (1 << 20), kernel[0], kernel[1] ? " and " : "", kernel[1] ? kernel[1] : "",
+                 now_s() - t0);
     return KVQ_OK;
 }
