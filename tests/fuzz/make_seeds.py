@@ -95,6 +95,47 @@ def tiny_llama_gguf(tokenizer):
     return gguf(kvs, t)
 
 
+def gguf_typed(kvs, tensors, align=32):
+    """tensors: (name, dims, GGUF type id, raw bytes)."""
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs)
+    data, infos = b"", b""
+    for name, dims, typ, raw in tensors:
+        data += b"\0" * ((-len(data)) % align)
+        infos += gstr(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        infos += struct.pack("<IQ", typ, len(data))
+        data += raw
+    body = head + infos
+    return body + b"\0" * ((-len(body)) % align) + data
+
+
+def tiny_slim_gguf():
+    """A tiny model whose layer matrices are kvq's slim2 type (id 64) in groups of 128, so loading
+    it builds their decode layout (src/kernels/slim_x8.c) from the file's codes and companions."""
+    E, F, V, H, KVH = 128, 128, 16, 2, 1
+    D = E // H
+    kvs = [gkv("general.architecture", 8, "llama"), gkv("general.name", 8, "seed-slim"),
+           gkv("llama.embedding_length", 4, E), gkv("llama.block_count", 4, 1),
+           gkv("llama.feed_forward_length", 4, F), gkv("llama.context_length", 4, 64),
+           gkv("llama.attention.head_count", 4, H), gkv("llama.attention.head_count_kv", 4, KVH),
+           gkv("llama.attention.layer_norm_rms_epsilon", 6, 1e-5), gkv("llama.rope.freq_base", 6, 10000.0)]
+    toks = ["<unk>", "<s>", "</s>", "\u2581"] + [chr(ord("a") + i) for i in range(V - 4)]
+    kvs += [gkv("tokenizer.ggml.model", 8, "llama"), gkv("tokenizer.ggml.tokens", 9, (8, toks)),
+            gkv("tokenizer.ggml.scores", 9, (6, [float(-i) for i in range(V)])),
+            gkv("tokenizer.ggml.token_type", 9, (5, [2, 3, 3] + [1] * (V - 3)))]
+    f32 = lambda n: struct.pack("<%df" % n, *[((i * 37) % 11) * 0.01 for i in range(n)])
+    f16 = lambda vals: struct.pack("<%de" % len(vals), *vals)
+    t = [("token_embd.weight", [E, V], 0, f32(E * V)), ("output_norm.weight", [E], 0, f32(E)),
+         ("blk.0.attn_norm.weight", [E], 0, f32(E)), ("blk.0.ffn_norm.weight", [E], 0, f32(E))]
+    mats = [("attn_q", E, E), ("attn_k", E, KVH * D), ("attn_v", E, KVH * D), ("attn_output", E, E),
+            ("ffn_gate", E, F), ("ffn_up", E, F), ("ffn_down", F, E)]
+    for k, (m, cols, rows) in enumerate(mats):
+        n = "blk.0.%s.weight" % m
+        codes = bytes(((i * 73 + k * 11) >> 2) & 255 for i in range(cols * rows * 2 // 8))
+        t += [(n, [cols, rows], 64, codes), (n + ".bits", [cols // 128], 24, bytes([2] * (cols // 128))),
+              (n + ".dm", [2 * (cols // 128), rows], 1, f16([0.01, -0.02] * (cols // 128) * rows))]
+    return gguf_typed(kvs, t)
+
+
 def main():
     if not os.path.isdir(SHARED):
         sys.exit("../shared is needed to build the seeds")
@@ -104,6 +145,7 @@ def main():
     seed("fuzz_gguf", "tiny_spm.gguf", spm)
     seed("fuzz_gguf", "tiny_bpe_llama3.gguf", bpe)
     seed("fuzz_gguf", "truncated.gguf", spm[: len(spm) // 2])
+    seed("fuzz_gguf", "tiny_slim2.gguf", tiny_slim_gguf())
     seed("fuzz_gguf", "vocab_only.gguf", gguf([gkv("general.architecture", 8, "llama"),
                                                gkv("general.alignment", 4, 1),
                                                gkv("tokenizer.ggml.model", 8, "llama"),
