@@ -8,6 +8,7 @@
 #include "../core/cpu.h"
 #include "quant_ref.h"
 #include "repack_act.h"
+#include "simd_x86.h"
 #include "slim.h"
 #include "slim_x8.h"
 
@@ -23,36 +24,17 @@ void kvq_x8_quant_ref(const float *x, void *act, int64_t cols) {
     }
 }
 
-/* The same bytes as the reference: cvtps rounds to nearest even under the
- * default MXCSR, as lrintf does, and a maximum does not depend on order.
- * Scalar, this was about a third of a 2048-wide product in L2. */
+/* The same bytes as the reference (simd_x86.h says why). Scalar, this was
+ * about a third of a 2048-wide product in L2. */
 __attribute__((target("avx2,fma,f16c"))) void kvq_x8_quant_avx2(const float *x, void *act, int64_t cols) {
     kvq_x8_act *a = act;
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t b = 0; b < cols / 32; b++) {
         const float *p = x + 32 * b;
-        const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8), v2 = _mm256_loadu_ps(p + 16),
-                     v3 = _mm256_loadu_ps(p + 24);
-        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                                       _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        const float d = _mm_cvtss_f32(h) / 127.0f;
-        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
-        const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id)),
-                      i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
-        /* the packs interleave 128-bit lanes; one permute restores the order */
-        const __m256i q = _mm256_permutevar8x32_epi32(
-            _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order);
+        const float d = kvq_absmax_avx2(p, 32) / 127.0f;
+        const __m256i q = kvq_i8x32_avx2(p, _mm256_set1_ps(d ? 1.0f / d : 0.0f));
         _mm256_storeu_si256((__m256i *)a[b].qs, q);
-        const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
         a[b].d = d;
-        a[b].c = -8 * _mm_cvtsi128_si32(s);
+        a[b].c = -8 * kvq_hsum8_epi32(kvq_i8_sum4_avx2(q));
     }
 }
 

@@ -19,6 +19,7 @@
 
 #include "quant_ref.h"
 #include "repack.h"
+#include "simd_x86.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define PF_DIST 4096 /* codes prefetched this far ahead (repack_x8.c) */
@@ -196,33 +197,20 @@ T_AVX2 static void rows_avx2(const void *p, int64_t cols, int64_t rows, int64_t 
     }
 }
 
-/* kvq_q8_K_from_float_ref's bytes (see kvq_x8_quant_avx2 for why they are
- * the same); scalar, it took longer than the product of a 2048-wide matrix
- * in L2. */
+/* kvq_q8_K_from_float_ref's bytes (simd_x86.h says why they are the same);
+ * scalar, it took longer than the product of a 2048-wide matrix in L2. */
 T_AVX2 void kvq_q8_K_quant_avx2(const float *x, void *dst, int64_t cols) {
     kvq_block_q8_K *yb = dst;
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), lo = _mm256_set1_epi8(-127);
+    const __m256i lo = _mm256_set1_epi8(-127);
     for (int64_t b = 0; b < cols / 256; b++, x += 256) {
-        __m256 m = _mm256_setzero_ps();
-        for (int i = 0; i < 256; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        const float d = _mm_cvtss_f32(h) / 127.0f;
+        const float d = kvq_absmax_avx2(x, 256) / 127.0f;
         const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
         yb[b].d = d;
         for (int i = 0; i < 256; i += 32) {
-            const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), id)),
-                          i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), id)),
-                          i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), id)),
-                          i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), id));
-            const __m256i q = _mm256_max_epi8(_mm256_permutevar8x32_epi32(
-                _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order), lo);
+            const __m256i q = _mm256_max_epi8(kvq_i8x32_avx2(x + i, id), lo);
             _mm256_storeu_si256((__m256i *)(yb[b].qs + i), q);
             int32_t s4[8];
-            _mm256_storeu_si256((__m256i *)s4,
-                                _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1)));
+            _mm256_storeu_si256((__m256i *)s4, kvq_i8_sum4_avx2(q));
             yb[b].bsums[i / 16] = (int16_t)(s4[0] + s4[1] + s4[2] + s4[3]);
             yb[b].bsums[i / 16 + 1] = (int16_t)(s4[4] + s4[5] + s4[6] + s4[7]);
         }

@@ -17,6 +17,42 @@ __attribute__((target("avx2,fma,f16c"))) static inline float kvq_hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* The activation quantizers' shared steps (kvq_x8_quant_avx2, Q8_K's and
+ * the slim kernels'): they write the scalar references' bytes, because
+ * cvtps rounds to nearest even under the default MXCSR, as lrintf does, and
+ * a maximum does not depend on order. */
+/* max |v[i]| over n floats, n a multiple of 8 */
+__attribute__((target("avx2,fma,f16c"))) static inline float kvq_absmax_avx2(const float *v, int n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + i)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+/* 32 floats times id, rounded and saturated to int8, in their order */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_i8x32_avx2(const float *v, __m256 id) {
+    const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v), id)),
+                  i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 8), id)),
+                  i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 16), id)),
+                  i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 24), id));
+    /* the packs interleave 128-bit lanes; one permute restores the order */
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)),
+                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+/* lane i: the sum of int8 bytes 4i..4i+3 of q */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_i8_sum4_avx2(__m256i q) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+}
+/* sum of the 8 int32 lanes */
+__attribute__((target("avx2,fma,f16c"))) static inline int32_t kvq_hsum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
 /* One channel of the attention kernels' score loops: for the NG queries q,
  * q + ldq, ..., acc[2g] += q[g] * a and acc[2g + 1] += q[g] * b, where a and
  * b hold that channel for 16 cached tokens. NG must be a constant at the

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "simd_x86.h"
 #include "slim.h"
 
 #define X8_MAGIC 0x38584c53u /* "SLX8" */
@@ -234,41 +235,23 @@ const kvq_packed_kernel kvq_slim_x8_ref = {
 /* ---- AVX2 ---- */
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-/* The same bytes as kvq_slim_x8_act_quant: cvtps rounds to nearest even
- * as lrintf does, a maximum does not depend on order, the sum is exact. */
+/* The same bytes as kvq_slim_x8_act_quant (simd_x86.h says why). */
 T_AVX2 static void act_quant_avx2(const float *x, void *act, int64_t cols) {
     const int64_t nb = cols / UNIT;
     float *dx = act, *xs = dx + nb;
     int8_t *q = (int8_t *)(xs + nb);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t a = 0; a < nb; a++) {
         const float *v = x + a * UNIT;
-        __m256 m = _mm256_setzero_ps();
-        for (int i = 0; i < UNIT; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + i)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        const float d = _mm_cvtss_f32(h) / 127.0f;
+        const float d = kvq_absmax_avx2(v, UNIT) / 127.0f;
         const __m256 id = _mm256_set1_ps(d > 0 ? 1.0f / d : 0.0f);
         __m256i sum = _mm256_setzero_si256();
         for (int c = 0; c < UNIT; c += 32) {
-            const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + c), id)),
-                          i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + c + 8), id)),
-                          i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + c + 16), id)),
-                          i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + c + 24), id));
-            /* the packs interleave 128-bit lanes; one permute restores the order */
-            const __m256i b = _mm256_permutevar8x32_epi32(
-                _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order);
+            const __m256i b = kvq_i8x32_avx2(v + c, id);
             _mm256_storeu_si256((__m256i *)(q + a * UNIT + c), b);
-            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b),
-                                                          _mm256_set1_epi16(1)));
+            sum = _mm256_add_epi32(sum, kvq_i8_sum4_avx2(b));
         }
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
         dx[a] = d;
-        xs[a] = d * (float)_mm_cvtsi128_si32(s);
+        xs[a] = d * (float)kvq_hsum8_epi32(sum);
     }
 }
 
