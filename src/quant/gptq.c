@@ -390,16 +390,26 @@ static void put_k_codes(int type, const uint8_t *L, void *blk) {
         }
 }
 
+int kvq_wq_std_block(int type) {
+    switch (type) {
+    case KVQ_TYPE_Q4_0:
+    case KVQ_TYPE_Q4_1: return 32;
+    case KVQ_TYPE_Q4_K:
+    case KVQ_TYPE_Q5_K: return KVQ_QK_K;
+    default: return 0;
+    }
+}
+
 kvq_status kvq_wq_matrix_q4(const kvq_wq_params *p, int type, const float *W, int64_t rows, int64_t cols,
                             const float *H, const float *X, int ns, void *out, kvq_wq_report *rep,
                             const kvq_logger *lg) {
-    const bool k = type == KVQ_TYPE_Q4_K || type == KVQ_TYPE_Q5_K;
-    if (type != KVQ_TYPE_Q4_0 && type != KVQ_TYPE_Q4_1 && !k)
+    const int G = kvq_wq_std_block(type);
+    if (!G)
         return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "weight quantization: GPTQ writes q4_0, q4_1, q4_K and q5_K blocks");
     if (p->method == KVQ_WQ_SLIM)
         return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: SliM-LLM's widths need the slim type, not %s",
                        kvq_type_name(type));
-    const int G = k ? KVQ_QK_K : 32;
+    const bool k = G == KVQ_QK_K;
     if (cols % G)
         return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: rows of %lld are not a multiple of %s's block of %d",
                        (long long)cols, kvq_type_name(type), G);

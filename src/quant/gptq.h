@@ -50,12 +50,18 @@ kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, i
                          const float *X, int ns, int8_t *bits, uint8_t *codes, kvq_f16 *dm, kvq_wq_report *rep,
                          const kvq_logger *lg);
 
-/* GPTQ (or RTN) into standard GGUF blocks every engine reads: q4_0 (ggml's
- * scale rule: the largest-magnitude value over -8) or q4_1 (min and range),
- * blocks of 32 fit when the pass reaches them. out: rows x row_size(type). */
+/* GPTQ (or RTN) into standard GGUF blocks every engine reads, each block fit
+ * when the pass reaches it: q4_0 (ggml's scale rule: the largest-magnitude
+ * value over -8) and q4_1 (min and range) in blocks of 32; q4_K and q5_K in
+ * super-blocks of 256 (the type's own scale search, then GPTQ's codes).
+ * out: rows x row_size(type). */
 kvq_status kvq_wq_matrix_q4(const kvq_wq_params *p, int type, const float *W, int64_t rows, int64_t cols,
                             const float *H, const float *X, int ns, void *out, kvq_wq_report *rep,
                             const kvq_logger *lg);
+
+/* The block kvq_wq_matrix_q4 writes type in (32, or 256 for the K types),
+ * or 0 when it does not write that type. */
+int kvq_wq_std_block(int type);
 
 /* Helpers exposed for tests. */
 /* Fits (d, m) of one group of n weights at width b with range scale tau. */

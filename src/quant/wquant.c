@@ -86,7 +86,7 @@ static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_tensor *t, 
                                kvq_wquant_layer *rep, const kvq_logger *lg) {
     const int64_t cols = t->ne[0], rows = t->ne[1];
     const int std_type = p->std_type ? kvq_type_parse(p->std_type) : -1;
-    const int blk = std_type == KVQ_TYPE_Q4_K || std_type == KVQ_TYPE_Q5_K ? 256 : 32; /* the type's block */
+    const int blk = std_type >= 0 ? kvq_wq_std_block(std_type) : 32;
     const int G = std_type >= 0 ? (cols % blk ? 0 : blk) : group_for(p->group, cols);
     q->type = -1;
     const kvq_type_traits *tr = kvq_traits(t->type);
@@ -97,7 +97,7 @@ static kvq_status quantize_one(const kvq_wquant_params *p, const kvq_tensor *t, 
     }
     if (!G) {
         kvq_logf(lg, KVQ_LOG_WARN, "%s: rows of %lld do not divide into groups of %d; kept as %s", t->name,
-                 (long long)cols, std_type >= 0 ? blk : 32, kvq_type_name(t->type));
+                 (long long)cols, blk, kvq_type_name(t->type));
         return KVQ_OK;
     }
     float *W = malloc((size_t)(rows * cols) * sizeof *W);
@@ -385,7 +385,7 @@ kvq_status kvq_wquantize(const kvq_wquant_params *p, const char *out_path, kvq_w
                        p->method ? p->method : "");
     if (p->std_type) {
         const int t = kvq_type_parse(p->std_type);
-        if (t != KVQ_TYPE_Q4_0 && t != KVQ_TYPE_Q4_1 && t != KVQ_TYPE_Q4_K && t != KVQ_TYPE_Q5_K)
+        if (!kvq_wq_std_block(t))
             return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "quantize: --method %s writes q4_0, q4_1, q4_K or q5_K blocks (not '%s')",
                            p->method, p->std_type);
         if (!strcmp(p->method, "slim"))
