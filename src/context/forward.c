@@ -14,17 +14,13 @@
 #include "../core/cpu.h"
 #include "context.h"
 
-static kvq_matw matw(const kvq_tensor *t) {
-    return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux, t->aux_bytes, t->packed, t->pk};
-}
-
 static void add_bias(const kvq_tensor *b, int n, int rows, float *y) {
     if (b && b->data)
         for (int t = 0; t < n; t++) kvq_add(y + (size_t)t * rows, b->data, rows);
 }
 
 static void linear(kvq_work *wk, int nth, const kvq_tensor *W, const kvq_tensor *b, const float *x, int n, float *y) {
-    kvq_matw w = matw(W);
+    kvq_matw w = kvq_tensor_matw(W);
     kvq_matmul(&w, x, n, y, wk->qbuf, nth);
     add_bias(b, n, (int)W->ne[1], y);
 }
@@ -33,7 +29,7 @@ static void linear(kvq_work *wk, int nth, const kvq_tensor *W, const kvq_tensor 
 static void linear_multi(kvq_work *wk, int nth, const kvq_tensor *const *W, const kvq_tensor *const *b, int nw,
                          const float *x, int n, float *const *y) {
     kvq_matw w[KVQ_MATMUL_MAX];
-    for (int i = 0; i < nw; i++) w[i] = matw(W[i]);
+    for (int i = 0; i < nw; i++) w[i] = kvq_tensor_matw(W[i]);
     kvq_matmul_multi(w, nw, x, n, y, wk->qbuf, nth);
     for (int i = 0; i < nw; i++) add_bias(b ? b[i] : NULL, n, (int)W[i]->ne[1], y[i]);
 }

@@ -61,7 +61,7 @@ bool kvq_repack_fits(kvq_type t, int64_t cols) {
 }
 
 size_t kvq_repack_act_size(kvq_type t, int64_t cols) {
-    if (kvq_slim_bits(t)) return cols % 128 == 0 ? kvq_slim_x8_act_size(cols) : 0; /* slim_x8.h */
+    if (kvq_slim_bits(t)) return kvq_slim_x8_act_size(cols); /* slim_x8.h */
     const kvq_packed_kernel *k = kvq_repack_kernel_ref(t);
     return k ? k->act_size(cols) : 0;
 }

@@ -85,6 +85,14 @@ static const uint8_t *octet(const void *packed, int64_t o) {
     const kvq_slim_x8_hdr *h = hdr(packed);
     return (const uint8_t *)packed + h->data_off + (uint64_t)o * h->octet_bytes;
 }
+/* d and m of row `lane` for the group at position k of an octet */
+static void dm_at(const uint8_t *op, int64_t k, int lane, float *d, float *m) {
+    kvq_f16 dh, mh;
+    memcpy(&dh, op + 32 * k + 2 * lane, 2);
+    memcpy(&mh, op + 32 * k + 16 + 2 * lane, 2);
+    *d = kvq_f16_to_f32(dh);
+    *m = kvq_f16_to_f32(mh);
+}
 /* The width of the group at position k (the positions go by width). */
 static int pos_width(const kvq_slim_x8_hdr *h, int64_t k) {
     int b = 1;
@@ -175,10 +183,8 @@ static void rows_ref(const void *packed, int64_t cols, int64_t rows, int64_t r0,
                 float gs = a.xs[g * nu];
                 for (int64_t u = 1; u < nu; u++) gs += a.xs[g * nu + u];
                 for (int lane = 0; lane < 8; lane++) {
-                    kvq_f16 dh, mh;
-                    memcpy(&dh, op + 32 * k + 2 * lane, 2);
-                    memcpy(&mh, op + 32 * k + 16 + 2 * lane, 2);
-                    const float d = kvq_f16_to_f32(dh), m = kvq_f16_to_f32(mh);
+                    float d, m;
+                    dm_at(op, k, lane, &d, &m);
                     macc[lane] = fmaf(m, gs, macc[lane]);
                     for (int64_t u = 0; u < nu; u++) {
                         get_unit(cp + u * 128 * b, b, lane, q);
@@ -211,10 +217,8 @@ static void dequant_x8(const void *packed, int64_t cols, int64_t rows, int64_t r
         for (int64_t k = 0; k < ng; k++) {
             const int64_t g = order[k];
             const int b = pos_width(h, k);
-            kvq_f16 dh, mh;
-            memcpy(&dh, op + 32 * k + 2 * lane, 2);
-            memcpy(&mh, op + 32 * k + 16 + 2 * lane, 2);
-            const float d = kvq_f16_to_f32(dh), m = kvq_f16_to_f32(mh);
+            float d, m;
+            dm_at(op, k, lane, &d, &m);
             for (int64_t u = 0; u < G / UNIT; u++) {
                 get_unit(cp + u * 128 * b, b, lane, q);
                 for (int i = 0; i < UNIT; i++) o[g * G + u * UNIT + i] = d * q[i] + m;

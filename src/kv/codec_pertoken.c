@@ -24,6 +24,10 @@
 enum { PT_ASYM, PT_Q8_0, PT_Q4_0 };
 
 #define PAGE 256
+/* A row and a batch of queries live on the stack in the attention loop and
+ * the quantizer: head_dim up to MAX_HD, queries in groups of QBUF floats. */
+#define MAX_HD 1024
+#define QBUF 4096
 
 typedef struct pt_cfg { int8_t kind, kb, vb, rot; int16_t g; } pt_cfg;
 
@@ -80,8 +84,8 @@ static kvq_status pt_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, void 
         }
     }
     const int hd = g->head_dim;
-    if (hd > 1024) { /* the attention loop's row and query buffers live on the stack */
-        snprintf(err, cap, "%s: head_dim %d is above the 1024 this codec supports", s->codec, hd);
+    if (hd > MAX_HD) {
+        snprintf(err, cap, "%s: head_dim %d is above the %d this codec supports", s->codec, hd, MAX_HD);
         return KVQ_ERR_UNSUPPORTED;
     }
     if (c.kind == PT_ASYM) {
@@ -233,7 +237,7 @@ static inline uint8_t *vslot(const pt_state *s, int h, int t) {
 }
 
 static void row_quant(const kvq_kv_layer *L, const pt_state *s, const float *x, int b, uint8_t *dst, size_t grp) {
-    float tmp[1024];
+    float tmp[MAX_HD];
     memcpy(tmp, x, (size_t)L->head_dim * sizeof(float));
     if (s->c.rot) hadamard(tmp, L->head_dim);
     for (int gr = 0; gr < s->ng; gr++) quant_group(s->c.kind, tmp + gr * s->c.g, s->c.g, b, dst + gr * grp);
@@ -258,15 +262,15 @@ static kvq_status pt_append(kvq_kv_layer *L, const float *k, const float *v, int
     return KVQ_OK;
 }
 
-/* Queries go through in groups that fit a stack buffer of 4096 floats (the
+/* Queries go through in groups that fit a stack buffer of QBUF floats (the
  * attention driver batches query positions, so n_q can reach 16 x the GQA
  * group): no allocation in the attention loop, nothing to fail. */
 static void pt_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n, const float *q, int n_q, float *scores) {
     (void)view;
     (void)vis;
     const pt_state *s = L->state;
-    const int hd = L->head_dim, per = 4096 / hd;
-    float qr[4096], kr[1024];
+    const int hd = L->head_dim, per = QBUF / hd;
+    float qr[QBUF], kr[MAX_HD];
     for (int g0 = 0; g0 < n_q; g0 += per) {
         const int m = n_q - g0 < per ? n_q - g0 : per;
         const float *qq = q + (size_t)g0 * hd;
@@ -288,8 +292,8 @@ static void pt_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n
     (void)view;
     (void)vis;
     const pt_state *s = L->state;
-    const int hd = L->head_dim, per = 4096 / hd;
-    float vr[1024], acc[4096];
+    const int hd = L->head_dim, per = QBUF / hd;
+    float vr[MAX_HD], acc[QBUF];
     for (int g0 = 0; g0 < n_q; g0 += per) {
         const int m = n_q - g0 < per ? n_q - g0 : per;
         const float *wg = w + (size_t)g0 * n;

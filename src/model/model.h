@@ -7,6 +7,7 @@
 #include "../core/log.h"
 #include "../core/mapfile.h"
 #include "../io/gguf.h"
+#include "../kernels/ops.h"
 #include "../kernels/types.h"
 #include "../tokenizer/vocab.h"
 
@@ -24,6 +25,11 @@ typedef struct kvq_tensor {
     const void *packed;
     const struct kvq_packed_kernel *pk;
 } kvq_tensor;
+
+/* A tensor as the products take it (its packed copy, if any, included). */
+static inline kvq_matw kvq_tensor_matw(const kvq_tensor *t) {
+    return (kvq_matw){t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux, t->aux_bytes, t->packed, t->pk};
+}
 
 typedef struct kvq_layer_weights {
     kvq_tensor attn_norm, wq, wk, wv, wo, bq, bk, bv;

@@ -56,8 +56,8 @@ static void rows_std(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
  * layout. */
 static kvq_status pack_one(kvq_tensor *t, int isa, const kvq_mapfile *map, void **buf) {
     *buf = NULL;
-    const kvq_matw W = {t->type, t->ne[0], t->ne[1], t->data, t->row_bytes, t->aux, t->aux_bytes, NULL, NULL};
     if (!t->data || t->packed) return KVQ_OK;
+    const kvq_matw W = kvq_tensor_matw(t);
     const bool slim = kvq_slim_bits(t->type) != 0;
     const kvq_packed_kernel *pk = slim ? (isa >= KVQ_ISA_AVX2 && kvq_slim_x8_fits(&W) ? &kvq_slim_x8_avx2 : NULL)
                                        : (kvq_repack_fits(t->type, t->ne[0]) ? kvq_repack_kernel(t->type, isa) : NULL);
