@@ -439,6 +439,15 @@ static void test_bad_params(void **st) {
     p.method = KVQ_WQ_GPTQ;
     assert_int_equal(kvq_wq_matrix(&p, W, 4, 64, NULL, NULL, 0, bits, codes, dm, &rep, &l), KVQ_ERR_ARG);
     assert_non_null(strstr(lg.last, "calibration"));
+    /* standard blocks: a type GPTQ does not write, and rows that are no multiple of a K super-block */
+    p.method = KVQ_WQ_RTN;
+    static uint8_t blk[4 * 288];
+    static float W288[4 * 288];
+    assert_int_equal(kvq_wq_matrix_q4(&p, KVQ_TYPE_Q6_K, W288, 4, 256, NULL, NULL, 0, blk, &rep, &l),
+                     KVQ_ERR_UNSUPPORTED);
+    assert_int_equal(kvq_wq_matrix_q4(&p, KVQ_TYPE_Q4_K, W288, 4, 288, NULL, NULL, 0, blk, &rep, &l), KVQ_ERR_ARG);
+    assert_non_null(strstr(lg.last, "rows of 288 are not a multiple of q4_K's block of 256"));
+    assert_int_equal(kvq_wq_matrix_q4(&p, KVQ_TYPE_Q4_0, W288, 4, 288, NULL, NULL, 0, blk, &rep, &l), KVQ_OK);
 }
 
 int main(void) {
