@@ -7,8 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-static inline int nearest_int(float f) { return (int)lrintf(f); }
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* ---------------------------------------------------------------- floats */
 void kvq_f32_to_float_ref(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
@@ -61,7 +59,7 @@ void kvq_q8_0_from_float_ref(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < KVQ_QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
         y[b].d = kvq_f32_to_f16(d);
-        for (int j = 0; j < KVQ_QK8_0; j++) y[b].qs[j] = (int8_t)nearest_int(x[j] * id);
+        for (int j = 0; j < KVQ_QK8_0; j++) y[b].qs[j] = (int8_t)kvq_iround(x[j] * id);
     }
 }
 void kvq_quant32_ref(const float *x, int8_t q[32], float *d) {
@@ -69,7 +67,7 @@ void kvq_quant32_ref(const float *x, int8_t q[32], float *d) {
     for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
     *d = amax / 127.0f;
     float id = *d ? 1.0f / *d : 0.0f;
-    for (int i = 0; i < 32; i++) q[i] = (int8_t)nearest_int(x[i] * id);
+    for (int i = 0; i < 32; i++) q[i] = (int8_t)kvq_iround(x[i] * id);
 }
 void kvq_q8_0_to_float_ref(const void *src, float *dst, int64_t n) {
     const kvq_block_q8_0 *x = src;
@@ -98,7 +96,7 @@ void kvq_q8_1_from_float_ref(const float *src, void *dst, int64_t n) {
         float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            y[b].qs[j] = (int8_t)nearest_int(x[j] * id);
+            y[b].qs[j] = (int8_t)kvq_iround(x[j] * id);
             sum += y[b].qs[j];
         }
         y[b].d = kvq_f32_to_f16(d);
@@ -135,8 +133,8 @@ void kvq_q4_0_from_float_ref(const float *src, void *dst, int64_t n) {
         float d = max / -8.0f, id = d ? 1.0f / d : 0.0f;
         y[b].d = kvq_f32_to_f16(d);
         for (int j = 0; j < KVQ_QK4_0 / 2; j++) {
-            int q0 = clampi(nearest_int(x[j] * id) + 8, 0, 15);
-            int q1 = clampi(nearest_int(x[j + 16] * id) + 8, 0, 15);
+            int q0 = kvq_clampi(kvq_iround(x[j] * id) + 8, 0, 15);
+            int q1 = kvq_clampi(kvq_iround(x[j + 16] * id) + 8, 0, 15);
             y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
@@ -176,8 +174,8 @@ void kvq_q4_1_from_float_ref(const float *src, void *dst, int64_t n) {
         y[b].d = kvq_f32_to_f16(d);
         y[b].m = kvq_f32_to_f16(mn);
         for (int j = 0; j < 16; j++) {
-            int q0 = clampi(nearest_int((x[j] - mn) * id), 0, 15);
-            int q1 = clampi(nearest_int((x[j + 16] - mn) * id), 0, 15);
+            int q0 = kvq_clampi(kvq_iround((x[j] - mn) * id), 0, 15);
+            int q1 = kvq_clampi(kvq_iround((x[j + 16] - mn) * id), 0, 15);
             y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
@@ -217,7 +215,7 @@ void kvq_q8_K_from_float_ref(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < KVQ_QK_K; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
         y[b].d = d;
-        for (int j = 0; j < KVQ_QK_K; j++) y[b].qs[j] = (int8_t)clampi(nearest_int(x[j] * id), -127, 127);
+        for (int j = 0; j < KVQ_QK_K; j++) y[b].qs[j] = (int8_t)kvq_clampi(kvq_iround(x[j] * id), -127, 127);
         for (int g = 0; g < KVQ_QK_K / 16; g++) {
             int s = 0;
             for (int j = 0; j < 16; j++) s += y[b].qs[g * 16 + j];
@@ -261,8 +259,8 @@ static void k_affine_quant(const float *x, int nmax, uint8_t *scales12, kvq_f16 
     float id = d ? 1.0f / d : 0.0f, idmin = dmin ? 1.0f / dmin : 0.0f;
     uint8_t ls[8], lm[8];
     for (int j = 0; j < 8; j++) {
-        ls[j] = (uint8_t)clampi(nearest_int(sc[j] * id), 0, 63);
-        lm[j] = (uint8_t)clampi(nearest_int(mn[j] * idmin), 0, 63);
+        ls[j] = (uint8_t)kvq_clampi(kvq_iround(sc[j] * id), 0, 63);
+        lm[j] = (uint8_t)kvq_clampi(kvq_iround(mn[j] * idmin), 0, 63);
     }
     memset(scales12, 0, 12);
     for (int j = 0; j < 8; j++) {
@@ -283,7 +281,7 @@ static void k_affine_quant(const float *x, int nmax, uint8_t *scales12, kvq_f16 
         kvq_k4_scale_min(j, scales12, &s6, &m6);
         float ds = dq * s6, dm = dmq * m6;
         for (int i = 0; i < 32; i++)
-            L[32 * j + i] = (uint8_t)(ds ? clampi(nearest_int((x[32 * j + i] + dm) / ds), 0, nmax) : 0);
+            L[32 * j + i] = (uint8_t)(ds ? kvq_clampi(kvq_iround((x[32 * j + i] + dm) / ds), 0, nmax) : 0);
     }
 }
 
@@ -423,10 +421,10 @@ void kvq_q6_K_from_float_ref(const float *src, void *dst, int64_t n) {
         float dq = kvq_f16_to_f32(y[b].d);
         uint8_t L[KVQ_QK_K];
         for (int j = 0; j < 16; j++) {
-            y[b].scales[j] = (int8_t)clampi(nearest_int(scale[j] * id), -128, 127);
+            y[b].scales[j] = (int8_t)kvq_clampi(kvq_iround(scale[j] * id), -128, 127);
             float ds = dq * y[b].scales[j];
             for (int i = 0; i < 16; i++)
-                L[16 * j + i] = (uint8_t)(ds ? clampi(nearest_int(x[16 * j + i] / ds), -32, 31) + 32 : 32);
+                L[16 * j + i] = (uint8_t)(ds ? kvq_clampi(kvq_iround(x[16 * j + i] / ds), -32, 31) + 32 : 32);
         }
         for (int h = 0; h < 2; h++) {
             uint8_t *ql = y[b].ql + 64 * h, *qh = y[b].qh + 32 * h;

@@ -1,8 +1,16 @@
 /* Scalar reference kernels: the oracle every SIMD path is tested against. */
 #ifndef KVQ_KERNELS_QUANT_REF_H
 #define KVQ_KERNELS_QUANT_REF_H
+#include <math.h>
 #include <string.h>
 #include "types.h"
+
+static inline int kvq_iround(float f) { return (int)lrintf(f); }
+static inline int kvq_clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* IQ4_NL's and IQ4_XS's 16 grid values (an int8 code book fitted by ggml's
+ * authors to Gaussian-like weights; part of the file format). */
+extern const int8_t kvq_iq4nl_grid[16];
 
 #define KVQ_DECL_REF(T)                                                     \
     void kvq_##T##_to_float_ref(const void *src, float *dst, int64_t n);    \
@@ -20,6 +28,30 @@ KVQ_DECL_REF(q4_K)
 KVQ_DECL_REF(q5_K)
 KVQ_DECL_REF(q6_K)
 KVQ_DECL_REF(q8_K)
+KVQ_DECL_REF(q5_0)
+KVQ_DECL_REF(q5_1)
+KVQ_DECL_REF(iq4_nl)
+KVQ_DECL_REF(iq4_xs)
+KVQ_DECL_REF(q2_K)
+KVQ_DECL_REF(q3_K)
+
+/* The 5-bit code (0..31) of value i of a Q5_0/Q5_1 block. */
+static inline int kvq_q5_code(const uint8_t qs[16], const uint8_t qh[4], int i) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    int lo = i < 16 ? qs[i] & 0xF : qs[i - 16] >> 4;
+    return lo | (int)(((h >> i) & 1u) << 4);
+}
+
+/* The 16 signed 6-bit scales (-32..31) of a Q3_K block: low 4 bits in bytes
+ * 0-7 (low nibbles for sub-blocks 0-7, high nibbles for 8-15), high 2 bits in
+ * bytes 8-11 (sub-block s at byte 8 + s % 4, bits 2 (s / 4)). */
+static inline void kvq_q3_K_scales(const uint8_t *p, int8_t sc[16]) {
+    for (int s = 0; s < 16; s++) {
+        int lo = s < 8 ? p[s] & 0xF : p[s - 8] >> 4, hi = (p[8 + s % 4] >> (2 * (s / 4))) & 3;
+        sc[s] = (int8_t)((lo | (hi << 4)) - 32);
+    }
+}
 
 /* 32 values to int8 with a float scale d = amax / 127 (the activations of
  * kvq's int8 prefill GEMM and Q4_0 decode kernel: Q8_0's arithmetic without

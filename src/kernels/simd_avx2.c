@@ -102,14 +102,6 @@ T_AVX2 static float bf16_dot(const void *w, const void *x, int64_t n) {
     return s;
 }
 
-/* Signed int8 dot of 32 pairs -> 8 int32 lanes (sign moved onto y so that
- * the unsigned x signed maddubs instruction applies). */
-T_AVX2 static inline __m256 dot_i8x32(__m256i x, __m256i y) {
-    __m256i ax = _mm256_sign_epi8(x, x);
-    __m256i sy = _mm256_sign_epi8(y, x);
-    __m256i p16 = _mm256_maddubs_epi16(ax, sy);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
 
 T_AVX2 static float q8_0_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q8_0 *a = w, *b = x;
@@ -118,7 +110,7 @@ T_AVX2 static float q8_0_dot(const void *w, const void *x, int64_t n) {
         __m256 d = _mm256_set1_ps(_cvtsh_ss(a[i].d) * _cvtsh_ss(b[i].d));
         __m256i qa = _mm256_loadu_si256((const __m256i *)a[i].qs);
         __m256i qb = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        acc = _mm256_fmadd_ps(d, dot_i8x32(qa, qb), acc);
+        acc = _mm256_fmadd_ps(d, kvq_sdot_i8x32_avx2(qa, qb), acc);
     }
     return kvq_hsum8(acc);
 }
@@ -147,6 +139,7 @@ void kvq_simd_install_avx2_quants(kvq_type_traits *t);
 
 void kvq_simd_install_avx2(kvq_type_traits *t) {
     kvq_simd_install_avx2_quants(t);
+    kvq_simd_install_avx2_lowbit(t);
     t[KVQ_TYPE_F32].vec_dot = f32_dot;
     t[KVQ_TYPE_F16].vec_dot = f16_dot;
     t[KVQ_TYPE_F16].to_float = f16_to_float;
@@ -161,20 +154,15 @@ void kvq_simd_install_avx2(kvq_type_traits *t) {
 
 /* ------------------------------------------------------ 4/5/6-bit weights */
 
-T_AVX2 static inline __m256i q4_unpack(const uint8_t *qs) { /* 16 bytes -> 32 nibbles (lows then highs) */
-    __m128i b = _mm_loadu_si128((const __m128i *)qs);
-    __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
-    return _mm256_set_m128i(hi, lo);
-}
 
 T_AVX2 static float q4_0_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q4_0 *a = w;
     const kvq_block_q8_0 *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
-        __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8));
+        __m256i q = _mm256_sub_epi8(kvq_nibbles32_avx2(a[i].qs), _mm256_set1_epi8(8));
         __m256 d = _mm256_set1_ps(_cvtsh_ss(a[i].d) * _cvtsh_ss(b[i].d));
-        acc = _mm256_fmadd_ps(d, dot_i8x32(q, _mm256_loadu_si256((const __m256i *)b[i].qs)), acc);
+        acc = _mm256_fmadd_ps(d, kvq_sdot_i8x32_avx2(q, _mm256_loadu_si256((const __m256i *)b[i].qs)), acc);
     }
     return kvq_hsum8(acc);
 }
@@ -196,7 +184,7 @@ T_AVX2 static inline __attribute__((always_inline)) void q4_0_dot_rows(const kvq
 #pragma GCC unroll 8
     for (int t = 0; t < nx; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = _mm256_sub_epi8(q4_unpack(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
+        const __m256i q = _mm256_sub_epi8(kvq_nibbles32_avx2(a[i].qs), _mm256_set1_epi8(8)), aq = _mm256_sign_epi8(q, q);
         const float dw = _cvtsh_ss(a[i].d);
 #pragma GCC unroll 8
         for (int t = 0; t < nx; t++)
@@ -214,10 +202,6 @@ T_AVX2 static void q4_0_dot_xn(const void *w, const void *x, size_t xs, int nx, 
     for (; t < nx; t++) out[t] = q4_0_dot(w, (const uint8_t *)x + (size_t)t * xs, n);
 }
 
-/* unsigned codes x signed activations -> 8 int32 lanes */
-T_AVX2 static inline __m256i udot_i32(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
 
 T_AVX2 static float q4_1_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q4_1 *a = w;
@@ -225,7 +209,7 @@ T_AVX2 static float q4_1_dot(const void *w, const void *x, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     float mins = 0;
     for (int64_t i = 0; i < n / 32; i++) {
-        __m256i p = udot_i32(q4_unpack(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
+        __m256i p = kvq_udot_i32_avx2(kvq_nibbles32_avx2(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
         __m256 d = _mm256_set1_ps(_cvtsh_ss(a[i].d) * _cvtsh_ss(b[i].d));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
         mins += _cvtsh_ss(a[i].m) * _cvtsh_ss(b[i].s);

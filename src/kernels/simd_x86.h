@@ -53,6 +53,24 @@ __attribute__((target("avx2,fma,f16c"))) static inline int32_t kvq_hsum8_epi32(_
     return _mm_cvtsi128_si32(s);
 }
 
+/* The 32-value blocks' dot steps (simd_avx2.c, simd_avx2_lowbit.c). */
+/* 16 bytes of nibble pairs -> 32 bytes: the low nibbles, then the high ones
+ * (the value order of Q4_0-style blocks) */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_nibbles32_avx2(const uint8_t *qs) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(b, m4));
+}
+/* signed int8 dot of 32 pairs -> 8 float lanes (the sign moves onto y so that
+ * maddubs, unsigned x signed, applies; |x| <= 127 cannot saturate) */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 kvq_sdot_i8x32_avx2(__m256i x, __m256i y) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+/* unsigned codes x signed activations, 32 pairs -> 8 int32 lanes */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_udot_i32_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
 /* One channel of the attention kernels' score loops: for the NG queries q,
  * q + ldq, ..., acc[2g] += q[g] * a and acc[2g + 1] += q[g] * b, where a and
  * b hold that channel for 16 cached tokens. NG must be a constant at the

@@ -27,6 +27,8 @@ static const type_desc DESC[KVQ_TYPE_COUNT] = {
     [KVQ_TYPE_Q5_K] = {"q5_K", 256, 176},
     [KVQ_TYPE_Q6_K] = {"q6_K", 256, 210},
     [KVQ_TYPE_Q8_K] = {"q8_K", 256, 292},
+    [KVQ_TYPE_IQ4_NL] = {"iq4_nl", 32, 18},
+    [KVQ_TYPE_IQ4_XS] = {"iq4_xs", 256, 136},
     [KVQ_TYPE_I8] = {"i8", 1, 1},
     [KVQ_TYPE_I16] = {"i16", 1, 2},
     [KVQ_TYPE_I32] = {"i32", 1, 4},
@@ -68,6 +70,9 @@ static const kvq_type_traits SCALAR[KVQ_TYPE_COUNT] = {
     REF(q4_1, KVQ_TYPE_Q4_1, KVQ_TYPE_Q8_1),  REF(q4_K, KVQ_TYPE_Q4_K, KVQ_TYPE_Q8_K),
     REF(q5_K, KVQ_TYPE_Q5_K, KVQ_TYPE_Q8_K),  REF(q6_K, KVQ_TYPE_Q6_K, KVQ_TYPE_Q8_K),
     REF(q8_K, KVQ_TYPE_Q8_K, KVQ_TYPE_Q8_K),
+    REF(q5_0, KVQ_TYPE_Q5_0, KVQ_TYPE_Q8_0),  REF(q5_1, KVQ_TYPE_Q5_1, KVQ_TYPE_Q8_1),
+    REF(iq4_nl, KVQ_TYPE_IQ4_NL, KVQ_TYPE_Q8_0), REF(iq4_xs, KVQ_TYPE_IQ4_XS, KVQ_TYPE_Q8_K),
+    REF(q2_K, KVQ_TYPE_Q2_K, KVQ_TYPE_Q8_K),  REF(q3_K, KVQ_TYPE_Q3_K, KVQ_TYPE_Q8_K),
 #define SLIM(T, ENUM) [ENUM] = {#T, 0, 0, KVQ_TYPE_F32, .matvec = &kvq_slim_kernel_ref, .companions = {"bits", "dm"}, \
                                 .companion_types = {KVQ_TYPE_I8, KVQ_TYPE_F16}, \
                                 .check_aux = kvq_slim_check}

@@ -24,6 +24,8 @@ typedef enum kvq_type {
     KVQ_TYPE_Q5_K = 13,
     KVQ_TYPE_Q6_K = 14,
     KVQ_TYPE_Q8_K = 15,
+    KVQ_TYPE_IQ4_NL = 20,
+    KVQ_TYPE_IQ4_XS = 23,
     KVQ_TYPE_I8 = 24,
     KVQ_TYPE_I16 = 25,
     KVQ_TYPE_I32 = 26,
@@ -48,6 +50,36 @@ typedef struct { kvq_f16 d; int8_t qs[KVQ_QK8_0]; } kvq_block_q8_0;
 typedef struct { kvq_f16 d; kvq_f16 s; int8_t qs[32]; } kvq_block_q8_1; /* s = d * sum(qs) */
 typedef struct { kvq_f16 d; uint8_t qs[KVQ_QK4_0 / 2]; } kvq_block_q4_0;
 typedef struct { kvq_f16 d; kvq_f16 m; uint8_t qs[KVQ_QK4_1 / 2]; } kvq_block_q4_1;
+/* Q5_0/Q5_1: Q4_0/Q4_1 nibbles plus a fifth bit per value (bit j of the
+ * little-endian word qh belongs to value j). */
+typedef struct { kvq_f16 d; uint8_t qh[4]; uint8_t qs[16]; } kvq_block_q5_0;
+typedef struct { kvq_f16 d; kvq_f16 m; uint8_t qh[4]; uint8_t qs[16]; } kvq_block_q5_1;
+/* IQ4_NL: 4-bit indices into a fixed non-uniform grid (kvq_iq4nl_grid), one
+ * fp16 scale per 32 values. */
+typedef struct { kvq_f16 d; uint8_t qs[16]; } kvq_block_iq4_nl;
+/* IQ4_XS: the same grid in super-blocks of 256, a 6-bit scale per 32 values
+ * (low 4 bits in scales_l, high 2 in scales_h), offset by 32. */
+typedef struct {
+    kvq_f16 d;
+    uint16_t scales_h;
+    uint8_t scales_l[KVQ_QK_K / 64];
+    uint8_t qs[KVQ_QK_K / 2];
+} kvq_block_iq4_xs;
+/* Q2_K: 2-bit codes, a 4-bit scale and 4-bit min per 16 values (low and high
+ * nibble of scales[]), against the super-block's d and dmin. */
+typedef struct {
+    uint8_t scales[KVQ_QK_K / 16];
+    uint8_t qs[KVQ_QK_K / 4];
+    kvq_f16 d, dmin;
+} kvq_block_q2_K;
+/* Q3_K: 2 low bits in qs, the third in hmask, symmetric (-4..3); a 6-bit
+ * signed scale per 16 values packed into 12 bytes. */
+typedef struct {
+    uint8_t hmask[KVQ_QK_K / 8];
+    uint8_t qs[KVQ_QK_K / 4];
+    uint8_t scales[12];
+    kvq_f16 d;
+} kvq_block_q3_K;
 typedef struct {
     kvq_f16 d, dmin;
     uint8_t scales[KVQ_K_SCALE_SIZE];
@@ -76,6 +108,12 @@ static_assert(sizeof(kvq_block_q8_0) == 34, "q8_0 block");
 static_assert(sizeof(kvq_block_q8_1) == 36, "q8_1 block");
 static_assert(sizeof(kvq_block_q4_0) == 18, "q4_0 block");
 static_assert(sizeof(kvq_block_q4_1) == 20, "q4_1 block");
+static_assert(sizeof(kvq_block_q5_0) == 22, "q5_0 block");
+static_assert(sizeof(kvq_block_q5_1) == 24, "q5_1 block");
+static_assert(sizeof(kvq_block_iq4_nl) == 18, "iq4_nl block");
+static_assert(sizeof(kvq_block_iq4_xs) == 136, "iq4_xs block");
+static_assert(sizeof(kvq_block_q2_K) == 84, "q2_K block");
+static_assert(sizeof(kvq_block_q3_K) == 110, "q3_K block");
 static_assert(sizeof(kvq_block_q4_K) == 144, "q4_K block");
 static_assert(sizeof(kvq_block_q5_K) == 176, "q5_K block");
 static_assert(sizeof(kvq_block_q6_K) == 210, "q6_K block");

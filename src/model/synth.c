@@ -120,7 +120,7 @@ kvq_status kvq_synth(const kvq_synth_params *p) {
                        p->preset ? p->preset : "");
     int wt = parse_type(p->weight_type ? p->weight_type : "q8_0");
     if (wt < 0)
-        return kvq_err(lg, KVQ_ERR_ARG, "unknown weight type '%s' (f32 f16 bf16 q8_0 q4_0 q4_1 q4_K q5_K q6_K)",
+        return kvq_err(lg, KVQ_ERR_ARG, "unknown weight type '%s' (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q2_K q3_K q4_K q5_K q6_K iq4_xs)",
                        p->weight_type);
     if (p->n_ctx < 0 || p->n_ctx > 131072) return kvq_err(lg, KVQ_ERR_ARG, "--ctx %d is out of range (1..131072)", p->n_ctx);
     if (!p->out_path) return kvq_err(lg, KVQ_ERR_ARG, "no output path");

@@ -105,7 +105,7 @@ kvq_status kvq_quantize_gguf(const char *in, const char *out, const char *type, 
     kvq_logger lg = {log, log_user};
     const int t = kvq_type_parse(type);
     if (t < 0 || !kvq_requant_fits((kvq_type)t, 256))
-        return kvq_err(&lg, KVQ_ERR_ARG, "cannot quantize to type '%s' (q4_0, q4_1, q8_0, q4_K, q5_K, q6_K)",
+        return kvq_err(&lg, KVQ_ERR_ARG, "cannot quantize to type '%s' (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs)",
                        type ? type : "");
     return kvq_quantize_rtn_gguf(in, out, (kvq_type)t, n_threads > 0 ? n_threads : 1, &lg);
 }

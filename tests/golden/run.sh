@@ -413,6 +413,30 @@ sys.exit(0 if r and r[0]['file_bytes']>0 and r[0]['load_s']>0 and r[0]['session_
     expect_fail "aqua without predictors" "pred=" $KVQ run -m $G --kv aqua
 fi
 
+# 13. The block types of llama.cpp's mixed files (docs/weight-types.md) on real weights: kvq-recall's
+# matrices requantized at load to each, KL against the f16 model under twice what was measured, the
+# scalar path within 1e-5 of the AVX2 one; a 656K file written in each 32-value type reloads.
+if [ -f models/kvq-recall/model.safetensors ] && need $S/corpora/kjv.txt $M/tinystories-656k/TinyStories-656K-Q8_0.gguf; then
+    python3 -c "t=open('$S/corpora/kjv.txt',encoding='utf-8').read(); open('$TMP/kjv100.txt','w',encoding='utf-8').write(t[1500000:1600000])"
+    $KVQ ppl -m models/kvq-recall -f $TMP/kjv100.txt --ctx 1024 --kv f16 --save-logits $TMP/recall.logits --json >/dev/null 2>&1
+    for tk in q5_0:0.0045 q5_1:0.0034 iq4_nl:0.0125 iq4_xs:0.013 q3_K:0.051 q2_K:0.24; do
+        t=${tk%%:*}; bound=${tk#*:}
+        j=$($KVQ ppl -m models/kvq-recall --weights $t -f $TMP/kjv100.txt --ctx 1024 --kv f16 --kl-base $TMP/recall.logits --json 2>/dev/null)
+        kl=$(echo "$j" | jget kl_mean); p=$(echo "$j" | jget ppl)
+        ps=$(KVQ_ISA=scalar $KVQ ppl -m models/kvq-recall --weights $t -f $TMP/kjv100.txt --ctx 1024 --kv f16 --json 2>/dev/null | jget ppl)
+        python3 -c "import sys; sys.exit(0 if 0 < $kl < $bound else 1)" && within "$ps" "$p" 1e-5 \
+            && ok "kvq-recall --weights $t: KL $kl (bound $bound), ppl $p, scalar $ps" || bad "--weights $t: KL $kl ppl $p scalar $ps"
+    done
+    G=$M/tinystories-656k/TinyStories-656K-Q8_0.gguf
+    for t in q5_0 q5_1 iq4_nl; do
+        $KVQ quantize -m $G --type $t -o $TMP/656k-$t.gguf >/dev/null 2>&1
+        a=$($KVQ run -m $TMP/656k-$t.gguf -p "Once upon a time" -n 40 --temp 0 2>/dev/null)
+        b=$($KVQ run -m $G --weights $t -p "Once upon a time" -n 40 --temp 0 2>/dev/null)
+        $KVQ info -m $TMP/656k-$t.gguf 2>/dev/null | grep -q "$t x" && [ -n "$a" ] && [ "$a" == "$b" ] \
+            && ok "656K written as $t reloads and equals the weight set requantized at load" || bad "656K $t file"
+    done
+fi
+
 # 9. SliM-LLM weights (kvq quantize --bits): the paper's ordering at 2 bits
 # on a real model, a self-contained file that reloads with a pinned greedy
 # text, and clear errors on bad options and corrupted bit maps.

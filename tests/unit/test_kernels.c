@@ -21,7 +21,9 @@ typedef struct { kvq_type t; double max_nmse; } type_bound;
 static const type_bound TYPES[] = {
     {KVQ_TYPE_F32, 0},      {KVQ_TYPE_F16, 1e-7},    {KVQ_TYPE_BF16, 6e-6},   {KVQ_TYPE_Q8_0, 6e-5},
     {KVQ_TYPE_Q8_1, 6e-5},  {KVQ_TYPE_Q4_0, 1.5e-2}, {KVQ_TYPE_Q4_1, 1.3e-2}, {KVQ_TYPE_Q4_K, 1.3e-2},
-    {KVQ_TYPE_Q5_K, 3e-3},  {KVQ_TYPE_Q6_K, 8e-4},   {KVQ_TYPE_Q8_K, 1.2e-4},
+    {KVQ_TYPE_Q5_K, 3e-3},  {KVQ_TYPE_Q6_K, 8e-4},   {KVQ_TYPE_Q8_K, 1.2e-4}, {KVQ_TYPE_Q5_0, 4e-3},
+    {KVQ_TYPE_Q5_1, 3e-3},  {KVQ_TYPE_IQ4_NL, 1.2e-2}, {KVQ_TYPE_IQ4_XS, 1.2e-2}, {KVQ_TYPE_Q2_K, 0.15},
+    {KVQ_TYPE_Q3_K, 4.2e-2},
 };
 
 static void fill(float *x, int n, uint64_t seed) {
@@ -153,6 +155,59 @@ static void test_real_q8_0_block(void **st) {
     kvq_gguf_close(&g);
 }
 
+/* Hand-built blocks of the types llama.cpp's mixed files add, decoded by the
+ * scalar and SIMD dequantizers: each expected value is worked out from the
+ * block layout as ggml's dequantize_row_* reads it (the bits set here are
+ * the ones those functions index), so a kvq quantizer and dequantizer that
+ * agreed on a wrong layout would fail. */
+static void check_vals(int type, const void *blk, const int *idx, const float *want, int k) {
+    float y[256];
+    for (int isa = 0; isa < KVQ_ISA_COUNT; isa++) {
+        if (!kvq_isa_supported(isa)) continue;
+        const kvq_type_traits *t = kvq_traits_isa((kvq_type)type, isa);
+        assert_non_null(t);
+        t->to_float(blk, y, t->blck);
+        for (int i = 0; i < k; i++)
+            if (y[idx[i]] != want[i])
+                fail_msg("%s/%s: value %d is %g, want %g", t->name, kvq_isa_str(isa), idx[i], y[idx[i]], want[i]);
+    }
+}
+
+static void test_lowbit_layouts(void **st) {
+    (void)st;
+    uint32_t qh = 1u | (1u << 31); /* values 0 and 31 have their fifth bit */
+    kvq_block_q5_0 b50 = {.d = kvq_f32_to_f16(1.0f)};
+    b50.qs[0] = 0x21, b50.qs[15] = 0xF0;
+    memcpy(b50.qh, &qh, 4);
+    check_vals(KVQ_TYPE_Q5_0, &b50, (int[]){0, 16, 15, 31}, (float[]){1, -14, -16, 15}, 4);
+    kvq_block_q5_1 b51 = {.d = kvq_f32_to_f16(0.5f), .m = kvq_f32_to_f16(-1.0f)};
+    memcpy(b51.qs, b50.qs, 16);
+    memcpy(b51.qh, &qh, 4);
+    check_vals(KVQ_TYPE_Q5_1, &b51, (int[]){0, 16, 31}, (float[]){7.5f, 0, 14.5f}, 3);
+    kvq_block_iq4_nl bnl = {.d = kvq_f32_to_f16(2.0f)};
+    bnl.qs[3] = 0x9F;
+    check_vals(KVQ_TYPE_IQ4_NL, &bnl, (int[]){3, 19}, (float[]){226, 26}, 2);
+    /* sub-block 5's scale 43 (offset 32: 11): low nibble in the high half of
+     * scales_l[2], high bits at scales_h bits 10-11 */
+    kvq_block_iq4_xs bxs = {.d = kvq_f32_to_f16(1.0f), .scales_h = (uint16_t)(2u << 10)};
+    bxs.scales_l[2] = 0xB0;
+    bxs.qs[16 * 5 + 2] = 0x70;
+    check_vals(KVQ_TYPE_IQ4_XS, &bxs, (int[]){162, 178}, (float[]){-127 * 11, -10 * 11}, 2);
+    /* sub-block 5 = plane 2 (shift 4) of bytes 16..31; scale 2, min 3 */
+    kvq_block_q2_K b2 = {.d = kvq_f32_to_f16(1.0f), .dmin = kvq_f32_to_f16(0.5f)};
+    b2.scales[5] = 0x32;
+    b2.qs[16 + 3] = 3 << 4;
+    check_vals(KVQ_TYPE_Q2_K, &b2, (int[]){83, 80}, (float[]){4.5f, -1.5f}, 2);
+    /* sub-block 13 = plane 2 of bytes 48..63, mask bit 6 of hmask[16..31];
+     * its 6-bit scale 37 (37 - 32 = 5): low nibble in the high half of byte
+     * 5, high bits at bits 6-7 of byte 9 */
+    kvq_block_q3_K b3 = {.d = kvq_f32_to_f16(1.0f)};
+    b3.scales[5] = 5 << 4, b3.scales[9] = 2 << 6;
+    b3.qs[32 + 16 + 7] = 2 << 4;
+    b3.hmask[16 + 7] = 1 << 6;
+    check_vals(KVQ_TYPE_Q3_K, &b3, (int[]){16 * 13 + 7, 16 * 13 + 8, 0}, (float[]){10, -20, 128}, 3);
+}
+
 /* SwiGLU's SIMD path against the scalar one (exp approximated to ~1e-7),
  * including saturating inputs and a tail shorter than a vector. */
 static void test_swiglu_simd(void **st) {
@@ -177,6 +232,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_nmse),      cmocka_unit_test(test_isa_matches_scalar),
         cmocka_unit_test(test_dot_consistent_with_dequant), cmocka_unit_test(test_fp16_exhaustive),
         cmocka_unit_test(test_real_q8_0_block),  cmocka_unit_test(test_swiglu_simd),
+        cmocka_unit_test(test_lowbit_layouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
