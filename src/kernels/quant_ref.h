@@ -35,6 +35,12 @@ KVQ_DECL_REF(iq4_xs)
 KVQ_DECL_REF(q2_K)
 KVQ_DECL_REF(q3_K)
 
+/* Codes into a Q2_K block (0..3) or a Q3_K block (-4..3), value i of the
+ * super-block at i; scales and factors untouched (GPTQ writes its own codes
+ * into blocks whose scales the type's fit chose). */
+void kvq_q2_K_put_codes(kvq_block_q2_K *b, const uint8_t L[KVQ_QK_K]);
+void kvq_q3_K_put_codes(kvq_block_q3_K *b, const int8_t q[KVQ_QK_K]);
+
 /* The 5-bit code (0..31) of value i of a Q5_0/Q5_1 block. */
 static inline int kvq_q5_code(const uint8_t qs[16], const uint8_t qh[4], int i) {
     uint32_t h;

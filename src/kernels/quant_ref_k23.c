@@ -61,18 +61,34 @@ void kvq_q2_K_from_float_ref(const float *src, void *dst, int64_t n) {
         y[b].d = kvq_f32_to_f16(max_sc / 15.0f);
         y[b].dmin = kvq_f32_to_f16(max_mn / 15.0f);
         const float d = kvq_f16_to_f32(y[b].d), dmin = kvq_f16_to_f32(y[b].dmin);
-        memset(y[b].qs, 0, sizeof y[b].qs);
+        uint8_t L[KVQ_QK_K];
         for (int s = 0; s < 16; s++) {
             int ls = d ? kvq_clampi(kvq_iround(sc[s] / d), 0, 15) : 0;
             int lm = dmin ? kvq_clampi(kvq_iround(mn[s] / dmin), 0, 15) : 0;
             y[b].scales[s] = (uint8_t)(ls | (lm << 4));
             const float ds = d * (float)ls, dm = dmin * (float)lm;
-            for (int i = 0; i < 16; i++) {
-                int q = ds ? kvq_clampi(kvq_iround((x[16 * s + i] + dm) / ds), 0, 3) : 0;
-                y[b].qs[k23_qbyte(s, i)] |= (uint8_t)(q << k23_shift(s));
-            }
+            for (int i = 0; i < 16; i++)
+                L[16 * s + i] = (uint8_t)(ds ? kvq_clampi(kvq_iround((x[16 * s + i] + dm) / ds), 0, 3) : 0);
         }
+        kvq_q2_K_put_codes(&y[b], L);
     }
+}
+
+void kvq_q2_K_put_codes(kvq_block_q2_K *b, const uint8_t L[KVQ_QK_K]) {
+    memset(b->qs, 0, sizeof b->qs);
+    for (int s = 0; s < 16; s++)
+        for (int i = 0; i < 16; i++) b->qs[k23_qbyte(s, i)] |= (uint8_t)((L[16 * s + i] & 3) << k23_shift(s));
+}
+
+void kvq_q3_K_put_codes(kvq_block_q3_K *b, const int8_t q[KVQ_QK_K]) {
+    memset(b->hmask, 0, sizeof b->hmask);
+    memset(b->qs, 0, sizeof b->qs);
+    for (int s = 0; s < 16; s++)
+        for (int i = 0; i < 16; i++) {
+            const int u = q[16 * s + i] + 4;
+            b->qs[k23_qbyte(s, i)] |= (uint8_t)((u & 3) << k23_shift(s));
+            if (u & 4) b->hmask[16 * (s % 2) + i] |= (uint8_t)(1u << (4 * (s / 8) + (s % 8) / 2));
+        }
 }
 void kvq_q2_K_to_float_ref(const void *src, float *dst, int64_t n) {
     const kvq_block_q2_K *x = src;
@@ -140,20 +156,17 @@ void kvq_q3_K_from_float_ref(const float *src, void *dst, int64_t n) {
         const float d = big / -32.0f, id = d ? 1.0f / d : 0.0f;
         y[b].d = kvq_f32_to_f16(d);
         const float dq = kvq_f16_to_f32(y[b].d);
-        memset(y[b].hmask, 0, sizeof y[b].hmask);
-        memset(y[b].qs, 0, sizeof y[b].qs);
         memset(y[b].scales, 0, sizeof y[b].scales);
+        int8_t q[KVQ_QK_K];
         for (int s = 0; s < 16; s++) {
             const int v = kvq_clampi(kvq_iround(sc[s] * id) + 32, 0, 63);
             y[b].scales[s % 8] |= (uint8_t)((v & 0xF) << (4 * (s / 8)));
             y[b].scales[8 + s % 4] |= (uint8_t)((v >> 4) << (2 * (s / 4)));
             const float ds = dq * (float)(v - 32);
-            for (int i = 0; i < 16; i++) {
-                const int u = (ds ? kvq_clampi(kvq_iround(x[16 * s + i] / ds), -4, 3) : 0) + 4;
-                y[b].qs[k23_qbyte(s, i)] |= (uint8_t)((u & 3) << k23_shift(s));
-                if (u & 4) y[b].hmask[16 * (s % 2) + i] |= (uint8_t)(1u << (4 * (s / 8) + (s % 8) / 2));
-            }
+            for (int i = 0; i < 16; i++)
+                q[16 * s + i] = (int8_t)(ds ? kvq_clampi(kvq_iround(x[16 * s + i] / ds), -4, 3) : 0);
         }
+        kvq_q3_K_put_codes(&y[b], q);
     }
 }
 void kvq_q3_K_to_float_ref(const void *src, float *dst, int64_t n) {

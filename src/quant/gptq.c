@@ -160,15 +160,29 @@ static int code_q4_0(float w, float d) {
 
 /* The grid a group is rounded to: SliM-LLM's affine (d, m) per group (also
  * q4_1's), q4_0's symmetric rule, or a K-quant super-block of 256 whose
- * eight 32-value sub-blocks each get an affine pair from 6-bit scales and
- * minimums against two fp16 factors (q4_K, q5_K). */
+ * sub-blocks each get an affine pair: eight of 32 from 6-bit scales and
+ * minimums against two fp16 factors (q4_K, q5_K), sixteen of 16 from 4-bit
+ * scales and minimums (q2_K) or from signed 6-bit scales (q3_K). */
 typedef enum { GRID_AFFINE, GRID_Q4_0, GRID_K } grid_kind;
 typedef struct {
     grid_kind kind;
-    int ktype;   /* GRID_K: KVQ_TYPE_Q4_K or KVQ_TYPE_Q5_K */
+    int ktype;   /* GRID_K: KVQ_TYPE_Q2_K, Q3_K, Q4_K or Q5_K */
     void *kblk;  /* GRID_K: rows x ng blocks; the fit writes their d, dmin and scales */
 } grid;
-#define K_SUB 8
+
+static int k_sub(int type) { return type == KVQ_TYPE_Q2_K || type == KVQ_TYPE_Q3_K ? 16 : 8; }
+static int k_bits(int type) {
+    return type == KVQ_TYPE_Q2_K ? 2 : type == KVQ_TYPE_Q3_K ? 3 : type == KVQ_TYPE_Q5_K ? 5 : 4;
+}
+
+/* Sub-block s of a q3_K block as an affine grid: its value is dl (u - 4)
+ * for u in 0..7, dl = d * scale of either sign; a negative dl is read as
+ * |dl| u' - 3 |dl| with u' = 7 - u, so codes always grow with the value. */
+static float q3_K_dl(const kvq_block_q3_K *b, int s) {
+    int8_t sc[16];
+    kvq_q3_K_scales(b->scales, sc);
+    return kvq_f16_to_f32(b->d) * (float)sc[s];
+}
 
 /* A K-quant super-block fit on the weights as the pass left them: the
  * type's own scale search (the same code as rounding at load), kept for the
@@ -176,9 +190,22 @@ typedef struct {
 static void fit_k(const grid *gr, const float *w, void *blk, float *d, float *m) {
     const kvq_type_traits *t = kvq_traits((kvq_type)gr->ktype);
     t->from_float(w, blk, KVQ_QK_K); /* the codes it writes are replaced after the pass */
+    if (gr->ktype == KVQ_TYPE_Q2_K) {
+        const kvq_block_q2_K *b = blk;
+        const float bd = kvq_f16_to_f32(b->d), bm = kvq_f16_to_f32(b->dmin);
+        for (int s = 0; s < 16; s++) d[s] = bd * (float)(b->scales[s] & 0xF), m[s] = -bm * (float)(b->scales[s] >> 4);
+        return;
+    }
+    if (gr->ktype == KVQ_TYPE_Q3_K) {
+        for (int s = 0; s < 16; s++) {
+            const float dl = q3_K_dl(blk, s);
+            d[s] = fabsf(dl), m[s] = dl >= 0 ? -4.0f * dl : 3.0f * dl;
+        }
+        return;
+    }
     const kvq_block_q4_K *b = blk; /* q5_K starts with the same d, dmin and scales */
     const float bd = kvq_f16_to_f32(b->d), bm = kvq_f16_to_f32(b->dmin);
-    for (int j = 0; j < K_SUB; j++) {
+    for (int j = 0; j < 8; j++) {
         uint8_t sc, mn;
         kvq_k4_scale_min(j, b->scales, &sc, &mn);
         d[j] = bd * sc;
@@ -194,13 +221,13 @@ static void quantize_groups(const kvq_wq_params *p, const grid *gr, float *W, in
                             const float *U, const float *hinv_diag, const int8_t *bits, uint8_t *q, kvq_f16 *dm,
                             float *Wq) {
     const int G = p->group, ng = (int)(cols / G);
-    const int nsub = gr->kind == GRID_K ? K_SUB : 1, sub = G / nsub;
+    const int nsub = gr->kind == GRID_K ? k_sub(gr->ktype) : 1, sub = G / nsub;
     const size_t kbytes = gr->kind == GRID_K ? kvq_row_size(gr->ktype, KVQ_QK_K) : 0;
     const bool gptq = p->method != KVQ_WQ_RTN;
     float *E = gptq ? malloc((size_t)rows * G * sizeof *E) : NULL;
     float *dd = malloc((size_t)rows * nsub * sizeof *dd), *mm = malloc((size_t)rows * nsub * sizeof *mm);
     for (int g = 0; g < ng; g++) {
-        const int b = gr->kind == GRID_K ? (gr->ktype == KVQ_TYPE_Q5_K ? 5 : 4) : bits[g];
+        const int b = gr->kind == GRID_K ? k_bits(gr->ktype) : bits[g];
         const int64_t j0 = (int64_t)g * G;
 #pragma omp parallel for schedule(static) num_threads(p->n_threads)
         for (int64_t r = 0; r < rows; r++) {
@@ -370,9 +397,22 @@ kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, i
     return st;
 }
 
-/* The codes of a K-quant super-block into its block (the layouts of
- * kvq_q4_K_from_float_ref and kvq_q5_K_from_float_ref). */
+/* The codes of a K-quant super-block into its block (the layouts of the
+ * types' scalar quantizers). */
 static void put_k_codes(int type, const uint8_t *L, void *blk) {
+    if (type == KVQ_TYPE_Q2_K) {
+        kvq_q2_K_put_codes(blk, L);
+        return;
+    }
+    if (type == KVQ_TYPE_Q3_K) {
+        int8_t q[KVQ_QK_K];
+        for (int s = 0; s < 16; s++) {
+            const bool neg = q3_K_dl(blk, s) < 0; /* fit_k's reading of the sub-block */
+            for (int i = 0; i < 16; i++) q[16 * s + i] = (int8_t)((neg ? 7 - L[16 * s + i] : L[16 * s + i]) - 4);
+        }
+        kvq_q3_K_put_codes(blk, q);
+        return;
+    }
     if (type == KVQ_TYPE_Q4_K) {
         kvq_block_q4_K *b = blk;
         for (int c = 0; c < 4; c++)
@@ -394,6 +434,8 @@ int kvq_wq_std_block(int type) {
     switch (type) {
     case KVQ_TYPE_Q4_0:
     case KVQ_TYPE_Q4_1: return 32;
+    case KVQ_TYPE_Q2_K:
+    case KVQ_TYPE_Q3_K:
     case KVQ_TYPE_Q4_K:
     case KVQ_TYPE_Q5_K: return KVQ_QK_K;
     default: return 0;
@@ -405,7 +447,7 @@ kvq_status kvq_wq_matrix_q4(const kvq_wq_params *p, int type, const float *W, in
                             const kvq_logger *lg) {
     const int G = kvq_wq_std_block(type);
     if (!G)
-        return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "weight quantization: GPTQ writes q4_0, q4_1, q4_K and q5_K blocks");
+        return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "weight quantization: GPTQ writes q4_0, q4_1, q2_K, q3_K, q4_K and q5_K blocks");
     if (p->method == KVQ_WQ_SLIM)
         return kvq_err(lg, KVQ_ERR_ARG, "weight quantization: SliM-LLM's widths need the slim type, not %s",
                        kvq_type_name(type));

@@ -52,7 +52,7 @@ kvq_status kvq_wq_matrix(const kvq_wq_params *p, const float *W, int64_t rows, i
 
 /* GPTQ (or RTN) into standard GGUF blocks every engine reads, each block fit
  * when the pass reaches it: q4_0 (ggml's scale rule: the largest-magnitude
- * value over -8) and q4_1 (min and range) in blocks of 32; q4_K and q5_K in
+ * value over -8) and q4_1 (min and range) in blocks of 32; q2_K, q3_K, q4_K and q5_K in
  * super-blocks of 256 (the type's own scale search, then GPTQ's codes).
  * out: rows x row_size(type). */
 kvq_status kvq_wq_matrix_q4(const kvq_wq_params *p, int type, const float *W, int64_t rows, int64_t cols,

@@ -386,7 +386,7 @@ kvq_status kvq_wquantize(const kvq_wquant_params *p, const char *out_path, kvq_w
     if (p->std_type) {
         const int t = kvq_type_parse(p->std_type);
         if (!kvq_wq_std_block(t))
-            return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "quantize: --method %s writes q4_0, q4_1, q4_K or q5_K blocks (not '%s')",
+            return kvq_err(lg, KVQ_ERR_UNSUPPORTED, "quantize: --method %s writes q4_0, q4_1, q2_K, q3_K, q4_K or q5_K blocks (not '%s')",
                            p->method, p->std_type);
         if (!strcmp(p->method, "slim"))
             return kvq_err(lg, KVQ_ERR_ARG, "quantize: SliM-LLM's mixed widths need its own type (--bits N)");

@@ -350,6 +350,21 @@ static void block_affine(int type, const uint8_t *row, int i, float *d, float *m
         *d = kvq_f16_to_f32(b->d);
         *m = kvq_f16_to_f32(b->m);
         *qmax = 15;
+    } else if (type == KVQ_TYPE_Q2_K) {
+        const kvq_block_q2_K *b = (const kvq_block_q2_K *)row + i / 256;
+        const uint8_t sc = b->scales[i % 256 / 16];
+        *d = kvq_f16_to_f32(b->d) * (float)(sc & 0xF);
+        *m = -kvq_f16_to_f32(b->dmin) * (float)(sc >> 4);
+        *qmax = 3;
+    } else if (type == KVQ_TYPE_Q3_K) {
+        /* d (u - 4), u in 0..7, d of either sign: as an affine grid |d| q - 4|d| or - 3|d| */
+        const kvq_block_q3_K *b = (const kvq_block_q3_K *)row + i / 256;
+        int8_t sc[16];
+        kvq_q3_K_scales(b->scales, sc);
+        const float dl = kvq_f16_to_f32(b->d) * (float)sc[i % 256 / 16];
+        *d = fabsf(dl);
+        *m = dl >= 0 ? -4 * dl : 3 * dl;
+        *qmax = 7;
     } else {
         const size_t bb = kvq_row_size(type, 256);
         const kvq_block_q4_K *b = (const kvq_block_q4_K *)(row + (size_t)(i / 256) * bb); /* q5_K: the same head */
@@ -374,8 +389,8 @@ static void test_gptq_q4_blocks(void **st) {
     for (int t = 0; t < n; t++)
         for (int i = 0; i < cols; i++)
             for (int j = 0; j < cols; j++) H[i * cols + j] += X[t * cols + i] * X[t * cols + j] / n;
-    const int types[4] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q4_1, KVQ_TYPE_Q4_K, KVQ_TYPE_Q5_K};
-    for (int k = 0; k < 4; k++) {
+    const int types[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q4_1, KVQ_TYPE_Q2_K, KVQ_TYPE_Q3_K, KVQ_TYPE_Q4_K, KVQ_TYPE_Q5_K};
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
         const int type = types[k];
         const kvq_type_traits *tr = kvq_traits((kvq_type)type);
         const size_t rb = kvq_row_size(type, cols);

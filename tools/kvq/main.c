@@ -38,7 +38,7 @@ static const char USAGE[] =
             "        requantize the large matrices (round-to-nearest)\n"
             "  quantize -m MODEL -f CALIB.txt --bits 2|3|4 [--method slim|gptq|rtn] [--group G] [--tokens N]\n"
             "        [--ctx N] -o OUT.gguf    SliM-LLM mixed-precision weights (rtn needs no -f)\n"
-            "  quantize -m MODEL.gguf -f CALIB.txt --method gptq --type q4_0|q4_1|q4_K|q5_K -o OUT.gguf\n"
+            "  quantize -m MODEL.gguf -f CALIB.txt --method gptq --type q4_0|q4_1|q2_K|q3_K|q4_K|q5_K -o OUT.gguf\n"
             "        GPTQ into standard blocks\n"
             "  calibrate aqua -m MODEL -f CALIB.txt -o PRED.gguf [--tokens N] [--ctx N] [--bits 2|3|4]\n"
             "        [--quantizer higgs|uniform]    fit AQUA-KV's cross-layer predictors\n"
