@@ -184,7 +184,8 @@ static double attn_rate(int kind, int nq, double secs, double *gbs) {
 
 int main(int argc, char **argv) {
     const double secs = argc > 1 ? atof(argv[1]) : 1.0;
-    const kvq_type types[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K, KVQ_TYPE_Q6_K, KVQ_TYPE_F16};
+    const kvq_type types[] = {KVQ_TYPE_Q4_0,  KVQ_TYPE_Q8_0,  KVQ_TYPE_Q4_K,   KVQ_TYPE_Q6_K,   KVQ_TYPE_F16, KVQ_TYPE_Q5_0,
+                              KVQ_TYPE_Q5_1,  KVQ_TYPE_Q5_K,  KVQ_TYPE_IQ4_NL, KVQ_TYPE_IQ4_XS, KVQ_TYPE_Q3_K, KVQ_TYPE_Q2_K};
     const int64_t cols = 2048;
     /* L2: about 192 KiB of weights; DRAM: 512 MiB, far past any L3 here */
     printf("cpu: isa %s, %d threads available; matrix of %lld columns\n", kvq_isa_str(kvq_isa_active()),
@@ -213,8 +214,9 @@ int main(int argc, char **argv) {
                 float *wf = malloc(sizeof(float) * (size_t)cols * 16);
                 uint8_t *w = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);
                 for (int64_t i = 0; i < cols * 16; i++) wf[i] = frand();
-                for (int64_t r = 0; r < rows; r += 16) /* 16 distinct rows, repeated: the bytes are what count */
-                    for (int j = 0; j < 16; j++) tr->from_float(wf + (size_t)j * cols, w + (size_t)(r + j) * rb, cols);
+                /* 16 distinct rows, repeated: the bytes are what count */
+                for (int j = 0; j < 16; j++) tr->from_float(wf + (size_t)j * cols, w + (size_t)j * rb, cols);
+                for (int64_t r = 16; r < rows; r += 16) memcpy(w + (size_t)r * rb, w, 16 * rb);
                 void *pw = NULL;
                 if (pk) {
                     pw = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);

@@ -46,6 +46,9 @@ const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_avx2;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_avx2;
     if (t == KVQ_TYPE_Q4_K) return &kvq_q4_Kx8_avx2;
+    if (t == KVQ_TYPE_Q6_K) return &kvq_q6_Kx8_avx2;
+    if (t == KVQ_TYPE_Q2_K) return &kvq_q2_Kx8_avx2;
+    if (t == KVQ_TYPE_Q3_K) return &kvq_q3_Kx8_avx2;
     return NULL;
 }
 
@@ -53,11 +56,14 @@ const kvq_packed_kernel *kvq_repack_kernel_ref(kvq_type t) {
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_ref;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_ref;
     if (t == KVQ_TYPE_Q4_K) return &kvq_q4_Kx8_ref;
+    if (t == KVQ_TYPE_Q6_K) return &kvq_q6_Kx8_ref;
+    if (t == KVQ_TYPE_Q2_K) return &kvq_q2_Kx8_ref;
+    if (t == KVQ_TYPE_Q3_K) return &kvq_q3_Kx8_ref;
     return NULL;
 }
 
 bool kvq_repack_fits(kvq_type t, int64_t cols) {
-    return kvq_repack_kernel_ref(t) && cols > 0 && cols % (t == KVQ_TYPE_Q4_K ? 256 : 32) == 0;
+    return kvq_repack_kernel_ref(t) && cols > 0 && cols % (kvq_type_blck(t) == 256 ? 256 : 32) == 0;
 }
 
 size_t kvq_repack_act_size(kvq_type t, int64_t cols) {
@@ -71,4 +77,7 @@ void kvq_repack_rows(kvq_type t, const void *src, size_t row_bytes, int64_t cols
     if (t == KVQ_TYPE_Q4_0) kvq_q4_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
     if (t == KVQ_TYPE_Q8_0) kvq_q8_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
     if (t == KVQ_TYPE_Q4_K) kvq_q4_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+    if (t == KVQ_TYPE_Q6_K) kvq_q6_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+    if (t == KVQ_TYPE_Q2_K) kvq_q2_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+    if (t == KVQ_TYPE_Q3_K) kvq_q3_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
 }

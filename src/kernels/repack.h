@@ -62,4 +62,16 @@ void kvq_q8_K_quant_avx2(const float *x, void *dst, int64_t cols); /* kvq_q8_K_f
 void kvq_q4_Kx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
                      void *dst);
 
+/* Q2_K and Q3_K (repack_k23.c), against Q8_K activations */
+extern const kvq_packed_kernel kvq_q2_Kx8_ref, kvq_q2_Kx8_avx2, kvq_q3_Kx8_ref, kvq_q3_Kx8_avx2;
+void kvq_q2_Kx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst);
+void kvq_q3_Kx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst);
+
+/* Q6_K (repack_q6_K.c), against Q8_K activations */
+extern const kvq_packed_kernel kvq_q6_Kx8_ref, kvq_q6_Kx8_avx2;
+void kvq_q6_Kx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst);
+
 #endif

@@ -16,13 +16,15 @@
 #include "kernels/types.h"
 #include "testutil.h"
 
-static const kvq_type TYPES[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K};
-enum { NTYPES = 3 };
+static const kvq_type TYPES[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K,
+                                 KVQ_TYPE_Q6_K, KVQ_TYPE_Q2_K, KVQ_TYPE_Q3_K};
+enum { NTYPES = 6 };
 static const int ROWS[] = {1, 7, 8, 9, 15, 16, 17, 24, 40, 67};
 /* widths: every block count parity for the 32-wide types; one and two
- * super-blocks for Q4_K */
+ * super-blocks for the K-quants */
 static const int COLS[] = {32, 96, 256};
-static int cols_of(kvq_type t, size_t ci) { return t == KVQ_TYPE_Q4_K ? 256 * (int)(1 + ci % 2) : COLS[ci]; }
+static bool k_type(kvq_type t) { return kvq_type_blck((int)t) == 256; }
+static int cols_of(kvq_type t, size_t ci) { return k_type(t) ? 256 * (int)(1 + ci % 2) : COLS[ci]; }
 enum { MAXTOK = 9, MAXROWS = 67, MAXCOLS = 512 };
 static size_t act_max(void) {
     size_t m = 0;
@@ -101,7 +103,7 @@ static void test_pack_keeps_values(void **st) {
 /* The reference against the exact f32 product of the same weights: the
  * only error is the activations' int8 rounding, coarser for Q4_K, whose
  * Q8_K activations have one scale per 256 values (and the outlier channels
- * set it). Q4_K also against the file layout's own scalar dot on the same
+ * set it). The K-quants also against the file layout's own scalar dot on the same
  * Q8_K activations: the same integers, so equal but for float order. */
 static void test_ref_matches_f32(void **st) {
     (void)st;
@@ -121,14 +123,14 @@ static void test_ref_matches_f32(void **st) {
             }
         const double e = tu_nmse(ref, y, (size_t)MAXTOK * p.rows);
         print_message("%s reference vs f32 product: NMSE %.2e\n", kvq_type_name((int)p.t), e);
-        assert_true(e < (p.t == KVQ_TYPE_Q4_K ? 2e-3 : 5e-4));
-        if (p.t == KVQ_TYPE_Q4_K) {
+        assert_true(e < (k_type(p.t) ? 2e-3 : 5e-4));
+        if (k_type(p.t)) {
             const kvq_type_traits *tr = kvq_traits_isa(p.t, KVQ_ISA_SCALAR);
             for (int t = 0; t < MAXTOK; t++)
                 for (int r = 0; r < p.rows; r++)
                     ref[t * p.rows + r] = tr->vec_dot(p.w + (size_t)r * p.rb, act + (size_t)t * k->act_size(p.cols), p.cols);
             const double f = tu_nmse(ref, y, (size_t)MAXTOK * p.rows);
-            print_message("q4_K reference vs the GGUF layout's scalar dot: NMSE %.2e\n", f);
+            print_message("%s reference vs the GGUF layout's scalar dot: NMSE %.2e\n", kvq_type_name((int)p.t), f);
             assert_true(f < 1e-10);
         }
         drop(&p);
