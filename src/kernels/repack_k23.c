@@ -23,10 +23,9 @@
 
 #include "quant_ref.h"
 #include "repack.h"
-#include "simd_x86.h"
+#include "repack_kx8.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define PF_DIST 4096 /* codes prefetched this far ahead (repack_x8.c) */
 
 /* Offsets within a packed super-block: Q2_K, Q3_K */
 enum { SB2 = 672, SB3 = 880, Q2_OFF = 160, Q3_M = 112, Q3_OFF = 368 };
@@ -118,45 +117,30 @@ static float block_dot(bool three, const uint8_t *blk, const kvq_block_q8_K *y, 
     return fmaf(-(float)msum, kvq_f16_to_f32(w->dmin) * y->d, acc);
 }
 
-static void rows_ref(bool three, const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
-                     size_t as, int n, float *Y, int64_t ldy) {
-    const int64_t nb = cols / 256;
-    uint8_t blk[110];
-    for (int t = 0; t < n; t++) {
-        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
-        for (int64_t r = r0; r < r1; r++) {
-            float acc = 0;
-            for (int64_t b = 0; b < nb; b++) {
-                get_block(three, p, nb, rows, r, b, blk);
-                acc = block_dot(three, blk, &y[b], acc);
-            }
-            Y[t * ldy + r] = acc;
-        }
-    }
+static void get2(const void *p, int64_t nb, int64_t rows, int64_t r, int64_t b, void *blk) {
+    get_block(false, p, nb, rows, r, b, blk);
 }
+static void get3(const void *p, int64_t nb, int64_t rows, int64_t r, int64_t b, void *blk) {
+    get_block(true, p, nb, rows, r, b, blk);
+}
+static float dot2(const void *blk, const kvq_block_q8_K *y, float acc) { return block_dot(false, blk, y, acc); }
+static float dot3(const void *blk, const kvq_block_q8_K *y, float acc) { return block_dot(true, blk, y, acc); }
+static const kvq_kx8_type K2 = {SB2, 84, get2, dot2, kvq_q2_K_to_float_ref};
+static const kvq_kx8_type K3 = {SB3, 110, get3, dot3, kvq_q3_K_to_float_ref};
+
 static void rows2_ref(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act, size_t as,
                       int n, float *Y, int64_t ldy) {
-    rows_ref(false, p, cols, rows, r0, r1, act, as, n, Y, ldy);
+    kvq_kx8_rows_ref(&K2, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 static void rows3_ref(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act, size_t as,
                       int n, float *Y, int64_t ldy) {
-    rows_ref(true, p, cols, rows, r0, r1, act, as, n, Y, ldy);
-}
-
-static void dequant(bool three, const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst) {
-    const int64_t nb = cols / 256;
-    uint8_t blk[110];
-    for (int64_t r = r0; r < r0 + nr; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            get_block(three, p, nb, rows, r, b, blk);
-            (three ? kvq_q3_K_to_float_ref : kvq_q2_K_to_float_ref)(blk, dst + (r - r0) * cols + 256 * b, 256);
-        }
+    kvq_kx8_rows_ref(&K3, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 static void dequant2(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst) {
-    dequant(false, p, cols, rows, r0, nr, dst);
+    kvq_kx8_dequant(&K2, p, cols, rows, r0, nr, dst);
 }
 static void dequant3(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst) {
-    dequant(true, p, cols, rows, r0, nr, dst);
+    kvq_kx8_dequant(&K3, p, cols, rows, r0, nr, dst);
 }
 
 const kvq_packed_kernel kvq_q2_Kx8_ref = {"q2_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows2_ref, dequant2};
@@ -254,42 +238,15 @@ T_AVX2 static inline __attribute__((always_inline)) __m256 sb_avx2(const bool th
     return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dy), acc);
 }
 
-/* r1 must end a group or be `rows` */
-T_AVX2 static inline __attribute__((always_inline)) void rows_avx2(const bool three, const void *p, int64_t cols,
-                                                                   int64_t rows, int64_t r0, int64_t r1,
-                                                                   const void *act, size_t as, int n, float *Y,
-                                                                   int64_t ldy) {
-    const int64_t nb = cols / 256, full = rows / 8 * 8, g1 = (r1 < full ? r1 : full) / 8;
-    const size_t SB = sb_bytes(three);
-    uint8_t blk[110];
-    for (int t = 0; t < n; t++) {
-        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
-        for (int64_t g = r0 / 8; g < g1; g++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *o = group_sb(three, p, nb, g, b);
-                for (size_t k = 0; k < SB; k += 64) _mm_prefetch((const char *)o + PF_DIST + k, _MM_HINT_T0);
-                acc = sb_avx2(three, o, &y[b], acc);
-            }
-            _mm256_storeu_ps(Y + t * ldy + 8 * g, acc);
-        }
-        for (int64_t r = full > r0 ? full : r0; r < r1; r++) {
-            float acc = 0;
-            for (int64_t b = 0; b < nb; b++) {
-                memcpy(blk, tail_blk(three, p, nb, r, b), blk_bytes(three));
-                acc = block_dot(three, blk, &y[b], acc);
-            }
-            Y[t * ldy + r] = acc;
-        }
-    }
-}
+T_AVX2 static inline __attribute__((always_inline)) __m256 sb2(const uint8_t *o, const kvq_block_q8_K *y, __m256 acc) { return sb_avx2(false, o, y, acc); }
+T_AVX2 static inline __attribute__((always_inline)) __m256 sb3(const uint8_t *o, const kvq_block_q8_K *y, __m256 acc) { return sb_avx2(true, o, y, acc); }
 T_AVX2 static void rows2_avx2(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
                               size_t as, int n, float *Y, int64_t ldy) {
-    rows_avx2(false, p, cols, rows, r0, r1, act, as, n, Y, ldy);
+    kvq_kx8_rows_avx2(&K2, sb2, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 T_AVX2 static void rows3_avx2(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
                               size_t as, int n, float *Y, int64_t ldy) {
-    rows_avx2(true, p, cols, rows, r0, r1, act, as, n, Y, ldy);
+    kvq_kx8_rows_avx2(&K3, sb3, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 
 const kvq_packed_kernel kvq_q2_Kx8_avx2 = {"q2_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows2_avx2, dequant2};

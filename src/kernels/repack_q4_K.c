@@ -19,10 +19,10 @@
 
 #include "quant_ref.h"
 #include "repack.h"
+#include "repack_kx8.h"
 #include "simd_x86.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define PF_DIST 4096 /* codes prefetched this far ahead (repack_x8.c) */
 
 enum { SB = 1152, META = 128 };
 
@@ -85,33 +85,19 @@ static float block_dot(const kvq_block_q4_K *w, const kvq_block_q8_K *y, float a
     return fmaf(-(float)msum, kvq_f16_to_f32(w->dmin) * y->d, acc);
 }
 
+static void get_block(const void *p, int64_t nb, int64_t rows, int64_t r, int64_t b, void *blk) {
+    if (r >= rows / 8 * 8) memcpy(blk, tail_row(p, nb, r) + b, 144);
+    else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), blk);
+}
+static float dot_block(const void *blk, const kvq_block_q8_K *y, float acc) { return block_dot(blk, y, acc); }
+static const kvq_kx8_type Q4 = {SB, 144, get_block, dot_block, kvq_q4_K_to_float_ref};
+
 static void rows_ref(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act, size_t as,
                      int n, float *Y, int64_t ldy) {
-    const int64_t nb = cols / 256, full = rows / 8 * 8;
-    for (int t = 0; t < n; t++) {
-        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
-        for (int64_t r = r0; r < r1; r++) {
-            float acc = 0;
-            for (int64_t b = 0; b < nb; b++) {
-                kvq_block_q4_K blk;
-                if (r >= full) blk = tail_row(p, nb, r)[b];
-                else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), &blk);
-                acc = block_dot(&blk, &y[b], acc);
-            }
-            Y[t * ldy + r] = acc;
-        }
-    }
+    kvq_kx8_rows_ref(&Q4, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
-
 static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst) {
-    const int64_t nb = cols / 256, full = rows / 8 * 8;
-    for (int64_t r = r0; r < r0 + nr; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            kvq_block_q4_K blk;
-            if (r >= full) blk = tail_row(p, nb, r)[b];
-            else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), &blk);
-            kvq_q4_K_to_float_ref(&blk, dst + (r - r0) * cols + 256 * b, 256);
-        }
+    kvq_kx8_dequant(&Q4, p, cols, rows, r0, nr, dst);
 }
 
 const kvq_packed_kernel kvq_q4_Kx8_ref = {"q4_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant};
@@ -174,27 +160,9 @@ T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, _
     return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dy), acc);
 }
 
-/* r1 must end a group or be `rows` */
 T_AVX2 static void rows_avx2(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
                              size_t as, int n, float *Y, int64_t ldy) {
-    const int64_t nb = cols / 256, full = rows / 8 * 8, g1 = (r1 < full ? r1 : full) / 8;
-    for (int t = 0; t < n; t++) {
-        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
-        for (int64_t g = r0 / 8; g < g1; g++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *o = group_sb(p, nb, g, b);
-                for (int k = 0; k < SB; k += 64) _mm_prefetch((const char *)o + PF_DIST + k, _MM_HINT_T0);
-                acc = sb_avx2(o, &y[b], acc);
-            }
-            _mm256_storeu_ps(Y + t * ldy + 8 * g, acc);
-        }
-        for (int64_t r = full > r0 ? full : r0; r < r1; r++) {
-            float acc = 0;
-            for (int64_t b = 0; b < nb; b++) acc = block_dot(&tail_row(p, nb, r)[b], &y[b], acc);
-            Y[t * ldy + r] = acc;
-        }
-    }
+    kvq_kx8_rows_avx2(&Q4, sb_avx2, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 
 /* kvq_q8_K_from_float_ref's bytes (simd_x86.h says why they are the same);

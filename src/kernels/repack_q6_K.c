@@ -21,10 +21,9 @@
 
 #include "quant_ref.h"
 #include "repack.h"
-#include "simd_x86.h"
+#include "repack_kx8.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define PF_DIST 4096 /* codes prefetched this far ahead (repack_x8.c) */
 
 enum { SB = 1680, BB = 210, META = 144 };
 
@@ -94,33 +93,19 @@ static float block_dot(const kvq_block_q6_K *w, const kvq_block_q8_K *y, float a
     return fmaf((float)(isum - 32 * corr), kvq_f16_to_f32(w->d) * y->d, acc);
 }
 
+static void get_block(const void *p, int64_t nb, int64_t rows, int64_t r, int64_t b, void *blk) {
+    if (r >= rows / 8 * 8) memcpy(blk, tail_row(p, nb, r) + b, BB);
+    else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), blk);
+}
+static float dot_block(const void *blk, const kvq_block_q8_K *y, float acc) { return block_dot(blk, y, acc); }
+static const kvq_kx8_type Q6 = {SB, BB, get_block, dot_block, kvq_q6_K_to_float_ref};
+
 static void rows_ref(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act, size_t as,
                      int n, float *Y, int64_t ldy) {
-    const int64_t nb = cols / 256, full = rows / 8 * 8;
-    for (int t = 0; t < n; t++) {
-        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
-        for (int64_t r = r0; r < r1; r++) {
-            float acc = 0;
-            for (int64_t b = 0; b < nb; b++) {
-                kvq_block_q6_K blk;
-                if (r >= full) blk = tail_row(p, nb, r)[b];
-                else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), &blk);
-                acc = block_dot(&blk, &y[b], acc);
-            }
-            Y[t * ldy + r] = acc;
-        }
-    }
+    kvq_kx8_rows_ref(&Q6, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
-
 static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst) {
-    const int64_t nb = cols / 256, full = rows / 8 * 8;
-    for (int64_t r = r0; r < r0 + nr; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            kvq_block_q6_K blk;
-            if (r >= full) blk = tail_row(p, nb, r)[b];
-            else unpack_sb(group_sb(p, nb, r / 8, b), (int)(r % 8), &blk);
-            kvq_q6_K_to_float_ref(&blk, dst + (r - r0) * cols + 256 * b, 256);
-        }
+    kvq_kx8_dequant(&Q6, p, cols, rows, r0, nr, dst);
 }
 
 const kvq_packed_kernel kvq_q6_Kx8_ref = {"q6_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant};
@@ -191,27 +176,9 @@ T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, _
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, _mm256_set1_ps(y->d)), acc);
 }
 
-/* r1 must end a group or be `rows` */
 T_AVX2 static void rows_avx2(const void *p, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
                              size_t as, int n, float *Y, int64_t ldy) {
-    const int64_t nb = cols / 256, full = rows / 8 * 8, g1 = (r1 < full ? r1 : full) / 8;
-    for (int t = 0; t < n; t++) {
-        const kvq_block_q8_K *y = (const kvq_block_q8_K *)((const uint8_t *)act + (size_t)t * as);
-        for (int64_t g = r0 / 8; g < g1; g++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *o = group_sb(p, nb, g, b);
-                for (int k = 0; k < SB; k += 64) _mm_prefetch((const char *)o + PF_DIST + k, _MM_HINT_T0);
-                acc = sb_avx2(o, &y[b], acc);
-            }
-            _mm256_storeu_ps(Y + t * ldy + 8 * g, acc);
-        }
-        for (int64_t r = full > r0 ? full : r0; r < r1; r++) {
-            float acc = 0;
-            for (int64_t b = 0; b < nb; b++) acc = block_dot(&tail_row(p, nb, r)[b], &y[b], acc);
-            Y[t * ldy + r] = acc;
-        }
-    }
+    kvq_kx8_rows_avx2(&Q6, sb_avx2, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 
 const kvq_packed_kernel kvq_q6_Kx8_avx2 = {"q6_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows_avx2, dequant};
