@@ -49,14 +49,27 @@ static inline int kvq_q5_code(const uint8_t qs[16], const uint8_t qh[4], int i) 
     return lo | (int)(((h >> i) & 1u) << 4);
 }
 
+/* The 6-bit scale (0..63, offset 32) of sub-block ib of an IQ4_XS block. */
+static inline int kvq_iq4_xs_ls(const kvq_block_iq4_xs *x, int ib) {
+    return ((x->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x->scales_h >> (2 * ib)) & 3) << 4);
+}
+
 /* The 16 signed 6-bit scales (-32..31) of a Q3_K block: low 4 bits in bytes
  * 0-7 (low nibbles for sub-blocks 0-7, high nibbles for 8-15), high 2 bits in
  * bytes 8-11 (sub-block s at byte 8 + s % 4, bits 2 (s / 4)). */
 static inline void kvq_q3_K_scales(const uint8_t *p, int8_t sc[16]) {
-    for (int s = 0; s < 16; s++) {
-        int lo = s < 8 ? p[s] & 0xF : p[s - 8] >> 4, hi = (p[8 + s % 4] >> (2 * (s / 4))) & 3;
-        sc[s] = (int8_t)((lo | (hi << 4)) - 32);
-    }
+    /* four scales per 32-bit word: sub-blocks 4m..4m+3 in word m */
+    uint32_t w0, w1, w2, o[4];
+    memcpy(&w0, p, 4);
+    memcpy(&w1, p + 4, 4);
+    memcpy(&w2, p + 8, 4);
+    o[0] = (w0 & 0x0f0f0f0fu) | ((w2 & 0x03030303u) << 4);
+    o[1] = (w1 & 0x0f0f0f0fu) | (((w2 >> 2) & 0x03030303u) << 4);
+    o[2] = ((w0 >> 4) & 0x0f0f0f0fu) | (((w2 >> 4) & 0x03030303u) << 4);
+    o[3] = ((w1 >> 4) & 0x0f0f0f0fu) | (((w2 >> 6) & 0x03030303u) << 4);
+    uint8_t u[16];
+    memcpy(u, o, 16);
+    for (int s = 0; s < 16; s++) sc[s] = (int8_t)(u[s] - 32);
 }
 
 /* 32 values to int8 with a float scale d = amax / 127 (the activations of

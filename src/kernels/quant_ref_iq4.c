@@ -87,11 +87,6 @@ float kvq_iq4_nl_vec_dot_ref(const void *w, const void *xv, int64_t n) {
     return s;
 }
 
-/* The 6-bit scale (0..63, offset 32) of sub-block ib of an IQ4_XS block. */
-static inline int iq4_xs_ls(const kvq_block_iq4_xs *x, int ib) {
-    return ((x->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x->scales_h >> (2 * ib)) & 3) << 4);
-}
-
 void kvq_iq4_xs_from_float_ref(const float *src, void *dst, int64_t n) {
     kvq_block_iq4_xs *y = dst;
     uint8_t L[32];
@@ -122,7 +117,7 @@ void kvq_iq4_xs_to_float_ref(const void *src, float *dst, int64_t n) {
     for (int64_t b = 0; b < n / KVQ_QK_K; b++) {
         const float d = kvq_f16_to_f32(x[b].d);
         for (int ib = 0; ib < 8; ib++) {
-            const float dl = d * (float)(iq4_xs_ls(&x[b], ib) - 32);
+            const float dl = d * (float)(kvq_iq4_xs_ls(&x[b], ib) - 32);
             for (int i = 0; i < 32; i++) dst[b * KVQ_QK_K + 32 * ib + i] = dl * (float)iq4_val(x[b].qs + 16 * ib, i);
         }
     }
@@ -136,7 +131,7 @@ float kvq_iq4_xs_vec_dot_ref(const void *w, const void *xv, int64_t n) {
         for (int ib = 0; ib < 8; ib++) {
             int sumi = 0;
             for (int i = 0; i < 32; i++) sumi += iq4_val(a[b].qs + 16 * ib, i) * x[b].qs[32 * ib + i];
-            sum += (iq4_xs_ls(&a[b], ib) - 32) * sumi;
+            sum += (kvq_iq4_xs_ls(&a[b], ib) - 32) * sumi;
         }
         s += kvq_f16_to_f32(a[b].d) * x[b].d * (float)sum;
     }

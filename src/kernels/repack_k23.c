@@ -24,6 +24,7 @@
 #include "quant_ref.h"
 #include "repack.h"
 #include "repack_kx8.h"
+#include "simd_x86.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -146,19 +147,6 @@ static void dequant3(const void *p, int64_t cols, int64_t rows, int64_t r0, int6
 const kvq_packed_kernel kvq_q2_Kx8_ref = {"q2_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows2_ref, dequant2};
 const kvq_packed_kernel kvq_q3_Kx8_ref = {"q3_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows3_ref, dequant3};
 
-T_AVX2 static inline __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
-
-/* Each row's (dword r's) unsigned bytes a and b as an int16 pair. */
-T_AVX2 static inline __m256i pair_u16(__m256i w, int a, int b) {
-    const uint32_t v = 0x80008000u | (uint32_t)a | (uint32_t)b << 16, step = 0x00040004u;
-    const __m256i idx = _mm256_setr_epi32((int)v, (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step), (int)v,
-                                          (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step));
-    return _mm256_shuffle_epi8(w, idx);
-}
 
 /* The 16 scales of 8 rows, scales 4m..4m+3 of row r at bytes 4r.. of sc[m]:
  * Q2_K's low nibbles (mn: the high ones), Q3_K's 6-bit values (offset 32). */
@@ -208,13 +196,13 @@ T_AVX2 static inline __attribute__((always_inline)) __m256 sb_avx2(const bool th
                         u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(M, bit), bit),
                                                                 _mm256_set1_epi8(4)));
                     }
-                    s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(u, bcast4(y->qs + 128 * n + 32 * j + 4 * kb)));
+                    s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(u, kvq_bcast4_avx2(y->qs + 128 * n + 32 * j + 4 * kb)));
                 }
             }
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 const int s = 8 * n + 2 * j + half;
-                const __m256i scl = _mm256_sub_epi16(pair_u16(sc[s / 4], s % 4, s % 4), off);
+                const __m256i scl = _mm256_sub_epi16(kvq_kx8_pair_u16(sc[s / 4], s % 4, s % 4), off);
                 isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16[j], scl));
             }
         }
@@ -225,8 +213,8 @@ T_AVX2 static inline __attribute__((always_inline)) __m256 sb_avx2(const bool th
     for (int s = 0; s < 16; s += 2) {
         int32_t bs;
         memcpy(&bs, y->bsums + s, 4);
-        const __m256i f = three ? _mm256_sub_epi16(pair_u16(sc[s / 4], s % 4, s % 4 + 1), off)
-                                : pair_u16(mn[s / 4], s % 4, s % 4 + 1);
+        const __m256i f = three ? _mm256_sub_epi16(kvq_kx8_pair_u16(sc[s / 4], s % 4, s % 4 + 1), off)
+                                : kvq_kx8_pair_u16(mn[s / 4], s % 4, s % 4 + 1);
         msum = _mm256_add_epi32(msum, _mm256_madd_epi16(f, _mm256_set1_epi32(bs)));
     }
     const __m256 dy = _mm256_set1_ps(y->d), d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));

@@ -23,6 +23,18 @@ typedef struct {
     void (*to_float)(const void *blk, float *dst, int64_t n);
 } kvq_kx8_type;
 
+/* Byte-shuffle indices giving each row (dword r of an 8-row word) the int16
+ * pair (byte a, byte b) of its own dword, zero-extended: madd's multiplier
+ * for a sub-block's int16 sums (a = b) or for two sub-blocks' activation sums. */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_kx8_pair_idx(int a, int b) {
+    const uint32_t v = 0x80008000u | (uint32_t)a | (uint32_t)b << 16, step = 0x00040004u;
+    return _mm256_setr_epi32((int)v, (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step), (int)v,
+                             (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step));
+}
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_kx8_pair_u16(__m256i w, int a, int b) {
+    return _mm256_shuffle_epi8(w, kvq_kx8_pair_idx(a, b));
+}
+
 static inline const uint8_t *kvq_kx8_group(const kvq_kx8_type *k, const void *p, int64_t nb, int64_t g, int64_t b) {
     return (const uint8_t *)p + (size_t)(g * nb + b) * k->sb;
 }

@@ -102,21 +102,8 @@ static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64
 
 const kvq_packed_kernel kvq_q4_Kx8_ref = {"q4_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant};
 
-T_AVX2 static inline __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
 
-/* Byte-shuffle indices giving each row (dword r of an 8-row word) the int16
- * pair (byte a, byte b) of its own dword: madd's multiplier for a
- * sub-block's int16 sums (a = b) or for two sub-blocks' minimums. */
-T_AVX2 static inline __m256i pair_idx(int a, int b) {
-    const uint32_t v = 0x80008000u | (uint32_t)a | (uint32_t)b << 16, step = 0x00040004u;
-    return _mm256_setr_epi32((int)v, (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step), (int)v,
-                             (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step));
-}
-#define SPLAT(X, s) _mm256_shuffle_epi8(X, pair_idx((s) % 4, (s) % 4))
+#define SPLAT(X, s) _mm256_shuffle_epi8(X, kvq_kx8_pair_idx((s) % 4, (s) % 4))
 
 T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, __m256 acc) {
     const __m256i m4 = _mm256_set1_epi8(15), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
@@ -136,9 +123,9 @@ T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, _
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + 32 * j));
-            slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(_mm256_and_si256(raw, m4), bcast4(y->qs + 64 * c + 4 * j)));
+            slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(_mm256_and_si256(raw, m4), kvq_bcast4_avx2(y->qs + 64 * c + 4 * j)));
             shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
-                                                             bcast4(y->qs + 64 * c + 32 + 4 * j)));
+                                                             kvq_bcast4_avx2(y->qs + 64 * c + 32 + 4 * j)));
         }
         const __m256i s_lo = c < 2 ? SPLAT(sc03, 2 * c) : SPLAT(sc47, 2 * c);
         const __m256i s_hi = c < 2 ? SPLAT(sc03, 2 * c + 1) : SPLAT(sc47, 2 * c + 1);
@@ -148,7 +135,7 @@ T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, _
     const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
                                       _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
     const __m256i bsv = _mm256_broadcastsi128_si256(bs);
-    const __m256i pair01 = pair_idx(0, 1), pair23 = pair_idx(2, 3);
+    const __m256i pair01 = kvq_kx8_pair_idx(0, 1), pair23 = kvq_kx8_pair_idx(2, 3);
     __m256i msum = _mm256_madd_epi16(_mm256_shuffle_epi8(mn03, pair01), _mm256_shuffle_epi32(bsv, 0x00));
     msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_shuffle_epi8(mn03, pair23), _mm256_shuffle_epi32(bsv, 0x55)));
     msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_shuffle_epi8(mn47, pair01), _mm256_shuffle_epi32(bsv, 0xaa)));

@@ -22,6 +22,7 @@
 #include "quant_ref.h"
 #include "repack.h"
 #include "repack_kx8.h"
+#include "simd_x86.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -110,19 +111,10 @@ static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64
 
 const kvq_packed_kernel kvq_q6_Kx8_ref = {"q6_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant};
 
-T_AVX2 static inline __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
 
-/* Each row's (dword r's) signed bytes a and b as an int16 pair: the madd
- * multiplier of one sub-block (a = b) or of two sub-blocks' activation sums. */
+/* kvq_kx8_pair_u16 for signed bytes: the pair sign-extended */
 T_AVX2 static inline __m256i pair_s16(__m256i w, int a, int b) {
-    const uint32_t v = 0x80008000u | (uint32_t)a | (uint32_t)b << 16, step = 0x00040004u;
-    const __m256i idx = _mm256_setr_epi32((int)v, (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step), (int)v,
-                                          (int)(v + step), (int)(v + 2 * step), (int)(v + 3 * step));
-    return _mm256_srai_epi16(_mm256_slli_epi16(_mm256_shuffle_epi8(w, idx), 8), 8);
+    return _mm256_srai_epi16(_mm256_slli_epi16(kvq_kx8_pair_u16(w, a, b), 8), 8);
 }
 
 T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, __m256 acc) {
@@ -150,10 +142,10 @@ T_AVX2 static inline __m256 sb_avx2(const uint8_t *o, const kvq_block_q8_K *y, _
                 const __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
                                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
                 const int8_t *yq = y->qs + 128 * h + 4 * j;
-                s16[0] = _mm256_add_epi16(s16[0], _mm256_maddubs_epi16(v0, bcast4(yq)));
-                s16[1] = _mm256_add_epi16(s16[1], _mm256_maddubs_epi16(v1, bcast4(yq + 32)));
-                s16[2] = _mm256_add_epi16(s16[2], _mm256_maddubs_epi16(v2, bcast4(yq + 64)));
-                s16[3] = _mm256_add_epi16(s16[3], _mm256_maddubs_epi16(v3, bcast4(yq + 96)));
+                s16[0] = _mm256_add_epi16(s16[0], _mm256_maddubs_epi16(v0, kvq_bcast4_avx2(yq)));
+                s16[1] = _mm256_add_epi16(s16[1], _mm256_maddubs_epi16(v1, kvq_bcast4_avx2(yq + 32)));
+                s16[2] = _mm256_add_epi16(s16[2], _mm256_maddubs_epi16(v2, kvq_bcast4_avx2(yq + 64)));
+                s16[3] = _mm256_add_epi16(s16[3], _mm256_maddubs_epi16(v3, kvq_bcast4_avx2(yq + 96)));
             }
             /* input 128h + 32p + 4j lies in sub-block 8h + 2p + (j >= 4) */
 #pragma GCC unroll 4

@@ -22,6 +22,7 @@
 #include "quant_ref.h"
 #include "repack.h"
 #include "repack_act.h"
+#include "simd_x86.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 /* How far ahead the AVX2 kernels prefetch their codes (the slim kernel's
@@ -145,13 +146,6 @@ static inline void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0
     }
 }
 
-/* four activation bytes to every 32-bit lane: one load-broadcast */
-T_AVX2 static inline __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
-
 /* NT tokens against one group. Q4_0: the 8 unpacked registers serve every
  * token, and eight maddubs sums (at most 8 x 2 x 15 x 128 = 30720) add up
  * in int16 without saturating before one madd. Q8_0: maddubs wants one
@@ -184,13 +178,13 @@ T_AVX2 static inline __attribute__((always_inline)) void group_avx2(const void *
                 for (int j = 0; j < 8; j++) {
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * j));
                     const __m256i p =
-                        _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(bcast4(y->qs + 4 * j), v));
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(kvq_bcast4_avx2(y->qs + 4 * j), v));
                     s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
                 }
             } else {
-                __m256i s = _mm256_maddubs_epi16(w[0], bcast4(y->qs));
+                __m256i s = _mm256_maddubs_epi16(w[0], kvq_bcast4_avx2(y->qs));
 #pragma GCC unroll 8
-                for (int j = 1; j < 8; j++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[j], bcast4(y->qs + 4 * j)));
+                for (int j = 1; j < 8; j++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[j], kvq_bcast4_avx2(y->qs + 4 * j)));
                 s32 = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(y->c));
             }
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dw, _mm256_set1_ps(y->d)), acc[t]);

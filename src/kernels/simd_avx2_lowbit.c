@@ -86,7 +86,7 @@ T_AVX2 static float iq4_xs_dot(const void *w, const void *x, int64_t n) {
     for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
         __m256i s = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {
-            const int ls = ((a[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((a[i].scales_h >> (2 * ib)) & 3) << 4);
+            const int ls = kvq_iq4_xs_ls(&a[i], ib);
             const __m256i q = _mm256_shuffle_epi8(grid, kvq_nibbles32_avx2(a[i].qs + 16 * ib));
             const __m256i p = sdot16(q, _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * ib)));
             s = _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(ls - 32))));
@@ -134,17 +134,9 @@ T_AVX2 static float q3_K_dot(const void *w, const void *x, int64_t n) {
     const kvq_block_q8_K *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
-        /* the 16 six-bit scales, four at a time (layout in quant_ref.h) */
-        uint32_t w0, w1, w2, o[4];
-        memcpy(&w0, a[i].scales, 4);
-        memcpy(&w1, a[i].scales + 4, 4);
-        memcpy(&w2, a[i].scales + 8, 4);
-        o[0] = (w0 & 0x0f0f0f0fu) | ((w2 & 0x03030303u) << 4);
-        o[1] = (w1 & 0x0f0f0f0fu) | (((w2 >> 2) & 0x03030303u) << 4);
-        o[2] = ((w0 >> 4) & 0x0f0f0f0fu) | (((w2 >> 4) & 0x03030303u) << 4);
-        o[3] = ((w1 >> 4) & 0x0f0f0f0fu) | (((w2 >> 6) & 0x03030303u) << 4);
-        const __m256i sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)o)),
-                                              _mm256_set1_epi16(32));
+        int8_t sc8[16];
+        kvq_q3_K_scales(a[i].scales, sc8);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc8));
         int16_t sc[16];
         _mm256_storeu_si256((__m256i *)sc, sc16);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)a[i].hmask);
@@ -217,7 +209,7 @@ T_AVX2 static void iq4_xs_to_float(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / KVQ_QK_K; i++) {
         const float d = _cvtsh_ss(x[i].d);
         for (int ib = 0; ib < 8; ib++) {
-            const int ls = ((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[i].scales_h >> (2 * ib)) & 3) << 4);
+            const int ls = kvq_iq4_xs_ls(&x[i], ib);
             put32(_mm256_shuffle_epi8(grid, kvq_nibbles32_avx2(x[i].qs + 16 * ib)), _mm256_set1_ps(d * (float)(ls - 32)),
                   _mm256_setzero_ps(), false, dst + KVQ_QK_K * i + 32 * ib);
         }

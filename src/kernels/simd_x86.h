@@ -45,6 +45,12 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_i8x32_avx2(co
 __attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_i8_sum4_avx2(__m256i q) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
 }
+/* 4 bytes broadcast to every dword (4 activations against 8 interleaved rows) */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256i kvq_bcast4_avx2(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
 /* sum of the 8 int32 lanes */
 __attribute__((target("avx2,fma,f16c"))) static inline int32_t kvq_hsum8_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

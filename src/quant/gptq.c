@@ -178,10 +178,10 @@ static int k_bits(int type) {
 /* Sub-block s of a q3_K block as an affine grid: its value is dl (u - 4)
  * for u in 0..7, dl = d * scale of either sign; a negative dl is read as
  * |dl| u' - 3 |dl| with u' = 7 - u, so codes always grow with the value. */
-static float q3_K_dl(const kvq_block_q3_K *b, int s) {
+static void q3_K_dl(const kvq_block_q3_K *b, float dl[16]) {
     int8_t sc[16];
     kvq_q3_K_scales(b->scales, sc);
-    return kvq_f16_to_f32(b->d) * (float)sc[s];
+    for (int s = 0; s < 16; s++) dl[s] = kvq_f16_to_f32(b->d) * (float)sc[s];
 }
 
 /* A K-quant super-block fit on the weights as the pass left them: the
@@ -197,10 +197,9 @@ static void fit_k(const grid *gr, const float *w, void *blk, float *d, float *m)
         return;
     }
     if (gr->ktype == KVQ_TYPE_Q3_K) {
-        for (int s = 0; s < 16; s++) {
-            const float dl = q3_K_dl(blk, s);
-            d[s] = fabsf(dl), m[s] = dl >= 0 ? -4.0f * dl : 3.0f * dl;
-        }
+        float dl[16];
+        q3_K_dl(blk, dl);
+        for (int s = 0; s < 16; s++) d[s] = fabsf(dl[s]), m[s] = dl[s] >= 0 ? -4.0f * dl[s] : 3.0f * dl[s];
         return;
     }
     const kvq_block_q4_K *b = blk; /* q5_K starts with the same d, dmin and scales */
@@ -406,8 +405,10 @@ static void put_k_codes(int type, const uint8_t *L, void *blk) {
     }
     if (type == KVQ_TYPE_Q3_K) {
         int8_t q[KVQ_QK_K];
+        float dl[16];
+        q3_K_dl(blk, dl);
         for (int s = 0; s < 16; s++) {
-            const bool neg = q3_K_dl(blk, s) < 0; /* fit_k's reading of the sub-block */
+            const bool neg = dl[s] < 0; /* fit_k's reading of the sub-block */
             for (int i = 0; i < 16; i++) q[16 * s + i] = (int8_t)((neg ? 7 - L[16 * s + i] : L[16 * s + i]) - 4);
         }
         kvq_q3_K_put_codes(blk, q);
