@@ -25,6 +25,7 @@
 #include "kernels/slim_x8.h"
 #include "quant/gptq.h"
 #include "kernels/types.h"
+#include "kv/blk_kernels.h"
 #include "kv/hier_kernels.h"
 #include "kv/kivi_kernels.h"
 #include "kv/kv_simd.h"
@@ -129,23 +130,33 @@ __attribute__((target("avx2"))) static double read_rate(const uint8_t *p, size_t
     return (double)n / best / 1e9;
 }
 
-/* Attention over n cached tokens of one KV head (head_dim 64) for nq query
+/* Attention over N cached tokens of one KV head (head_dim 64) for nq query
  * heads: kind 0 f16 (transposed key tiles, row-major values), 1 hier's draft
  * view (upper plane), 2 hier's target view (both planes), 3 and 4 KIVI with
- * 4-bit and 2-bit keys and values (groups of 32). Returns ns per token; *gbs
+ * 4-bit and 2-bit keys and values (groups of 32), 5 and 6 the ggml q8_0 and
+ * q4_0 block rows (llama.cpp's KV cache types). Returns ns per token; *gbs
  * gets the KV bytes read per second. */
-static double attn_rate(int kind, int nq, double secs, double *gbs) {
-    enum { N = 1024, HD = 64, G = 128 };
+static double attn_rate(int kind, int nq, int N, double secs, double *gbs) {
+    enum { HD = 64, G = 128 };
     const kvq_attn_kernels *ak = kvq_attn_kernels_active();
     const kvq_hier_kernels *hk = kvq_hier_kernels_isa(kvq_isa_active());
     const kvq_kivi_kernels *kk = kvq_kivi_kernels_isa(kvq_isa_active());
+    const kvq_blk_kernels *bk = kvq_blk_kernels_isa(kvq_isa_active());
+    const bool q8 = kind == 5;
+    const size_t brow = (size_t)HD / 32 * (q8 ? 34 : 18); /* a ggml block row of one head */
+    uint8_t *bkr = kind >= 5 ? malloc(brow * N) : NULL, *bvr = kind >= 5 ? malloc(brow * N) : NULL;
+    for (size_t i = 0; kind >= 5 && i < brow * N; i++) {
+        bkr[i] = bvr[i] = (uint8_t)(i * 37);
+        if (i % (q8 ? 34 : 18) == 1) bkr[i] = bvr[i] = 0x30; /* fp16 scale 0x30xx: finite */
+    }
     const int kb = kind == 3 ? 4 : 2; /* KIVI's bits */
     uint16_t *kf = malloc(sizeof(uint16_t) * N * HD), *vf = malloc(sizeof(uint16_t) * N * HD);
-    uint8_t *up = malloc(N * HD / 2), *lo = malloc(N * HD / 2);
+    /* keys' planes, values' planes: separate, as in a cache (or the values would be read from cache) */
+    uint8_t *up = malloc(N * HD / 2), *lo = malloc(N * HD / 2), *vu = malloc(N * HD / 2), *vl = malloc(N * HD / 2);
     kvq_f16 *kms = malloc(sizeof(kvq_f16) * 2 * HD * (N / G)), *vms = malloc(sizeof(kvq_f16) * 4 * N);
     float *q = malloc(sizeof(float) * 28 * HD), *sc = malloc(sizeof(float) * 28 * G), *out = malloc(sizeof(float) * 28 * HD);
     for (int i = 0; i < N * HD; i++) kf[i] = vf[i] = (uint16_t)(0x3800 + (i % 512));
-    for (int i = 0; i < N * HD / 2; i++) up[i] = lo[i] = (uint8_t)(i * 37);
+    for (int i = 0; i < N * HD / 2; i++) up[i] = lo[i] = vu[i] = vl[i] = (uint8_t)(i * 37);
     for (int i = 0; i < 2 * HD * (N / G); i++) kms[i] = 0x3000;
     for (int i = 0; i < 4 * N; i++) vms[i] = 0x3000;
     for (int i = 0; i < 28 * HD; i++) q[i] = frand();
@@ -156,7 +167,10 @@ static double attn_rate(int kind, int nq, double secs, double *gbs) {
         memset(out, 0, sizeof(float) * 28 * HD);
         const double t0 = now_s();
         for (int b = 0; b < N / G; b++) {
-            if (kind >= 3) {
+            if (kind >= 5) {
+                bk->qk(bkr + (size_t)b * G * brow, brow, G, HD, q8, q, nq, sc, G);
+                bk->av(bvr + (size_t)b * G * brow, brow, G, HD, q8, sc, G, nq, out);
+            } else if (kind >= 3) {
                 for (int t = 0; t < G; t += 32) /* KIVI's blocks are 32 tokens */
                     kk->qk_block(up + (size_t)(b * G + t) * HD * kb / 8, kms, 32, HD, kb, q, nq, sc + t, G);
                 kk->av_rows(lo, b * G, vms + (size_t)b * G * 4, G, HD, kb, 32, sc, G, nq, out);
@@ -168,22 +182,23 @@ static double attn_rate(int kind, int nq, double secs, double *gbs) {
                 const uint8_t *l = kind == 2 ? lo : NULL;
                 hk->qk(up + (size_t)b * G * HD / 2, l ? l + (size_t)b * G * HD / 2 : NULL, kms + (size_t)b * 2 * HD, G, HD,
                        q, nq, sc, G);
-                hk->av(up, l, b * G, vms + (size_t)b * G * 2, G, HD, HD, sc, G, nq, out);
+                hk->av(vu, l ? vl : NULL, b * G, vms + (size_t)b * G * 2, G, HD, HD, sc, G, nq, out);
             }
         }
         const double dt = now_s() - t0;
         if (dt < best) best = dt;
     }
     /* per token, K and V (KIVI: codes, and fp16 min and scale per group of 32 tokens or channels) */
-    const double bytes = kind == 0 ? 4.0 * HD : kind == 1 ? HD + 4.0 : kind == 2 ? 2.0 * HD + 4.0
+    const double bytes = kind >= 5 ? 2.0 * brow : kind == 0 ? 4.0 * HD : kind == 1 ? HD + 4.0 : kind == 2 ? 2.0 * HD + 4.0
                                                                       : 2.0 * HD * kb / 8 + 4.0 * HD / 32 + 4.0 * HD / 32;
     *gbs = bytes * N / best / 1e9;
-    free(kf), free(vf), free(up), free(lo), free(kms), free(vms), free(q), free(sc), free(out);
+    free(kf), free(vf), free(up), free(lo), free(vu), free(vl), free(bkr), free(bvr), free(kms), free(vms), free(q), free(sc), free(out);
     return best / N * 1e9;
 }
 
 int main(int argc, char **argv) {
     const double secs = argc > 1 ? atof(argv[1]) : 1.0;
+    const bool attn_only = argc > 2 && !strcmp(argv[2], "attn"); /* build/kernel-rate SECS attn: attention only */
     const kvq_type types[] = {KVQ_TYPE_Q4_0,  KVQ_TYPE_Q8_0,  KVQ_TYPE_Q4_K,   KVQ_TYPE_Q6_K,   KVQ_TYPE_F16, KVQ_TYPE_Q5_0,
                               KVQ_TYPE_Q5_1,  KVQ_TYPE_Q5_K,  KVQ_TYPE_IQ4_NL, KVQ_TYPE_IQ4_XS, KVQ_TYPE_Q3_K, KVQ_TYPE_Q2_K};
     const int64_t cols = 2048;
@@ -201,7 +216,7 @@ int main(int argc, char **argv) {
     }
     float *x = malloc(sizeof(float) * (size_t)cols);
     for (int64_t i = 0; i < cols; i++) x[i] = frand();
-    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+    for (size_t k = 0; k < sizeof types / sizeof *types && !attn_only; k++) {
         const kvq_type t = types[k];
         const kvq_type_traits *tr = kvq_traits(t);
         const size_t rb = kvq_row_size((int)t, cols);
@@ -234,15 +249,18 @@ int main(int argc, char **argv) {
         }
     }
     free(x);
-    if (kvq_isa_active() >= KVQ_ISA_AVX2)
+    if (kvq_isa_active() >= KVQ_ISA_AVX2 && !attn_only)
         for (int N = 2; N <= 3; N++) slim_rates(N, cols, secs);
-    printf("\nattention, 1 thread, in L2 (head_dim 64): ns per cached token per KV head, and KV GB/s read\n");
-    printf("%-22s %22s %22s\n", "kernel", "4 query heads", "28 (7 positions)");
-    const char *const kinds[5] = {"f16", "hier draft view", "hier target view", "kivi k4v4", "kivi k2v2"};
-    for (int kind = 0; kind < 5; kind++) {
-        double g4, g28;
-        const double t4 = attn_rate(kind, 4, secs, &g4), t28 = attn_rate(kind, 28, secs, &g28);
-        printf("%-22s %7.1f ns %7.2f GB/s %7.1f ns %7.2f GB/s\n", kinds[kind], t4, g4, t28, g28);
+    printf("\nattention, 1 thread (head_dim 64): ns per cached token per KV head, and KV GB/s read;\n"
+           "1024 tokens (in L2), and 1M tokens (256 MiB of f16, from DRAM)\n");
+    printf("%-22s %22s %22s %22s\n", "kernel", "4 query heads, L2", "28 (7 positions), L2", "4 query heads, DRAM");
+    const char *const kinds[7] = {"f16",       "hier draft view", "hier target view", "kivi k4v4",
+                                  "kivi k2v2", "q8_0",            "q4_0"};
+    for (int kind = 0; kind < 7; kind++) {
+        double g4, g28, gd;
+        const double t4 = attn_rate(kind, 4, 1024, secs, &g4), t28 = attn_rate(kind, 28, 1024, secs, &g28),
+                     td = attn_rate(kind, 4, 1 << 20, secs, &gd);
+        printf("%-22s %7.1f ns %7.2f GB/s %7.1f ns %7.2f GB/s %7.1f ns %7.2f GB/s\n", kinds[kind], t4, g4, t28, g28, td, gd);
     }
     return 0;
 }

@@ -39,13 +39,16 @@ typedef struct hstate {
     int G, vg, ng;
     int nq;                 /* tokens with codes: whole blocks of verified tokens */
     int w0;                 /* first token held in fp16 */
-    /* A page holds P slots (whole blocks); per head: U key blocks [P/G][hd][G/2],
-     * L key blocks, key (m, s4) [P/G][2][hd], U value rows [P][hd/2] in quads,
-     * L value rows, value (m, s4) [P][ng][2]. */
+    /* A page holds P slots (whole blocks); per head its P/G blocks one after
+     * the other, each in one run of bytes, what the draft view reads first:
+     * U keys (G x hd codes in tiles), key (m, s4) [2][hd], U value rows [G][hd/2]
+     * in quads, value (m, s4) [G][ng][2]; then L keys and L value rows. So
+     * each view reads a block as one run of bytes (the draft view a prefix),
+     * not as six separate runs. */
     kvq_pages pages;
     int P;
     size_t kblk, vrow;      /* bytes of one plane's key block / value row */
-    size_t off_kl, off_kms, off_vu, off_vl, off_vms, head_bytes;
+    size_t off_kms, off_vu, off_vms, off_kl, off_vl, blk_bytes, head_bytes;
     uint16_t *wk, *wv;      /* fp16 rows of tokens [w0, n): [head][wcap][hd] */
     int wcap;
     uint64_t wbytes;
@@ -76,8 +79,9 @@ static kvq_status hier_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, voi
         return KVQ_ERR_ARG;
     }
     const int vg = value_group((int)G, g->head_dim);
-    if (vg % 2 || g->head_dim > 1024) {
-        snprintf(err, cap, "hier: head_dim %d gives value groups of %d, which cannot be packed", g->head_dim, vg);
+    if (vg % 2 || g->head_dim % 8 || g->head_dim > 512) {
+        snprintf(err, cap, "hier: head_dim %d is not a multiple of 8 up to 512 (key tiles are 8 channels wide; integer sums bound the size)",
+                 g->head_dim);
         return KVQ_ERR_ARG;
     }
     for (int l = 0; l < g->n_layer; l++) ((hier_cfg *)cfgs)[l].g = (int16_t)G;
@@ -136,12 +140,13 @@ static kvq_status hier_init(kvq_kv_layer *L) {
     s->vrow = (size_t)s->ng * (size_t)kvq_code_bytes(s->vg, 4);
     s->P = (256 + s->G - 1) / s->G * s->G;
     const size_t nb = (size_t)(s->P / s->G);
-    s->off_kl = nb * s->kblk;
-    s->off_kms = 2 * nb * s->kblk;
-    s->off_vu = s->off_kms + nb * (size_t)hd * 2 * sizeof(kvq_f16);
-    s->off_vl = s->off_vu + (size_t)s->P * s->vrow;
-    s->off_vms = s->off_vl + (size_t)s->P * s->vrow;
-    s->head_bytes = s->off_vms + (size_t)s->P * (size_t)s->ng * 2 * sizeof(kvq_f16);
+    s->off_kms = s->kblk;
+    s->off_vu = s->off_kms + (size_t)hd * 2 * sizeof(kvq_f16);
+    s->off_vms = s->off_vu + (size_t)s->G * s->vrow;
+    s->off_kl = s->off_vms + (size_t)s->G * (size_t)s->ng * 2 * sizeof(kvq_f16);
+    s->off_vl = s->off_kl + s->kblk;
+    s->blk_bytes = s->off_vl + (size_t)s->G * s->vrow;
+    s->head_bytes = nb * s->blk_bytes;
     L->page = s->P;
     L->page_bytes = s->head_bytes * (size_t)L->n_head_kv;
     const int isa = kvq_isa_active();
@@ -179,27 +184,27 @@ static kvq_status hier_reserve(kvq_kv_layer *L, int n) {
     return kvq_pages_reserve(&s->pages, n);
 }
 
-static inline uint8_t *hpage(const hstate *s, int h, int t) {
-    return kvq_page(&s->pages, t) + (size_t)h * s->head_bytes;
+/* Block of token t of head h, and its parts. */
+static inline uint8_t *hblock(const hstate *s, int h, int t) {
+    return kvq_page(&s->pages, t) + (size_t)h * s->head_bytes + (size_t)((t % s->P) / s->G) * s->blk_bytes;
 }
 static inline uint8_t *kblock(const hstate *s, int h, int t, bool lower) {
-    return hpage(s, h, t) + (lower ? s->off_kl : 0) + (size_t)((t % s->P) / s->G) * s->kblk;
+    return hblock(s, h, t) + (lower ? s->off_kl : 0);
 }
-static inline kvq_f16 *kms(const kvq_kv_layer *L, const hstate *s, int h, int t) {
-    return (kvq_f16 *)(hpage(s, h, t) + s->off_kms) + (size_t)((t % s->P) / s->G) * (size_t)L->head_dim * 2;
-}
+static inline kvq_f16 *kms(const hstate *s, int h, int t) { return (kvq_f16 *)(hblock(s, h, t) + s->off_kms); }
+/* quad 0 of the block's value rows: token t is row t % G */
 static inline uint8_t *vplane(const hstate *s, int h, int t, bool lower) {
-    return hpage(s, h, t) + (lower ? s->off_vl : s->off_vu);
+    return hblock(s, h, t) + (lower ? s->off_vl : s->off_vu);
 }
 static inline kvq_f16 *vms(const hstate *s, int h, int t) {
-    return (kvq_f16 *)(hpage(s, h, t) + s->off_vms) + (size_t)(t % s->P) * (size_t)s->ng * 2;
+    return (kvq_f16 *)(hblock(s, h, t) + s->off_vms) + (size_t)(t % s->G) * (size_t)s->ng * 2;
 }
 static inline uint16_t *wrow(const kvq_kv_layer *L, const hstate *s, uint16_t *w, int h, int t) {
     return w + ((size_t)h * s->wcap + (size_t)(t - s->w0)) * (size_t)L->head_dim;
 }
 
-/* Quantizes n values x[i*stride] into packed U and L codes and (m, s4). */
-static void quant_group(const float *x, int stride, int n, uint8_t *up, uint8_t *lo, kvq_f16 *m_out, kvq_f16 *s_out) {
+/* Quantizes n values x[i*stride] into U and L codes (one per byte) and (m, s4). */
+static void quant_group(const float *x, int stride, int n, uint8_t *u, uint8_t *l, kvq_f16 *m_out, kvq_f16 *s_out) {
     float lo_v = x[0], hi_v = x[0];
     for (int i = 1; i < n; i++) {
         const float v = x[(size_t)i * stride];
@@ -212,7 +217,6 @@ static void quant_group(const float *x, int stride, int n, uint8_t *up, uint8_t 
     kvq_f16 m8h, s8h;
     kvq_hier_target_ms(mh, sh, &m8h, &s8h);
     const float m = kvq_f16_to_f32(mh), s4 = kvq_f16_to_f32(sh), m8 = kvq_f16_to_f32(m8h), s8 = kvq_f16_to_f32(s8h);
-    uint8_t u[1024], l[1024];
     for (int i = 0; i < n; i++) {
         const float v = x[(size_t)i * stride];
         float cu = rintf((v - m) / s4);
@@ -222,15 +226,13 @@ static void quant_group(const float *x, int stride, int n, uint8_t *up, uint8_t 
         u[i] = (uint8_t)cu;
         l[i] = (uint8_t)(c8 - 16 * cu);
     }
-    kvq_pack_codes(u, n, 4, up);
-    kvq_pack_codes(l, n, 4, lo);
     *m_out = mh;
     *s_out = sh;
 }
 
 /* Quantizes the block at slot nq from its fp16 rows (which stay). */
 static void quantize_block(kvq_kv_layer *L, hstate *s) {
-    const int hd = L->head_dim, G = s->G, cb = kvq_code_bytes(G, 4), gb = kvq_code_bytes(s->vg, 4);
+    const int hd = L->head_dim, G = s->G, gb = kvq_code_bytes(s->vg, 4);
     float *k = malloc((size_t)G * hd * sizeof(float)), *v = malloc((size_t)G * hd * sizeof(float));
     if (!k || !v) { free(k); free(v); return; } /* the block stays fp16; the next commit retries */
     for (int h = 0; h < L->n_head_kv; h++) {
@@ -239,18 +241,26 @@ static void quantize_block(kvq_kv_layer *L, hstate *s) {
             s->from_f16(wrow(L, s, s->wv, h, s->nq + i), v + (size_t)i * hd, hd);
         }
         uint8_t *ku = kblock(s, h, s->nq, false), *kl = kblock(s, h, s->nq, true);
-        kvq_f16 *ms = kms(L, s, h, s->nq);
-        for (int d = 0; d < hd; d++)
-            quant_group(k + d, hd, G, ku + (size_t)d * cb, kl + (size_t)d * cb, &ms[d], &ms[hd + d]);
+        kvq_f16 *ms = kms(s, h, s->nq);
+        for (int d = 0; d < hd; d++) {
+            uint8_t u[256], l[256];
+            quant_group(k + d, hd, G, u, l, &ms[d], &ms[hd + d]);
+            for (int i = 0; i < G; i++) {
+                kvq_hier_kput(ku, hd, i, d, u[i]);
+                kvq_hier_kput(kl, hd, i, d, l[i]);
+            }
+        }
         for (int i = 0; i < G; i++) {
             const int t = s->nq + i;
-            uint8_t ur[512], lr[512];
+            uint8_t uc[1024], lc[1024], ur[512], lr[512];
             kvq_f16 *vm = vms(s, h, t);
-            for (int gr = 0; gr < s->ng; gr++)
-                quant_group(v + (size_t)i * hd + gr * s->vg, 1, s->vg, ur + (size_t)gr * gb, lr + (size_t)gr * gb,
-                            &vm[2 * gr], &vm[2 * gr + 1]);
-            kvq_vrow_put(vplane(s, h, t, false), t % s->P, (int)s->vrow, ur);
-            kvq_vrow_put(vplane(s, h, t, true), t % s->P, (int)s->vrow, lr);
+            for (int gr = 0; gr < s->ng; gr++) {
+                quant_group(v + (size_t)i * hd + gr * s->vg, 1, s->vg, uc, lc, &vm[2 * gr], &vm[2 * gr + 1]);
+                kvq_pack_codes(uc, s->vg, 4, ur + (size_t)gr * gb);
+                kvq_pack_codes(lc, s->vg, 4, lr + (size_t)gr * gb);
+            }
+            kvq_vrow_put(vplane(s, h, t, false), t % G, (int)s->vrow, ur);
+            kvq_vrow_put(vplane(s, h, t, true), t % G, (int)s->vrow, lr);
         }
     }
     s->nq += G;
@@ -312,7 +322,7 @@ static void hier_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int
     for (int b0 = t0 / G * G; b0 < qend; b0 += G) {
         const bool whole = b0 >= t0 && b0 + G <= t0 + n;
         const uint8_t *up = kblock(s, h, b0, false), *lo = draft ? NULL : kblock(s, h, b0, true);
-        const kvq_f16 *ms = kms(L, s, h, b0);
+        const kvq_f16 *ms = kms(s, h, b0);
         for (int g0 = 0; g0 < n_q; g0 += 64) {
             const int ng = n_q - g0 < 64 ? n_q - g0 : 64;
             float *dst = whole ? scores + (size_t)g0 * n + (b0 - t0) : tmp;
@@ -335,9 +345,11 @@ static void hier_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int
                     float *out) {
     const hstate *s = L->state;
     const int hd = L->head_dim, b = boundary(s, vis), qend = t0 + n < b ? t0 + n : b;
-    if (qend > t0)
-        s->hk->av(vplane(s, h, t0, false), view == KVQ_VIEW_DRAFT ? NULL : vplane(s, h, t0, true), t0 % s->P,
-                  vms(s, h, t0), qend - t0, hd, s->vg, w, n, n_q, out);
+    for (int a = t0, e; a < qend; a = e) { /* block by block: each holds its value rows */
+        e = (a / s->G + 1) * s->G < qend ? (a / s->G + 1) * s->G : qend;
+        s->hk->av(vplane(s, h, a, false), view == KVQ_VIEW_DRAFT ? NULL : vplane(s, h, a, true), a % s->G,
+                  vms(s, h, a), e - a, hd, s->vg, w + (a - t0), n, n_q, out);
+    }
     const int w0 = t0 > b ? t0 : b;
     if (w0 < t0 + n) s->ak->av_f16(wrow(L, s, s->wv, h, w0), t0 + n - w0, hd, w + (w0 - t0), n, n_q, out);
 }
@@ -350,13 +362,13 @@ static void token_at(const kvq_kv_layer *L, const hstate *s, int view, int h, in
         if (v) s->from_f16(wrow(L, s, s->wv, h, t), v, hd);
         return;
     }
-    const int cb = kvq_code_bytes(G, 4), gb = kvq_code_bytes(s->vg, 4);
+    const int gb = kvq_code_bytes(s->vg, 4);
     const bool draft = view == KVQ_VIEW_DRAFT;
     if (k) {
         const uint8_t *u = kblock(s, h, t, false), *l = kblock(s, h, t, true);
-        const kvq_f16 *ms = kms(L, s, h, t);
+        const kvq_f16 *ms = kms(s, h, t);
         for (int d = 0; d < hd; d++) {
-            const int cu = kvq_code_at(u + (size_t)d * cb, G, 4, t % G), cl = kvq_code_at(l + (size_t)d * cb, G, 4, t % G);
+            const int cu = kvq_hier_kcode(u, hd, t % G, d), cl = kvq_hier_kcode(l, hd, t % G, d);
             float mn, sc;
             kvq_hier_view_ms(!draft, ms[d], ms[hd + d], &mn, &sc);
             k[d] = mn + sc * (float)(draft ? cu : 16 * cu + cl);
@@ -364,8 +376,8 @@ static void token_at(const kvq_kv_layer *L, const hstate *s, int view, int h, in
     }
     if (v) {
         uint8_t ur[512], lr[512];
-        kvq_vrow_get(vplane(s, h, t, false), t % s->P, (int)s->vrow, ur);
-        kvq_vrow_get(vplane(s, h, t, true), t % s->P, (int)s->vrow, lr);
+        kvq_vrow_get(vplane(s, h, t, false), t % G, (int)s->vrow, ur);
+        kvq_vrow_get(vplane(s, h, t, true), t % G, (int)s->vrow, lr);
         const kvq_f16 *vm = vms(s, h, t);
         for (int d = 0; d < hd; d++) {
             const int gr = d / s->vg, cu = kvq_code_at(ur + (size_t)gr * gb, s->vg, 4, d % s->vg),
@@ -411,23 +423,16 @@ static void hier_truncate(kvq_kv_layer *L, int n) {
 
 static int hier_grain(const kvq_kv_layer *L) { return ((const hier_cfg *)L->cfg)->g; }
 
-/* Per head: the blocks with codes a page at a time (both planes, (m, s4),
- * value rows, their pairs), then the fp16 rows [w0, n). */
+/* Per head: the blocks with codes a page at a time, then the fp16 rows [w0, n). */
 static kvq_status hier_io(const kvq_kv_layer *L, FILE *f, bool wr) {
     const hstate *s = L->state;
     const size_t hd = (size_t)L->head_dim, w = (size_t)(L->n - s->w0);
     for (int h = 0; h < L->n_head_kv; h++) {
-        for (int p0 = 0; p0 < s->nq; p0 += s->P) {
-            const int m = s->nq - p0 < s->P ? s->nq - p0 : s->P;
-            const size_t nb = (size_t)(m / s->G);
-            uint8_t *hp = hpage(s, h, p0);
-            const struct { void *p; size_t n; } part[] = {
-                {hp, nb * s->kblk}, {hp + s->off_kl, nb * s->kblk}, {hp + s->off_kms, nb * hd * 4},
-                {hp + s->off_vu, (size_t)m * s->vrow}, {hp + s->off_vl, (size_t)m * s->vrow},
-                {hp + s->off_vms, (size_t)m * s->ng * 4}};
-            for (int i = 0; i < 6; i++)
-                if (wr ? fwrite(part[i].p, 1, part[i].n, f) != part[i].n : fread(part[i].p, 1, part[i].n, f) != part[i].n)
-                    return wr ? KVQ_ERR_IO : KVQ_ERR_FORMAT;
+        for (int p0 = 0; p0 < s->nq; p0 += s->P) { /* a page's blocks with codes, in one run */
+            const size_t nb = (size_t)((s->nq - p0 < s->P ? s->nq - p0 : s->P) / s->G), bytes = nb * s->blk_bytes;
+            uint8_t *hp = hblock(s, h, p0);
+            if (wr ? fwrite(hp, 1, bytes, f) != bytes : fread(hp, 1, bytes, f) != bytes)
+                return wr ? KVQ_ERR_IO : KVQ_ERR_FORMAT;
         }
         uint16_t *wk = s->wk + (size_t)h * s->wcap * hd, *wv = s->wv + (size_t)h * s->wcap * hd;
         if (wr ? fwrite(wk, hd * 2, w, f) != w || fwrite(wv, hd * 2, w, f) != w

@@ -12,8 +12,9 @@
 
 #define KV_MAGIC "KVQC"
 /* 3: paged caches; the geometry no longer includes the context size, so a
- * cache loads into any context that can hold it. */
-#define KV_VERSION 3u
+ * cache loads into any context that can hold it. 4: hier's key blocks in
+ * tiles of 8 tokens by 8 channels (hier_kernels.h). */
+#define KV_VERSION 4u
 #define KV_SPEC_MAX 512
 
 typedef struct kv_head {

@@ -83,13 +83,19 @@ static void test_views(void **st) {
             }
             assert_true(nl <= 16);
         }
-    /* each view's fused attention equals dense attention on that view's values */
+    /* each view's fused attention is dense attention on that view's values, up
+     * to the integer arithmetic's rounding of queries and weights: 8 bits in the
+     * draft view, about 15 in the target view (hier_kernels.h). Random data is
+     * the hard case: weights spread over 700 tokens make an output of norm
+     * ~1/sqrt(700) that the rounding errors of every token add to. */
     for (int view = 0; view < 2; view++) {
         float out[512], ref[512];
         assert_int_equal(kvq_kv_attend(c, 0, q, 1, n, 1.0f / sqrtf((float)hd), view, out, 2), KVQ_OK);
         dense(q, view ? K4 : K8, view ? V4 : V8, n, nh, nkv, hd, ref);
-        const double e = sqrt(tu_nmse(ref, out, nh * hd));
-        if (e > 2e-2) fail_msg("view %d: attention differs from dense by %.3g", view, e);
+        const double e = sqrt(tu_nmse(ref, out, nh * hd)), bound = view ? 5e-2 : 3e-3;
+        fprintf(stderr, "hier %s view: attention differs from dense on its values by %.3g (bound %.3g)\n",
+                view ? "draft" : "target", e, bound);
+        if (e > bound) fail_msg("view %d: attention differs from dense by %.3g", view, e);
     }
     /* pending tokens are never quantized: 200 speculative tokens, nothing flushed */
     float *k2 = randv(200 * row, 4);
