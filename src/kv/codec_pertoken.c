@@ -43,8 +43,8 @@ typedef struct pt_state {
     kvq_vec_dot_fn dot;
     /* q8_0 / q4_0 in blocks of 32: a row is a ggml block row, read in place
      * by fused kernels (blk_kernels.h: an int16 query against the codes for
-     * keys, float for values). A Q8_0 query and int8 dots, as llama.cpp
-     * uses, add more error than the q8_0 cache's own
+     * keys, 16-bit integer weights for values). A Q8_0 query and int8 dots,
+     * as llama.cpp uses, add more error than the q8_0 cache's own
      * (docs/kv-quantization.md); int16 adds far less. NULL for heads smaller
      * than 32 (one block per head) and the asymmetric groups. */
     const kvq_blk_kernels *bk;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include "../core/cpu.h"
 #include "../kernels/simd_x86.h"
+#include "int_weights.h"
 #include "kivi_kernels.h"
 #include "kvquant.h"
 
@@ -143,14 +144,10 @@ T2 static inline void view_ms1(bool target, kvq_f16 m, kvq_f16 s, float *mn, flo
     *sc = _mm256_cvtss_f32(b);
 }
 
-/* 8 int32 -> 8 bytes, saturating signed (query) or unsigned (weights). */
+/* 8 int32 -> 8 signed bytes, saturating (the query). */
 T2 static inline void store8_i8(int8_t *p, __m256i v) {
     const __m128i a = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(a, a));
-}
-T2 static inline void store8_u8(uint8_t *p, __m256i v) {
-    const __m128i a = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    _mm_storel_epi64((__m128i *)p, _mm_packus_epi16(a, a));
 }
 
 /* One product of a view for NG (compile-time) queries and a tile row of 8
@@ -226,20 +223,12 @@ T2 static void qk_avx2(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, 
         _mm256_store_ps(mn + d, a);
         _mm256_store_ps(sc + d, b);
     }
-    const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int g0 = 0; g0 < nq; g0 += QK_NG) {
         const int ng = nq - g0 < QK_NG ? nq - g0 : QK_NG;
         for (int g = 0; g < ng; g++) {
             const float *qg = q + (size_t)(g0 + g) * hd;
-            __m256 vb = _mm256_setzero_ps(), vm = _mm256_setzero_ps();
-            for (int d = 0; d < hd; d += 8) {
-                const __m256 x = _mm256_loadu_ps(qg + d);
-                vm = _mm256_max_ps(vm, _mm256_andnot_ps(sign, _mm256_mul_ps(x, _mm256_load_ps(sc + d))));
-                vb = _mm256_fmadd_ps(x, _mm256_load_ps(mn + d), vb);
-            }
-            float r[8], amax = 0;
-            _mm256_storeu_ps(r, vm);
-            for (int i = 0; i < 8; i++) amax = r[i] > amax ? r[i] : amax;
+            float amax, base;
+            kvq_qstats_avx2(qg, mn, sc, hd, &amax, &base);
             const __m256 inv = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
             for (int d = 0; d < hd; d += 8) {
                 const __m256 x = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(qg + d), _mm256_load_ps(sc + d)), inv);
@@ -250,7 +239,7 @@ T2 static void qk_avx2(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, 
                               _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(x, _mm256_cvtepi32_ps(h)), _mm256_set1_ps(128.0f))));
             }
             al[g] = amax / 127.0f / VIEW_DIV(tg);
-            bs[g] = kvq_hsum8(vb);
+            bs[g] = base;
         }
         float *sg = s + (size_t)g0 * lds;
 #define QK_CASE(N)                                                                                                    \
@@ -371,45 +360,13 @@ T2 static void av_avx2(const uint8_t *up, const uint8_t *lo, int t0, const kvq_f
                 for (int g = 0; g < nb; g++) {
                     const float *wg = w + (size_t)(g0 + g) * ldw + p0;
                     uint8_t *qg = wq + (size_t)g * LDQ;
-                    __m256 vm = _mm256_setzero_ps(), vx = _mm256_setzero_ps();
-                    float m = 0, wmax = 0;
-                    int k = 0;
-                    for (; k + 8 <= np; k += 8) {
-                        const __m256 x = _mm256_loadu_ps(wg + k);
-                        vx = _mm256_max_ps(vx, _mm256_mul_ps(x, _mm256_load_ps(sc + k)));
-                        vm = _mm256_fmadd_ps(x, _mm256_load_ps(mn + k), vm);
-                    }
-                    for (int j = k; j < np; j++) {
-                        const float x = wg[j] * sc[j];
-                        wmax = x > wmax ? x : wmax;
-                        m += wg[j] * mn[j];
-                    }
-                    float r[8];
-                    _mm256_storeu_ps(r, vx);
-                    for (int j = 0; j < 8; j++) wmax = r[j] > wmax ? r[j] : wmax;
-                    m += kvq_hsum8(vm);
+                    float m, wmax;
+                    kvq_wstats_avx2(wg, mn, sc, np, &wmax, &m);
                     const float inv = wmax > 0 ? 255.0f / wmax : 0.0f;
                     uint8_t *lg = wl + (size_t)g * LDQ;
                     memset(qg, 0, (size_t)(4 * nquad));
                     if (tg) memset(lg, 0, (size_t)(4 * nquad));
-                    for (k = 0; k + 8 <= np; k += 8) {
-                        const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(wg + k), _mm256_load_ps(sc + k)),
-                                                       _mm256_set1_ps(inv));
-                        const __m256i h = _mm256_cvtps_epi32(y);
-                        store8_u8(qg + off + k, h);
-                        if (tg)
-                            store8_i8((int8_t *)lg + off + k,
-                                      _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(y, _mm256_cvtepi32_ps(h)),
-                                                                       _mm256_set1_ps(128.0f))));
-                    }
-                    for (; k < np; k++) {
-                        const float y = wg[k] * sc[k] * inv, rr = rintf(y);
-                        qg[off + k] = (uint8_t)(rr >= 0 && rr <= 255 ? rr : rr > 255 ? 255 : 0);
-                        if (tg) {
-                            const float e = rintf((y - rr) * 128.0f);
-                            lg[off + k] = (uint8_t)(int8_t)(e >= -64 && e <= 64 ? e : 0);
-                        }
-                    }
+                    kvq_wquant_avx2(wg, sc, np, inv, qg + off, tg ? (int8_t *)lg + off : NULL);
                     beta[g] = wmax / 255.0f / VIEW_DIV(tg);
                     mt[g] = m;
                 }

@@ -450,6 +450,7 @@ T2 static void qk_block_avx2(const uint8_t *codes, const kvq_f16 *ms, int G, int
         qk_block_ref(codes, ms, G, hd, kb, q, nq, s, lds);
         return;
     }
+    if (kb == 4 && kvq_kivi_qk4_int_avx2(codes, ms, hd, q, nq, s, lds)) return; /* integer: kivi_int_avx2.c */
     const int cb = kvq_code_bytes(KVQ_KT, kb);
     float mn[1024], sc[1024], qs[6 * 1024];
     f16_to_f32_n(ms, mn, hd);
@@ -581,6 +582,7 @@ T2 static void av_rows_avx2(const uint8_t *codes, int t0, const kvq_f16 *ms, int
         av_rows_ref(codes, t0, ms, n, hd, vb, vg, w, ldw, nq, out);
         return;
     }
+    if (vb <= 4 && kvq_kivi_av_int_avx2(codes, t0, ms, n, hd, vb, w, ldw, nq, out)) return; /* kivi_int_avx2.c */
     const int ng = hd / 32, gb = kvq_code_bytes(32, vb), rb = ng * gb;
     int i0 = (4 - t0 % 4) % 4;
     if (i0 > n) i0 = n;

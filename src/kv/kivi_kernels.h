@@ -12,6 +12,7 @@
  * lane, which is what VNNI's dpbusd multiplies with 4 attention weights. */
 #ifndef KVQ_KV_KIVI_KERNELS_H
 #define KVQ_KV_KIVI_KERNELS_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "../core/fp16.h"
@@ -27,6 +28,13 @@ typedef struct kvq_kivi_kernels {
 } kvq_kivi_kernels;
 
 const kvq_kivi_kernels *kvq_kivi_kernels_isa(int isa);
+
+/* The AVX2 kernels' integer paths (kivi_int_avx2.c): 4-bit key blocks of 32
+ * tokens, and 2- or 4-bit value groups of 32 channels over at most 256 slots
+ * from t0's quad; false when they do not apply (the f32 kernels then run). */
+bool kvq_kivi_qk4_int_avx2(const uint8_t *codes, const kvq_f16 *ms, int hd, const float *q, int nq, float *s, int lds);
+bool kvq_kivi_av_int_avx2(const uint8_t *codes, int t0, const kvq_f16 *ms, int n, int hd, int vb, const float *w,
+                          int ldw, int nq, float *out);
 
 /* Offset of code byte k of token t's value row (rb bytes per row) in the quad layout. */
 static inline size_t kvq_vrow_byte(int t, int k, int rb) {

@@ -319,8 +319,10 @@ static void test_compositions(void **st) {
                 }
                 free(K);
                 free(V);
-                /* KIVI's AVX-512 path dots 8-bit queries with the codes: a little more than rounding */
-                const double tol = strstr(spec, "kivi") ? 3e-2 : strstr(spec, "f16") || strstr(spec, "q8_0") ? 2e-3 : 1e-5;
+                /* KIVI's integer paths (AVX-512 VNNI, AVX2) dot 8-bit queries with the codes and
+                 * weigh values with 8-bit weights: up to 20% of k4v2's own error on this data (~0.25),
+                 * far below what reading the wrong spans does */
+                const double tol = strstr(spec, "kivi") ? 6e-2 : strstr(spec, "f16") || strstr(spec, "q8_0") ? 2e-3 : 1e-5;
                 if (worst > tol) fail_msg("%s layer %d: attention on the chosen spans differs by %.3g", spec, il, worst);
             }
             assert_int_equal(kvq_kv_step_end(c, false), KVQ_OK);
