@@ -78,8 +78,7 @@ static kvq_status hier_configure(const kvq_kv_spec *s, const kvq_kv_geom *g, voi
         snprintf(err, cap, "hier: group g=%ld must be a multiple of 8", G);
         return KVQ_ERR_ARG;
     }
-    const int vg = value_group((int)G, g->head_dim);
-    if (vg % 2 || g->head_dim % 8 || g->head_dim > 512) {
+    if (g->head_dim % 8 || g->head_dim > 512) { /* value groups, min(G, head_dim) or head_dim, are then even */
         snprintf(err, cap, "hier: head_dim %d is not a multiple of 8 up to 512 (key tiles are 8 channels wide; integer sums bound the size)",
                  g->head_dim);
         return KVQ_ERR_ARG;

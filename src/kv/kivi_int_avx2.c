@@ -177,6 +177,7 @@ T2 bool kvq_kivi_av_int_avx2(const uint8_t *codes, int t0, const kvq_f16 *ms, in
     _Alignas(32) uint8_t wq[2][264];
     int32_t isum[2][32];
     const __m256 zero = _mm256_setzero_ps();
+    const __m256i gidx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(ng));
     for (int gr = 0; gr < ng; gr++) {
         /* the group's (min, scale) per token, and the weights' rounding: in
          * vectors, since per call they cost as much as the products */
@@ -186,8 +187,7 @@ T2 bool kvq_kivi_av_int_avx2(const uint8_t *codes, int t0, const kvq_f16 *ms, in
             /* token i + k's (min, scale) is 32-bit word k * ng of p: a gather, not 8 stores and a
              * load (which stall on store forwarding) */
             const int32_t *p = (const int32_t *)(ms + ((size_t)i * ng + gr) * 2);
-            const __m256i pr = _mm256_i32gather_epi32(p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                                            _mm256_set1_epi32(ng)), 4);
+            const __m256i pr = _mm256_i32gather_epi32(p, gidx, 4);
             /* low halves (minimums) and high halves (scales) of the 8 words, in token order */
             const __m256i lo16 = _mm256_set1_epi32(0xffff);
             const __m256i y = _mm256_permute4x64_epi64(

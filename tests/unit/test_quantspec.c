@@ -50,6 +50,10 @@ static void test_views(void **st) {
     kvq_kv_geom g = {1, nh, nkv, hd, 1024, 0, 0};
     char err[256];
     kvq_kv_cache *c;
+    /* a head_dim the key tiles cannot hold is refused with a clear error, not computed wrong */
+    kvq_kv_geom odd = {1, 2, 2, 12, 256, 0, 0};
+    assert_int_equal(kvq_kv_cache_new(&odd, "hier", NULL, &c, err, sizeof err), KVQ_ERR_ARG);
+    assert_non_null(strstr(err, "not a multiple of 8"));
     assert_int_equal(kvq_kv_cache_new(&g, "hier:g=64", NULL, &c, err, sizeof err), KVQ_OK);
     float *k = randv(n * row, 1), *v = randv(n * row, 2), *q = randv(nh * hd, 3);
     for (int t0 = 0; t0 < n; t0 += 50) { /* verified chunks */
