@@ -149,6 +149,12 @@ static double attn_rate(int kind, int nq, int N, double secs, double *gbs) {
         bkr[i] = bvr[i] = (uint8_t)(i * 37);
         if (i % (q8 ? 34 : 18) == 1) bkr[i] = bvr[i] = 0x30; /* fp16 scale 0x30xx: finite */
     }
+    /* keys and values as the cache holds them: tiles of 8 tokens */
+    uint8_t *bkt = kind >= 5 ? malloc(brow * N) : NULL, *bvt = kind >= 5 ? malloc(brow * N) : NULL;
+    for (int t = 0; kind >= 5 && t < N; t++) {
+        kvq_blk_put(bkt, t, HD, q8, false, bkr + (size_t)t * brow);
+        kvq_blk_put(bvt, t, HD, q8, true, bvr + (size_t)t * brow);
+    }
     const int kb = kind == 3 ? 4 : 2; /* KIVI's bits */
     uint16_t *kf = malloc(sizeof(uint16_t) * N * HD), *vf = malloc(sizeof(uint16_t) * N * HD);
     /* keys' planes, values' planes: separate, as in a cache (or the values would be read from cache) */
@@ -168,8 +174,8 @@ static double attn_rate(int kind, int nq, int N, double secs, double *gbs) {
         const double t0 = now_s();
         for (int b = 0; b < N / G; b++) {
             if (kind >= 5) {
-                bk->qk(bkr + (size_t)b * G * brow, brow, G, HD, q8, q, nq, sc, G);
-                bk->av(bvr + (size_t)b * G * brow, brow, G, HD, q8, sc, G, nq, out);
+                bk->qk(bkt + (size_t)b * G * brow, 0, G, HD, q8, q, nq, sc, G);
+                bk->av(bvt + (size_t)b * G * brow, 0, G, HD, q8, sc, G, nq, out);
             } else if (kind >= 3) {
                 for (int t = 0; t < G; t += 32) /* KIVI's blocks are 32 tokens */
                     kk->qk_block(up + (size_t)(b * G + t) * HD * kb / 8, kms, 32, HD, kb, q, nq, sc + t, G);
@@ -192,7 +198,7 @@ static double attn_rate(int kind, int nq, int N, double secs, double *gbs) {
     const double bytes = kind >= 5 ? 2.0 * brow : kind == 0 ? 4.0 * HD : kind == 1 ? HD + 4.0 : kind == 2 ? 2.0 * HD + 4.0
                                                                       : 2.0 * HD * kb / 8 + 4.0 * HD / 32 + 4.0 * HD / 32;
     *gbs = bytes * N / best / 1e9;
-    free(kf), free(vf), free(up), free(lo), free(vu), free(vl), free(bkr), free(bvr), free(kms), free(vms), free(q), free(sc), free(out);
+    free(kf), free(vf), free(up), free(lo), free(vu), free(vl), free(bkr), free(bkt), free(bvr), free(bvt), free(kms), free(vms), free(q), free(sc), free(out);
     return best / N * 1e9;
 }
 

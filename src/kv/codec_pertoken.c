@@ -28,6 +28,8 @@ enum { PT_ASYM, PT_Q8_0, PT_Q4_0 };
  * the quantizer: head_dim up to MAX_HD, queries in groups of QBUF floats. */
 #define MAX_HD 1024
 #define QBUF 4096
+/* a q8_0 row at MAX_HD (the largest row a tile converts) */
+#define ROW_MAX (MAX_HD / 32 * 34)
 
 typedef struct pt_cfg { int8_t kind, kb, vb, rot; int16_t g; } pt_cfg;
 
@@ -41,12 +43,15 @@ typedef struct pt_state {
     kvq_pages pages;
     size_t krow, vrow, head_bytes;
     kvq_vec_dot_fn dot;
-    /* q8_0 / q4_0 in blocks of 32: a row is a ggml block row, read in place
-     * by fused kernels (blk_kernels.h: an int16 query against the codes for
-     * keys, 16-bit integer weights for values). A Q8_0 query and int8 dots,
-     * as llama.cpp uses, add more error than the q8_0 cache's own
-     * (docs/kv-quantization.md); int16 adds far less. NULL for heads smaller
-     * than 32 (one block per head) and the asymmetric groups. */
+    /* q8_0 / q4_0 in blocks of 32: ggml blocks, read in place by fused
+     * kernels (blk_kernels.h: an int16 query against the codes for keys,
+     * 16-bit integer weights for values). A Q8_0 query and int8 dots, as
+     * llama.cpp uses, add more error than the q8_0 cache's own
+     * (docs/kv-quantization.md); int16 adds far less. Keys and values are
+     * the blocks' bytes in tiles of 8 tokens (blk_kernels.h), so that the
+     * key dots need no horizontal sums and the value products no pairing
+     * of rows. NULL for heads smaller than 32 (one block per head) and the
+     * asymmetric groups, which stay rows. */
     const kvq_blk_kernels *bk;
 } pt_state;
 
@@ -236,6 +241,27 @@ static inline uint8_t *vslot(const pt_state *s, int h, int t) {
     return kvq_page(&s->pages, t) + (size_t)h * s->head_bytes + (size_t)PAGE * s->krow + (size_t)(t % PAGE) * s->vrow;
 }
 
+/* a head's key or value tiles in the page of slot t (blk_kernels.h), when
+ * tiled: the same region as its PAGE rows */
+static inline uint8_t *tiles(const pt_state *s, int h, int t, bool value) {
+    return kvq_page(&s->pages, t) + (size_t)h * s->head_bytes + (value ? (size_t)PAGE * s->krow : 0);
+}
+static inline uint8_t *slot(const pt_state *s, int h, int t, bool value) {
+    return value ? vslot(s, h, t) : kslot(s, h, t);
+}
+
+/* token t's key or value as a ggml block row (or a group row) in and out of
+ * its slot; a tiled one goes through buf (ROW_MAX bytes) */
+static void row_put(const pt_state *s, int h, int t, bool value, const uint8_t *row) {
+    if (s->bk) kvq_blk_put(tiles(s, h, t, value), t % PAGE, (int)(s->ng * s->c.g), s->c.kind == PT_Q8_0, value, row);
+    else memcpy(slot(s, h, t, value), row, value ? s->vrow : s->krow);
+}
+static const uint8_t *row_get(const pt_state *s, int h, int t, bool value, uint8_t *buf) {
+    if (!s->bk) return slot(s, h, t, value);
+    kvq_blk_get(tiles(s, h, t, value), t % PAGE, (int)(s->ng * s->c.g), s->c.kind == PT_Q8_0, value, buf);
+    return buf;
+}
+
 static void row_quant(const kvq_kv_layer *L, const pt_state *s, const float *x, int b, uint8_t *dst, size_t grp) {
     float tmp[MAX_HD];
     memcpy(tmp, x, (size_t)L->head_dim * sizeof(float));
@@ -253,11 +279,20 @@ static kvq_status pt_append(kvq_kv_layer *L, const float *k, const float *v, int
     (void)pos;
     pt_state *s = L->state;
     const int hd = L->head_dim, nkv = L->n_head_kv;
+    uint8_t rb[ROW_MAX];
     for (int t = 0; t < n; t++)
-        for (int h = 0; h < nkv; h++) {
-            row_quant(L, s, k + ((size_t)t * nkv + h) * hd, s->c.kb, kslot(s, h, L->n + t), s->kgrp);
-            row_quant(L, s, v + ((size_t)t * nkv + h) * hd, s->c.vb, vslot(s, h, L->n + t), s->vgrp);
-        }
+        for (int h = 0; h < nkv; h++)
+            for (int val = 0; val < 2; val++) {
+                const float *x = (val ? v : k) + ((size_t)t * nkv + h) * hd;
+                const int bits = val ? s->c.vb : s->c.kb;
+                const size_t grp = val ? s->vgrp : s->kgrp;
+                if (s->bk) { /* through a row: the tile holds it in pieces */
+                    row_quant(L, s, x, bits, rb, grp);
+                    row_put(s, h, L->n + t, val, rb);
+                } else {
+                    row_quant(L, s, x, bits, slot(s, h, L->n + t, val), grp);
+                }
+            }
     L->n += n;
     return KVQ_OK;
 }
@@ -280,7 +315,7 @@ static void pt_qk(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n
             qq = qr;
         }
         float *sc = scores + (size_t)g0 * n;
-        if (s->bk) s->bk->qk(kslot(s, h, t0), s->krow, n, hd, s->c.kind == PT_Q8_0, qq, m, sc, n);
+        if (s->bk) s->bk->qk(tiles(s, h, t0, false), t0 % PAGE, n, hd, s->c.kind == PT_Q8_0, qq, m, sc, n);
         for (int i = 0; i < n && !s->bk; i++) {
             row_dequant(L, s, kslot(s, h, t0 + i), s->c.kb, s->kgrp, kr);
             for (int g = 0; g < m; g++) sc[(size_t)g * n + i] = s->dot(kr, qq + (size_t)g * hd, hd);
@@ -299,7 +334,7 @@ static void pt_av(const kvq_kv_layer *L, int view, int vis, int h, int t0, int n
         const float *wg = w + (size_t)g0 * n;
         float *og = out + (size_t)g0 * hd, *o = s->c.rot ? acc : og;
         if (s->c.rot) memset(acc, 0, (size_t)m * hd * sizeof(float));
-        if (s->bk) s->bk->av(vslot(s, h, t0), s->vrow, n, hd, s->c.kind == PT_Q8_0, wg, n, m, o);
+        if (s->bk) s->bk->av(tiles(s, h, t0, true), t0 % PAGE, n, hd, s->c.kind == PT_Q8_0, wg, n, m, o);
         for (int i = 0; i < n && !s->bk; i++) {
             row_dequant(L, s, vslot(s, h, t0 + i), s->c.vb, s->vgrp, vr);
             for (int g = 0; g < m; g++) {
@@ -319,15 +354,16 @@ static void pt_read(const kvq_kv_layer *L, int view, int t0, int n, float *k, fl
     (void)view;
     const pt_state *s = L->state;
     const int hd = L->head_dim, nkv = L->n_head_kv;
+    uint8_t rb[ROW_MAX];
     for (int t = 0; t < n; t++)
         for (int h = 0; h < nkv; h++) {
             float *kd = k ? k + ((size_t)t * nkv + h) * hd : NULL, *vd = v ? v + ((size_t)t * nkv + h) * hd : NULL;
             if (kd) {
-                row_dequant(L, s, kslot(s, h, t0 + t), s->c.kb, s->kgrp, kd);
+                row_dequant(L, s, row_get(s, h, t0 + t, false, rb), s->c.kb, s->kgrp, kd);
                 if (s->c.rot) hadamard(kd, hd);
             }
             if (vd) {
-                row_dequant(L, s, vslot(s, h, t0 + t), s->c.vb, s->vgrp, vd);
+                row_dequant(L, s, row_get(s, h, t0 + t, true, rb), s->c.vb, s->vgrp, vd);
                 if (s->c.rot) hadamard(vd, hd);
             }
         }
@@ -339,33 +375,44 @@ static void pt_truncate(kvq_kv_layer *L, int n) {
     kvq_pages_release(&s->pages, L->n);
 }
 
-/* Exact: rows move down in place (dst <= src). */
+/* Exact: rows move down in place (dst <= src; a tiled one goes through a
+ * row buffer, and its tile's other lanes are untouched). */
 static kvq_status pt_compact(kvq_kv_layer *L, const int32_t *keep, int n_keep) {
     pt_state *s = L->state;
+    uint8_t rb[ROW_MAX];
     for (int h = 0; h < L->n_head_kv; h++)
         for (int j = 0; j < n_keep; j++) {
             int32_t src = keep[(size_t)h * n_keep + j];
             if (src == j) continue;
-            memcpy(kslot(s, h, j), kslot(s, h, src), s->krow);
-            memcpy(vslot(s, h, j), vslot(s, h, src), s->vrow);
+            for (int val = 0; val < 2; val++) row_put(s, h, j, val, row_get(s, h, src, val, rb));
         }
     L->n = n_keep;
     kvq_pages_release(&s->pages, n_keep);
     return KVQ_OK;
 }
 
+/* Session files hold ggml block rows, whatever the memory layout: per page
+ * and head, its key rows then its value rows. */
 static kvq_status pt_io(const kvq_kv_layer *L, FILE *f, bool wr) {
     const pt_state *s = L->state;
-    for (int p0 = 0; p0 < L->n; p0 += PAGE) {
+    uint8_t *rows = s->bk ? malloc((size_t)PAGE * (s->krow > s->vrow ? s->krow : s->vrow)) : NULL;
+    if (s->bk && !rows) return KVQ_ERR_NOMEM;
+    kvq_status st = KVQ_OK;
+    for (int p0 = 0; p0 < L->n && !st; p0 += PAGE) {
         const size_t m = (size_t)(L->n - p0 < PAGE ? L->n - p0 : PAGE);
-        for (int h = 0; h < L->n_head_kv; h++) {
-            uint8_t *k = kslot(s, h, p0), *v = vslot(s, h, p0);
-            if (wr ? fwrite(k, s->krow, m, f) != m || fwrite(v, s->vrow, m, f) != m
-                   : fread(k, s->krow, m, f) != m || fread(v, s->vrow, m, f) != m)
-                return wr ? KVQ_ERR_IO : KVQ_ERR_FORMAT;
-        }
+        for (int h = 0; h < L->n_head_kv; h++)
+            for (int val = 0; val < 2 && !st; val++) {
+                const size_t rs = val ? s->vrow : s->krow;
+                uint8_t *p = rows ? rows : slot(s, h, p0, val);
+                if (rows && wr)
+                    for (size_t i = 0; i < m; i++) row_get(s, h, p0 + (int)i, val, rows + i * rs);
+                if (wr ? fwrite(p, rs, m, f) != m : fread(p, rs, m, f) != m) st = wr ? KVQ_ERR_IO : KVQ_ERR_FORMAT;
+                if (rows && !wr && !st)
+                    for (size_t i = 0; i < m; i++) row_put(s, h, p0 + (int)i, val, rows + i * rs);
+            }
     }
-    return KVQ_OK;
+    free(rows);
+    return st;
 }
 
 static kvq_status pt_save(const kvq_kv_layer *L, FILE *f) { return pt_io(L, f, true); }

@@ -357,16 +357,18 @@ static void test_llamacpp_blocks(void **st) {
 
 /* The q8_0 / q4_0 KV kernels: every ISA against the scalar reference, bit
  * for bit (both round the int16 query and the 16-bit weights the same way and
- * sum in the same order), at row counts around the 8-row groups and pairs and
- * head dims of 1-4 blocks; each query alone gets what it gets in its batch;
+ * sum in the same order), at token counts and starts around the 8-token key
+ * tiles and the value pairs, and head dims of 1-4 blocks; each query alone
+ * gets what it gets in its batch; the key tiles give back the rows put in;
  * and the reference stays within its roundings' error of the exact products
  * on the dequantized rows. */
 static void test_blk_kernels(void **st) {
     (void)st;
     const kvq_blk_kernels *ref = kvq_blk_kernels_isa(KVQ_ISA_SCALAR);
     uint64_t r = 5;
-    enum { NMAX = 21, HDMAX = 128, NQ = 3 };
-    static uint8_t rows[NMAX * ((HDMAX / 32) * 34 + 6) + 64];
+    enum { NMAX = 21, HDMAX = 128, NQ = 3, OFF = 11 };
+    static uint8_t rows[NMAX * ((HDMAX / 32) * 34 + 6) + 64], tiles[(NMAX + OFF + 8) / 8 * (HDMAX / 32) * 8 * 34],
+        vtiles[sizeof tiles];
     float q[NQ * HDMAX], w[NQ * NMAX], a[NQ * NMAX], b[NQ * NMAX], c[NMAX], oa[NQ * HDMAX], ob[NQ * HDMAX], oc[HDMAX];
     for (int q8 = 0; q8 < 2; q8++)
         for (int hd = 32; hd <= HDMAX; hd += 32) {
@@ -380,65 +382,118 @@ static void test_blk_kernels(void **st) {
             }
             for (int i = 0; i < NQ * hd; i++) q[i] = tu_randn(&r);
             for (int i = 0; i < NQ * NMAX; i++) w[i] = fabsf(tu_randn(&r));
-            /* the reference against the dequantized rows in double */
-            ref->qk(rows, stride, NMAX, hd, q8, q, NQ, a, NMAX);
-            for (int g = 0; g < NQ; g++)
+            for (int t0 = 0; t0 <= OFF; t0 += t0 < 8 ? 1 : 3) {
+                /* token t0 + i holds row i, as a key and as a value; the other
+                 * lanes hold garbage (NaN scales included) */
+                for (size_t i = 0; i < sizeof tiles; i++) tiles[i] = vtiles[i] = (uint8_t)(i * 131 + 7);
                 for (int i = 0; i < NMAX; i++) {
-                    double e = 0, m = 0;
-                    for (int d = 0; d < hd; d++) {
-                        e += (double)q[g * hd + d] * deq[i][d];
-                        m += fabs((double)q[g * hd + d] * deq[i][d]);
-                    }
-                    if (fabs(a[g * NMAX + i] - e) > 1e-4 * m + 1e-6) fail_msg("blk qk ref q8 %d hd %d: %g vs %g", q8, hd, a[g * NMAX + i], e);
-                }
-            for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
-                if (!kvq_isa_supported(isa)) continue;
-                const kvq_blk_kernels *k = kvq_blk_kernels_isa(isa);
-                for (int n = 1; n <= NMAX; n += 4) {
-                    ref->qk(rows, stride, n, hd, q8, q, NQ, a, NMAX);
-                    k->qk(rows, stride, n, hd, q8, q, NQ, b, NMAX);
-                    for (int g = 0; g < NQ; g++) {
-                        if (memcmp(a + g * NMAX, b + g * NMAX, (size_t)n * sizeof(float)))
-                            fail_msg("blk qk isa %d q8 %d hd %d n %d query %d differs from the reference", isa, q8, hd, n, g);
-                        k->qk(rows, stride, n, hd, q8, q + g * hd, 1, c, NMAX);
-                        if (memcmp(c, b + g * NMAX, (size_t)n * sizeof(float)))
-                            fail_msg("blk qk isa %d: query %d alone differs from its batch", isa, g);
-                    }
-                    for (int i = 0; i < NQ * hd; i++) oa[i] = ob[i] = 0.25f * (float)(i % 7);
-                    ref->av(rows, stride, n, hd, q8, w, NMAX, NQ, oa);
-                    k->av(rows, stride, n, hd, q8, w, NMAX, NQ, ob);
-                    if (memcmp(oa, ob, (size_t)NQ * hd * sizeof(float)))
-                        fail_msg("blk av isa %d q8 %d hd %d n %d differs from the reference", isa, q8, hd, n);
-                    for (int g = 0; g < NQ; g++) {
-                        for (int i = 0; i < hd; i++) oc[i] = 0.25f * (float)((g * hd + i) % 7);
-                        k->av(rows, stride, n, hd, q8, w + g * NMAX, NMAX, 1, oc);
-                        if (memcmp(oc, ob + g * hd, (size_t)hd * sizeof(float)))
-                            fail_msg("blk av isa %d: query %d alone differs from its batch", isa, g);
+                    uint8_t back[(HDMAX / 32) * 34];
+                    for (int val = 0; val < 2; val++) {
+                        uint8_t *tl = val ? vtiles : tiles;
+                        kvq_blk_put(tl, t0 + i, hd, q8, val, rows + (size_t)i * stride);
+                        kvq_blk_get(tl, t0 + i, hd, q8, val, back);
+                        if (memcmp(back, rows + (size_t)i * stride, (size_t)(hd / 32) * (q8 ? 34 : 18)))
+                            fail_msg("blk tile q8 %d hd %d value %d: token %d does not read back", q8, hd, val, t0 + i);
                     }
                 }
-            }
-            /* values: the reference against the dequantized rows, within the rounding
-             * of its 16-bit weights w_i d_i (half a step, max |w_i d_i| / 32767, per
-             * row, times the row's integer code) */
-            memset(oa, 0, sizeof oa);
-            ref->av(rows, stride, NMAX, hd, q8, w, NMAX, NQ, oa);
-            for (int g = 0; g < NQ; g++)
-                for (int d = 0; d < hd; d++) {
-                    double e = 0, amax = 0, csum = 0;
-                    float bd[NMAX];
+                /* the reference against the dequantized rows in double */
+                ref->qk(tiles, t0, NMAX, hd, q8, q, NQ, a, NMAX);
+                for (int g = 0; g < NQ; g++)
                     for (int i = 0; i < NMAX; i++) {
-                        kvq_f16 h;
-                        memcpy(&h, rows + (size_t)i * stride + (size_t)(d / 32) * (q8 ? 34 : 18), 2);
-                        bd[i] = kvq_f16_to_f32(h);
-                        e += (double)w[g * NMAX + i] * deq[i][d];
-                        amax = fmax(amax, fabs((double)w[g * NMAX + i] * bd[i]));
-                        csum += bd[i] != 0 ? fabs(rint(deq[i][d] / bd[i])) : 0;
+                        double e = 0, m = 0;
+                        for (int d = 0; d < hd; d++) {
+                            e += (double)q[g * hd + d] * deq[i][d];
+                            m += fabs((double)q[g * hd + d] * deq[i][d]);
+                        }
+                        if (fabs(a[g * NMAX + i] - e) > 1e-4 * m + 1e-6)
+                            fail_msg("blk qk ref q8 %d hd %d t0 %d: %g vs %g", q8, hd, t0, a[g * NMAX + i], e);
                     }
-                    const double bound = 0.5 * amax / 32767 * csum * 1.01 + 1e-5 * (1 + fabs(e));
-                    if (fabs(oa[g * hd + d] - e) > bound)
-                        fail_msg("blk av ref q8 %d hd %d: %g vs %g (bound %g)", q8, hd, oa[g * hd + d], e, bound);
+                for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
+                    if (!kvq_isa_supported(isa)) continue;
+                    const kvq_blk_kernels *k = kvq_blk_kernels_isa(isa);
+                    for (int n = 1; n <= NMAX; n += 3) {
+                        ref->qk(tiles, t0, n, hd, q8, q, NQ, a, NMAX);
+                        for (int i = 0; i < NQ * NMAX; i++) b[i] = -1234.5f; /* no write past n */
+                        k->qk(tiles, t0, n, hd, q8, q, NQ, b, NMAX);
+                        for (int g = 0; g < NQ; g++) {
+                            if (memcmp(a + g * NMAX, b + g * NMAX, (size_t)n * sizeof(float)))
+                                fail_msg("blk qk isa %d q8 %d hd %d t0 %d n %d query %d differs from the reference", isa,
+                                         q8, hd, t0, n, g);
+                            for (int i = n; i < NMAX; i++)
+                                if (b[g * NMAX + i] != -1234.5f) fail_msg("blk qk isa %d wrote past n", isa);
+                            k->qk(tiles, t0, n, hd, q8, q + g * hd, 1, c, NMAX);
+                            if (memcmp(c, b + g * NMAX, (size_t)n * sizeof(float)))
+                                fail_msg("blk qk isa %d: query %d alone differs from its batch", isa, g);
+                        }
+                        for (int i = 0; i < NQ * hd; i++) oa[i] = ob[i] = 0.25f * (float)(i % 7);
+                        ref->av(vtiles, t0, n, hd, q8, w, NMAX, NQ, oa);
+                        k->av(vtiles, t0, n, hd, q8, w, NMAX, NQ, ob);
+                        if (memcmp(oa, ob, (size_t)NQ * hd * sizeof(float)))
+                            fail_msg("blk av isa %d q8 %d hd %d t0 %d n %d differs from the reference", isa, q8, hd, t0, n);
+                        for (int g = 0; g < NQ; g++) {
+                            for (int i = 0; i < hd; i++) oc[i] = 0.25f * (float)((g * hd + i) % 7);
+                            k->av(vtiles, t0, n, hd, q8, w + g * NMAX, NMAX, 1, oc);
+                            if (memcmp(oc, ob + g * hd, (size_t)hd * sizeof(float)))
+                                fail_msg("blk av isa %d: query %d alone differs from its batch", isa, g);
+                        }
+                    }
                 }
+                /* values: the reference against the dequantized rows, within the
+                 * rounding of its 16-bit weights w_i d_i (half a step, max |w_i d_i| /
+                 * 32767, per row, times the row's integer code) */
+                memset(oa, 0, sizeof oa);
+                ref->av(vtiles, t0, NMAX, hd, q8, w, NMAX, NQ, oa);
+                for (int g = 0; g < NQ; g++)
+                    for (int d = 0; d < hd; d++) {
+                        double e = 0, amax = 0, csum = 0;
+                        float bd[NMAX];
+                        for (int i = 0; i < NMAX; i++) {
+                            kvq_f16 h;
+                            memcpy(&h, rows + (size_t)i * stride + (size_t)(d / 32) * (q8 ? 34 : 18), 2);
+                            bd[i] = kvq_f16_to_f32(h);
+                            e += (double)w[g * NMAX + i] * deq[i][d];
+                            amax = fmax(amax, fabs((double)w[g * NMAX + i] * bd[i]));
+                            csum += bd[i] != 0 ? fabs(rint(deq[i][d] / bd[i])) : 0;
+                        }
+                        const double bound = 0.5 * amax / 32767 * csum * 1.01 + 1e-5 * (1 + fabs(e));
+                        if (fabs(oa[g * hd + d] - e) > bound)
+                            fail_msg("blk av ref q8 %d hd %d t0 %d: %g vs %g (bound %g)", q8, hd, t0, oa[g * hd + d], e, bound);
+                    }
+            }
         }
+}
+
+/* Value sums in passes of 256 tokens: calls longer than a pass, from starts
+ * inside a tile, give the reference's result bit for bit. */
+static void test_blk_av_passes(void **st) {
+    (void)st;
+    enum { N = 600, HD = 64, NQ = 4 };
+    const kvq_blk_kernels *ref = kvq_blk_kernels_isa(KVQ_ISA_SCALAR);
+    static uint8_t tiles[(N + 16) / 8 * HD / 32 * 8 * 34];
+    uint64_t r = 17;
+    float w[NQ * N], oa[NQ * HD], ob[NQ * HD], x[HD];
+    for (int i = 0; i < NQ * N; i++) w[i] = fabsf(tu_randn(&r)) * (i % 97 == 0 ? 50.0f : 1.0f);
+    for (int q8 = 0; q8 < 2; q8++) {
+        const kvq_type_traits *tr = kvq_traits_isa(q8 ? KVQ_TYPE_Q8_0 : KVQ_TYPE_Q4_0, KVQ_ISA_SCALAR);
+        for (int t = 0; t < N + 8; t++) {
+            uint8_t row[HD / 32 * 34];
+            for (int d = 0; d < HD; d++) x[d] = tu_randn(&r);
+            tr->from_float(x, row, HD);
+            kvq_blk_put(tiles, t, HD, q8, true, row);
+        }
+        for (int isa = 1; isa < KVQ_ISA_COUNT; isa++) {
+            if (!kvq_isa_supported(isa)) continue;
+            const kvq_blk_kernels *k = kvq_blk_kernels_isa(isa);
+            const int cases[][2] = {{0, N}, {5, N - 3}, {7, 257}, {3, 513}};
+            for (int c = 0; c < 4; c++) {
+                memset(oa, 0, sizeof oa);
+                memset(ob, 0, sizeof ob);
+                ref->av(tiles, cases[c][0], cases[c][1], HD, q8, w, N, NQ, oa);
+                k->av(tiles, cases[c][0], cases[c][1], HD, q8, w, N, NQ, ob);
+                if (memcmp(oa, ob, sizeof oa)) fail_msg("blk av isa %d q8 %d: %d tokens from %d differ", isa, q8, cases[c][1], cases[c][0]);
+            }
+        }
+    }
 }
 
 /* pertoken with a per-layer table: a k16v16 layer is exact fp16. */
@@ -472,7 +527,7 @@ int main(void) {
         cmocka_unit_test(test_formula_bit_exact), cmocka_unit_test(test_roundtrip_bounds),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_accounting_and_windows),
         cmocka_unit_test(test_kernels_isa),       cmocka_unit_test(test_real_model_kv),
-        cmocka_unit_test(test_layer_tables),       cmocka_unit_test(test_llamacpp_blocks), cmocka_unit_test(test_blk_kernels),
+        cmocka_unit_test(test_layer_tables),       cmocka_unit_test(test_llamacpp_blocks), cmocka_unit_test(test_blk_kernels), cmocka_unit_test(test_blk_av_passes),
         cmocka_unit_test(test_pertoken_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

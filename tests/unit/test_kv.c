@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include "core/cpu.h"
 #include "core/fp16.h"
+#include "kernels/types.h"
 #include "kv/kv.h"
 #include "kv/kv_simd.h"
 #include "testutil.h"
@@ -173,6 +174,61 @@ static void test_spec_parsing(void **st) {
 
 /* KIVI's packed state (key blocks, quad-interleaved value rows, fp16 window)
  * survives save and load exactly. */
+/* llama.cpp's q8_0 / q4_0 caches hold keys in tiles of 8 tokens
+ * (blk_kernels.h): a key reads back as ggml's own quantizer gives it, at any
+ * slot of any page; a session file round-trips exactly; compaction moves
+ * keys and values between lanes and tiles exactly. */
+static void test_blk_key_tiles(void **st) {
+    (void)st;
+    enum { N = 600, NKV = 2, HD = 64, KEEP = 77 };
+    static float k[N * NKV * HD], v[N * NKV * HD], ka[N * NKV * HD], va[N * NKV * HD], kb[N * NKV * HD], vb[N * NKV * HD];
+    uint64_t r = 9;
+    for (int i = 0; i < N * NKV * HD; i++) { k[i] = 3 * tu_randn(&r); v[i] = tu_randn(&r); }
+    const char *specs[] = {"q8_0", "q4_0"};
+    for (int si = 0; si < 2; si++) {
+        kvq_kv_geom g = {1, 4, NKV, HD, N, 0, 0};
+        char err[256];
+        kvq_kv_cache *a, *b;
+        assert_int_equal(kvq_kv_cache_new(&g, specs[si], NULL, &a, err, sizeof err), KVQ_OK);
+        assert_int_equal(kvq_kv_cache_new(&g, specs[si], NULL, &b, err, sizeof err), KVQ_OK);
+        for (int done = 0, m; done < N; done += m) { /* appends that straddle tiles and pages */
+            m = N - done < 37 ? N - done : 37;
+            assert_int_equal(kvq_kv_append(a, 0, k + (size_t)done * NKV * HD, v + (size_t)done * NKV * HD, m), KVQ_OK);
+            kvq_kv_commit(a, 0);
+        }
+        a->codec->read(&a->layers[0], KVQ_VIEW_FULL, 0, N, ka, va);
+        const kvq_type_traits *tr = kvq_traits_isa(si ? KVQ_TYPE_Q4_0 : KVQ_TYPE_Q8_0, KVQ_ISA_SCALAR);
+        for (int i = 0; i < N * NKV; i++) {
+            uint8_t blk[HD / 32 * 34];
+            float ref[HD];
+            tr->from_float(k + (size_t)i * HD, blk, HD);
+            tr->to_float(blk, ref, HD);
+            if (memcmp(ref, ka + (size_t)i * HD, sizeof ref)) fail_msg("%s: key row %d is not ggml's", specs[si], i);
+        }
+        char path[] = "/tmp/kvq_blk_XXXXXX";
+        close(mkstemp(path));
+        assert_int_equal(kvq_kv_save(a, path), KVQ_OK);
+        assert_int_equal(kvq_kv_load(b, path), KVQ_OK);
+        unlink(path);
+        b->codec->read(&b->layers[0], KVQ_VIEW_FULL, 0, N, kb, vb);
+        assert_memory_equal(ka, kb, sizeof ka);
+        assert_memory_equal(va, vb, sizeof va);
+        int32_t keep[NKV * KEEP];
+        for (int h = 0; h < NKV; h++)
+            for (int j = 0; j < KEEP; j++) keep[h * KEEP + j] = j * 7 + 3 * h + (j > 40 ? 2 : 0);
+        assert_int_equal(kvq_kv_compact(a, 0, keep, KEEP), KVQ_OK);
+        a->codec->read(&a->layers[0], KVQ_VIEW_FULL, 0, KEEP, kb, vb);
+        for (int h = 0; h < NKV; h++)
+            for (int j = 0; j < KEEP; j++) {
+                const size_t to = ((size_t)j * NKV + h) * HD, from = ((size_t)keep[h * KEEP + j] * NKV + h) * HD;
+                if (memcmp(kb + to, ka + from, HD * sizeof(float)) || memcmp(vb + to, va + from, HD * sizeof(float)))
+                    fail_msg("%s: compacted token %d of head %d differs", specs[si], j, h);
+            }
+        kvq_kv_cache_free(a);
+        kvq_kv_cache_free(b);
+    }
+}
+
 static void test_kivi_save_load(void **st) {
     (void)st;
     kvq_kv_geom g = {1, 4, 2, 64, 256, 0, 0};
@@ -367,7 +423,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_matches_naive),
         cmocka_unit_test(test_batched_equals_single), cmocka_unit_test(test_pertoken_head_dim_bound), cmocka_unit_test(test_spec_parsing),
-        cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_kivi_save_load),      cmocka_unit_test(test_bytes_for),
+        cmocka_unit_test(test_truncate_save_load),      cmocka_unit_test(test_kivi_save_load), cmocka_unit_test(test_blk_key_tiles),      cmocka_unit_test(test_bytes_for),
         cmocka_unit_test(test_attn_kernels_isa),        cmocka_unit_test(test_window_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
