@@ -45,6 +45,8 @@ const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
     if (isa != KVQ_ISA_AVX2) return NULL;
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_avx2;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_avx2;
+    if (t == KVQ_TYPE_Q5_0) return &kvq_q5_0x8_avx2;
+    if (t == KVQ_TYPE_IQ4_NL) return &kvq_iq4_nlx8_avx2;
     if (t == KVQ_TYPE_Q4_K) return &kvq_q4_Kx8_avx2;
     if (t == KVQ_TYPE_Q6_K) return &kvq_q6_Kx8_avx2;
     if (t == KVQ_TYPE_Q2_K) return &kvq_q2_Kx8_avx2;
@@ -55,6 +57,8 @@ const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
 const kvq_packed_kernel *kvq_repack_kernel_ref(kvq_type t) {
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_ref;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_ref;
+    if (t == KVQ_TYPE_Q5_0) return &kvq_q5_0x8_ref;
+    if (t == KVQ_TYPE_IQ4_NL) return &kvq_iq4_nlx8_ref;
     if (t == KVQ_TYPE_Q4_K) return &kvq_q4_Kx8_ref;
     if (t == KVQ_TYPE_Q6_K) return &kvq_q6_Kx8_ref;
     if (t == KVQ_TYPE_Q2_K) return &kvq_q2_Kx8_ref;
@@ -76,6 +80,8 @@ void kvq_repack_rows(kvq_type t, const void *src, size_t row_bytes, int64_t cols
                      int64_t r1, void *dst) {
     if (t == KVQ_TYPE_Q4_0) kvq_q4_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
     if (t == KVQ_TYPE_Q8_0) kvq_q8_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+    if (t == KVQ_TYPE_Q5_0) kvq_q5_0x8_pack(src, row_bytes, cols, rows, r0, r1, dst);
+    if (t == KVQ_TYPE_IQ4_NL) kvq_iq4_nlx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
     if (t == KVQ_TYPE_Q4_K) kvq_q4_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
     if (t == KVQ_TYPE_Q6_K) kvq_q6_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);
     if (t == KVQ_TYPE_Q2_K) kvq_q2_Kx8_pack(src, row_bytes, cols, rows, r0, r1, dst);

@@ -48,13 +48,19 @@ size_t kvq_repack_act_size(kvq_type t, int64_t cols);
 void kvq_repack_rows(kvq_type t, const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0,
                      int64_t r1, void *dst);
 
-/* Q4_0 and Q8_0 (repack_x8.c) */
+/* Q4_0, Q8_0, Q5_0 and IQ4_NL (repack_x8.c) */
 extern const kvq_packed_kernel kvq_q4_0x8_ref, kvq_q4_0x8_avx2;
 void kvq_q4_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
                      void *dst);
 extern const kvq_packed_kernel kvq_q8_0x8_ref, kvq_q8_0x8_avx2;
 void kvq_q8_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
                      void *dst);
+extern const kvq_packed_kernel kvq_q5_0x8_ref, kvq_q5_0x8_avx2;
+void kvq_q5_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                     void *dst);
+extern const kvq_packed_kernel kvq_iq4_nlx8_ref, kvq_iq4_nlx8_avx2;
+void kvq_iq4_nlx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
+                       void *dst);
 
 /* Q4_K (repack_q4_K.c), against Q8_K activations */
 extern const kvq_packed_kernel kvq_q4_Kx8_ref, kvq_q4_Kx8_avx2;

@@ -16,9 +16,9 @@
 #include "kernels/types.h"
 #include "testutil.h"
 
-static const kvq_type TYPES[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K,
-                                 KVQ_TYPE_Q6_K, KVQ_TYPE_Q2_K, KVQ_TYPE_Q3_K};
-enum { NTYPES = 6 };
+static const kvq_type TYPES[] = {KVQ_TYPE_Q4_0, KVQ_TYPE_Q8_0, KVQ_TYPE_Q4_K, KVQ_TYPE_Q6_K,
+                                 KVQ_TYPE_Q2_K, KVQ_TYPE_Q3_K, KVQ_TYPE_Q5_0, KVQ_TYPE_IQ4_NL};
+enum { NTYPES = 8 };
 static const int ROWS[] = {1, 7, 8, 9, 15, 16, 17, 24, 40, 67};
 /* widths: every block count parity for the 32-wide types; one and two
  * super-blocks for the K-quants */
