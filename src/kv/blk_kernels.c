@@ -9,7 +9,7 @@
 
 #define MAX_HD 1024
 
-static inline size_t blk_bytes(bool q8) { return q8 ? 34 : 18; }
+static inline size_t blk_bytes(bool q8) { return kvq_blk_block_bytes(q8); }
 
 /* Block b of a query as int16 and its scale; both paths use this one. */
 static void quant_q16(const float *q, int hd, int16_t *q16, float *sq) {
@@ -38,9 +38,13 @@ static inline int code_nb(bool q8) { return q8 ? 32 : 16; } /* code bytes of a g
 static inline uint8_t *tile_at(const uint8_t *tiles, int t, int hd, bool q8) {
     return (uint8_t *)tiles + (size_t)(t / 8) * kvq_blk_tile_bytes(hd, q8);
 }
-/* where code byte i of lane t sits in a tile block */
-static inline int kpos(int t, int i) { return 16 + 16 * (i / 2) + 2 * t + i % 2; }
-static inline int vpos(int t, int i, bool q8) { return 16 + 2 * code_nb(q8) * (t / 2) + 16 * (i / 8) + 2 * (i % 8) + t % 2; }
+/* where code byte i of lane t sits in a key or value tile block: the one
+ * statement of the layouts in blk_kernels.h, which put, get and the scalar
+ * reference all go through */
+static inline int tpos(int t, int i, bool q8, bool value) {
+    return value ? 16 + 2 * code_nb(q8) * (t / 2) + 16 * (i / 8) + 2 * (i % 8) + t % 2
+                 : 16 + 16 * (i / 2) + 2 * t + i % 2;
+}
 
 void kvq_blk_put(uint8_t *tiles, int t, int hd, bool q8, bool value, const uint8_t *row) {
     uint8_t *tb = tile_at(tiles, t, hd, q8);
@@ -49,7 +53,7 @@ void kvq_blk_put(uint8_t *tiles, int t, int hd, bool q8, bool value, const uint8
         uint8_t *o = tb + (size_t)b * tile_blk(q8);
         const uint8_t *r = row + (size_t)b * blk_bytes(q8);
         memcpy(o + 2 * lane, r, 2);
-        for (int i = 0; i < code_nb(q8); i++) o[value ? vpos(lane, i, q8) : kpos(lane, i)] = r[2 + i];
+        for (int i = 0; i < code_nb(q8); i++) o[tpos(lane, i, q8, value)] = r[2 + i];
     }
 }
 
@@ -60,14 +64,14 @@ void kvq_blk_get(const uint8_t *tiles, int t, int hd, bool q8, bool value, uint8
         const uint8_t *o = tb + (size_t)b * tile_blk(q8);
         uint8_t *r = row + (size_t)b * blk_bytes(q8);
         memcpy(r, o + 2 * lane, 2);
-        for (int i = 0; i < code_nb(q8); i++) r[2 + i] = o[value ? vpos(lane, i, q8) : kpos(lane, i)];
+        for (int i = 0; i < code_nb(q8); i++) r[2 + i] = o[tpos(lane, i, q8, value)];
     }
 }
 
 /* code of channel c (0-31) of a tile block's lane */
 static inline int tcode_at(const uint8_t *blk, int lane, bool q8, bool value, int c) {
     const int i = q8 ? c : c % 16;
-    const uint8_t v = blk[value ? vpos(lane, i, q8) : kpos(lane, i)];
+    const uint8_t v = blk[tpos(lane, i, q8, value)];
     if (q8) return (int8_t)v;
     return (c < 16 ? v & 15 : v >> 4) - 8;
 }

@@ -36,8 +36,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* bytes of one tile of 8 tokens' keys or values (8 ggml block rows) */
-static inline size_t kvq_blk_tile_bytes(int hd, bool q8) { return (size_t)hd / 32 * 8 * (q8 ? 34 : 18); }
+/* bytes of one ggml block (fp16 d and 32 codes), and of one tile of 8
+ * tokens' keys or values (8 ggml block rows) */
+static inline size_t kvq_blk_block_bytes(bool q8) { return q8 ? 34 : 18; }
+static inline size_t kvq_blk_tile_bytes(int hd, bool q8) { return (size_t)hd / 32 * 8 * kvq_blk_block_bytes(q8); }
 /* token t's key or value (tile t / 8, lane t % 8) from / to a ggml block row */
 void kvq_blk_put(uint8_t *tiles, int t, int hd, bool q8, bool value, const uint8_t *row);
 void kvq_blk_get(const uint8_t *tiles, int t, int hd, bool q8, bool value, uint8_t *row);

@@ -209,10 +209,23 @@ static void test_blk_key_tiles(void **st) {
         close(mkstemp(path));
         assert_int_equal(kvq_kv_save(a, path), KVQ_OK);
         assert_int_equal(kvq_kv_load(b, path), KVQ_OK);
-        unlink(path);
         b->codec->read(&b->layers[0], KVQ_VIEW_FULL, 0, N, kb, vb);
         assert_memory_equal(ka, kb, sizeof ka);
         assert_memory_equal(va, vb, sizeof va);
+        /* a file cut inside the rows the tiles are read from is an error, and leaves the cache empty */
+        kvq_kv_cache *c;
+        assert_int_equal(kvq_kv_cache_new(&g, specs[si], NULL, &c, err, sizeof err), KVQ_OK);
+        assert_int_equal(kvq_kv_save(a, path), KVQ_OK);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        fseek(f, 0, SEEK_END);
+        const long size = ftell(f);
+        fclose(f);
+        assert_int_equal(truncate(path, size - 1000), 0);
+        assert_int_equal(kvq_kv_load(c, path), KVQ_ERR_FORMAT);
+        assert_int_equal(kvq_kv_n(c), 0);
+        kvq_kv_cache_free(c);
+        unlink(path);
         int32_t keep[NKV * KEEP];
         for (int h = 0; h < NKV; h++)
             for (int j = 0; j < KEEP; j++) keep[h * KEEP + j] = j * 7 + 3 * h + (j > 40 ? 2 : 0);
