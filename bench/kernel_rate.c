@@ -241,7 +241,7 @@ int main(int argc, char **argv) {
                 void *pw = NULL;
                 if (pk) {
                     pw = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);
-                    kvq_repack_rows(t, w, rb, cols, rows, 0, rows, pw);
+                    kvq_packed_rows(pk, t, w, rb, cols, rows, 0, rows, pw);
                 }
                 kvq_matw W = {t, cols, rows, w, rb, NULL, NULL, pw, pk};
                 float *y = malloc(sizeof(float) * (size_t)rows);
@@ -250,7 +250,7 @@ int main(int argc, char **argv) {
                 free(qbuf), free(y), free(pw), free(w), free(wf);
             }
             char name[64];
-            snprintf(name, sizeof name, "%s%s", tr->name, pk ? " x8 (repacked)" : "");
+            snprintf(name, sizeof name, "%s%s", tr->name, pk ? (pk->pack ? " x16 (repacked)" : " x8 (repacked)") : "");
             printf("%-22s %9.1f GB/s %7.1f GB/s %7.1f GB/s %7.1f GB/s\n", name, g[0], g[1], g[2], g[3]);
         }
     }

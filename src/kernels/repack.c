@@ -38,11 +38,21 @@ __attribute__((target("avx2,fma,f16c"))) void kvq_x8_quant_avx2(const float *x, 
     }
 }
 
-/* AVX2 only: the AVX-512 tables keep their own Q4_0 layout (gemv_q4_0.h),
- * which streams at the read rate of the Zen 4 host it was built on, and
- * reads the file's pages in place. */
+/* AVX-512 hosts (which all have VNNI here, cpu.c) take the 16-row layout
+ * for the 32-wide types and the AVX2 8-row kernels for Q4_K, Q2_K and Q3_K:
+ * on a Zen 5 host, their file-layout AVX-512 kernels streamed from DRAM at
+ * 42-65% of the repacked kernels' rate (bench/README.md). Q6_K's file-layout
+ * AVX-512 kernel was as fast as its 8-row one there (53 against 51 GB/s,
+ * and faster in L2), so it keeps the file's pages. */
 const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
-    if (isa != KVQ_ISA_AVX2) return NULL;
+    if (isa < KVQ_ISA_AVX2) return NULL;
+    if (isa >= KVQ_ISA_AVX512) {
+        if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x16_vnni;
+        if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x16_vnni;
+        if (t == KVQ_TYPE_Q5_0) return &kvq_q5_0x16_vnni;
+        if (t == KVQ_TYPE_IQ4_NL) return &kvq_iq4_nlx16_vnni;
+        if (t == KVQ_TYPE_Q6_K) return NULL;
+    }
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_avx2;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_avx2;
     if (t == KVQ_TYPE_Q5_0) return &kvq_q5_0x8_avx2;
@@ -64,6 +74,16 @@ const kvq_packed_kernel *kvq_repack_kernel_ref(kvq_type t) {
     if (t == KVQ_TYPE_Q2_K) return &kvq_q2_Kx8_ref;
     if (t == KVQ_TYPE_Q3_K) return &kvq_q3_Kx8_ref;
     return NULL;
+}
+
+const kvq_packed_kernel *kvq_packed_ref(const kvq_packed_kernel *k, kvq_type t) {
+    return k->ref ? k->ref : k->pack ? k : kvq_repack_kernel_ref(t);
+}
+
+void kvq_packed_rows(const kvq_packed_kernel *k, kvq_type t, const void *src, size_t row_bytes, int64_t cols,
+                     int64_t rows, int64_t r0, int64_t r1, void *dst) {
+    if (k->pack) k->pack(src, row_bytes, cols, rows, r0, r1, dst);
+    else kvq_repack_rows(t, src, row_bytes, cols, rows, r0, r1, dst);
 }
 
 bool kvq_repack_fits(kvq_type t, int64_t cols) {

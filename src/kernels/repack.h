@@ -26,18 +26,28 @@ typedef struct kvq_packed_kernel {
     /* bytes of one quantized activation row */
     size_t (*act_size)(int64_t cols);
     void (*quant)(const float *x, void *act, int64_t cols);
-    /* Y[t * ldy + r] = W[r] . X[t] for rows r0..r1-1 (r0 a multiple of 8)
-     * and n tokens whose activations are act_stride bytes apart */
+    /* Y[t * ldy + r] = W[r] . X[t] for rows r0..r1-1 (r0 a multiple of 16,
+     * r1 one too or `rows`: the driver's row blocks) and n tokens whose activations are act_stride bytes apart */
     void (*rows)(const void *packed, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
                  size_t act_stride, int n, float *Y, int64_t ldy);
     /* rows r0..r0+nr-1 to f32 (the tests' proof that packing keeps every value) */
     void (*dequant)(const void *packed, int64_t cols, int64_t rows, int64_t r0, int64_t nr, float *dst);
+    /* A layout of its own (the 16-row one of repack_x16.c), made by pack,
+     * with its scalar reference in ref; NULL: the type's 8-row layout
+     * (kvq_repack_rows) and kvq_repack_kernel_ref. */
+    void (*pack)(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1, void *dst);
+    const struct kvq_packed_kernel *ref;
 } kvq_packed_kernel;
 
 /* The kernel for type t on an ISA (cpu.h), or NULL when t has no repacked
  * layout there. ref = the scalar reference of the same arithmetic. */
 const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa);
 const kvq_packed_kernel *kvq_repack_kernel_ref(kvq_type t);
+/* The scalar reference of kernel k, and its packing of rows r0..r1-1
+ * (any range: each row writes only its own bytes). */
+const kvq_packed_kernel *kvq_packed_ref(const kvq_packed_kernel *k, kvq_type t);
+void kvq_packed_rows(const kvq_packed_kernel *k, kvq_type t, const void *src, size_t row_bytes, int64_t cols,
+                     int64_t rows, int64_t r0, int64_t r1, void *dst);
 /* Whether a matrix of this type and width can be repacked at all. */
 bool kvq_repack_fits(kvq_type t, int64_t cols);
 /* Largest activation row any repacked kernel of type t needs (0: none). */
@@ -61,6 +71,11 @@ void kvq_q5_0x8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t ro
 extern const kvq_packed_kernel kvq_iq4_nlx8_ref, kvq_iq4_nlx8_avx2;
 void kvq_iq4_nlx8_pack(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1,
                        void *dst);
+
+/* The same four types by 16 rows for AVX-512 VNNI (repack_x16.c); their
+ * activations are the 8-row kernels' (kvq_x8_act). */
+extern const kvq_packed_kernel kvq_q4_0x16_ref, kvq_q4_0x16_vnni, kvq_q8_0x16_ref, kvq_q8_0x16_vnni;
+extern const kvq_packed_kernel kvq_q5_0x16_ref, kvq_q5_0x16_vnni, kvq_iq4_nlx16_ref, kvq_iq4_nlx16_vnni;
 
 /* Q4_K (repack_q4_K.c), against Q8_K activations */
 extern const kvq_packed_kernel kvq_q4_Kx8_ref, kvq_q4_Kx8_avx2;

@@ -46,7 +46,7 @@ static void pack_chunks(const kvq_matw *W, const kvq_mapfile *map, pack_rows_fn 
     }
 }
 static void rows_std(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
-    kvq_repack_rows(W->type, W->data, W->row_bytes, W->cols, W->rows, r0, r1, dst);
+    kvq_packed_rows(W->pk, W->type, W->data, W->row_bytes, W->cols, W->rows, r0, r1, dst);
 }
 
 /* Packs *t into a new buffer (returned in *buf, for the caller to own); a
@@ -57,11 +57,12 @@ static void rows_std(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
 static kvq_status pack_one(kvq_tensor *t, int isa, const kvq_mapfile *map, void **buf) {
     *buf = NULL;
     if (!t->data || t->packed) return KVQ_OK;
-    const kvq_matw W = kvq_tensor_matw(t);
+    kvq_matw W = kvq_tensor_matw(t);
     const bool slim = kvq_slim_bits(t->type) != 0;
     const kvq_packed_kernel *pk = slim ? (isa >= KVQ_ISA_AVX2 && kvq_slim_x8_fits(&W) ? &kvq_slim_x8_avx2 : NULL)
                                        : (kvq_repack_fits(t->type, t->ne[0]) ? kvq_repack_kernel(t->type, isa) : NULL);
     if (!pk) return KVQ_OK;
+    W.pk = pk;
     const size_t bytes = slim ? kvq_slim_x8_size(&W) : t->row_bytes * (size_t)t->ne[1];
     void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!p) return KVQ_ERR_NOMEM;

@@ -1,7 +1,8 @@
 /* Repacked (row-interleaved) decode layouts (kernels/repack.h): packing
  * keeps every value (the layout's dequantization equals the GGUF rows'); the
- * scalar reference is close to the f32 product; the AVX2 kernels equal the
- * reference bit for bit, at every row count (full groups of 8 and the GGUF
+ * scalar reference is close to the f32 product; the AVX2 kernels (8-row
+ * layouts) and the AVX-512 VNNI kernels (16-row layouts) equal their
+ * layout's reference bit for bit, at every row count (full groups of 8 and the GGUF
  * tail), every row range a thread can get, 1 to 9 tokens, and a packed
  * buffer at any alignment; the AVX2 activation quantizer writes the
  * reference's bytes; and kvq_matmul dispatches a packed matrix to them. */
@@ -43,7 +44,19 @@ typedef struct {
     float *wf, *x;
 } problem;
 
-static void make(problem *p, kvq_type t, int rows, int cols, int shift, uint64_t seed) {
+/* The layouts' scalar references: the 8-row one every repacked type has,
+ * and the 16-row one of the AVX-512 VNNI kernels (repack_x16.c). */
+static const kvq_packed_kernel *layout_ref(kvq_type t, int lay) {
+    if (lay == 0) return kvq_repack_kernel_ref(t);
+    return t == KVQ_TYPE_Q4_0     ? &kvq_q4_0x16_ref
+           : t == KVQ_TYPE_Q8_0   ? &kvq_q8_0x16_ref
+           : t == KVQ_TYPE_Q5_0   ? &kvq_q5_0x16_ref
+           : t == KVQ_TYPE_IQ4_NL ? &kvq_iq4_nlx16_ref
+                                  : NULL;
+}
+
+/* k: the kernel whose layout the matrix is packed in */
+static void make(problem *p, kvq_type t, int rows, int cols, int shift, uint64_t seed, const kvq_packed_kernel *k) {
     const kvq_type_traits *tr = kvq_traits_isa(t, KVQ_ISA_SCALAR);
     p->t = t, p->rows = rows, p->cols = cols;
     p->rb = kvq_row_size((int)t, cols);
@@ -66,8 +79,8 @@ static void make(problem *p, kvq_type t, int rows, int cols, int shift, uint64_t
     memset(p->x + cols, 0, 32 * sizeof(float));
     /* packed in two calls, as two threads would */
     const int mid = rows / 16 * 8;
-    kvq_repack_rows(t, p->w, p->rb, cols, rows, 0, mid, p->packed);
-    kvq_repack_rows(t, p->w, p->rb, cols, rows, mid, rows, p->packed);
+    kvq_packed_rows(k, t, p->w, p->rb, cols, rows, 0, mid, p->packed);
+    kvq_packed_rows(k, t, p->w, p->rb, cols, rows, mid, rows, p->packed);
 }
 
 static void drop(problem *p) {
@@ -83,12 +96,13 @@ static void quant_all(const kvq_packed_kernel *k, const problem *p, int n, uint8
 static void test_pack_keeps_values(void **st) {
     (void)st;
     float *d = malloc(sizeof(float) * MAXROWS * MAXCOLS);
+    for (int lay = 0; lay < 2; lay++)
     for (size_t ti = 0; ti < NTYPES; ti++)
-        for (size_t ri = 0; ri < sizeof ROWS / sizeof *ROWS; ri++)
+        for (size_t ri = 0; ri < sizeof ROWS / sizeof *ROWS && layout_ref(TYPES[ti], lay); ri++)
             for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++) {
                 problem p;
-                make(&p, TYPES[ti], ROWS[ri], cols_of(TYPES[ti], ci), 0, 11 + ri * 7 + ci);
-                const kvq_packed_kernel *k = kvq_repack_kernel_ref(p.t);
+                const kvq_packed_kernel *k = layout_ref(TYPES[ti], lay);
+                make(&p, TYPES[ti], ROWS[ri], cols_of(TYPES[ti], ci), 0, 11 + ri * 7 + ci, k);
                 k->dequant(p.packed, p.cols, p.rows, 0, p.rows, d);
                 assert_memory_equal(d, p.wf, sizeof(float) * (size_t)p.rows * (size_t)p.cols);
                 /* and from any first row */
@@ -109,10 +123,12 @@ static void test_ref_matches_f32(void **st) {
     (void)st;
     float *y = malloc(sizeof(float) * MAXTOK * MAXROWS), *ref = malloc(sizeof(float) * MAXTOK * MAXROWS);
     uint8_t *act = malloc(act_max() * MAXTOK);
+    for (int lay = 0; lay < 2; lay++)
     for (size_t ti = 0; ti < NTYPES; ti++) {
+        const kvq_packed_kernel *k = layout_ref(TYPES[ti], lay);
+        if (!k) continue;
         problem p;
-        make(&p, TYPES[ti], 67, 256, 0, 5 + ti);
-        const kvq_packed_kernel *k = kvq_repack_kernel_ref(p.t);
+        make(&p, TYPES[ti], 67, 256, 0, 5 + ti, k);
         quant_all(k, &p, MAXTOK, act);
         k->rows(p.packed, p.cols, p.rows, 0, p.rows, act, k->act_size(p.cols), MAXTOK, y, p.rows);
         for (int t = 0; t < MAXTOK; t++)
@@ -122,7 +138,7 @@ static void test_ref_matches_f32(void **st) {
                 ref[t * p.rows + r] = (float)s;
             }
         const double e = tu_nmse(ref, y, (size_t)MAXTOK * p.rows);
-        print_message("%s reference vs f32 product: NMSE %.2e\n", kvq_type_name((int)p.t), e);
+        print_message("%s reference vs f32 product: NMSE %.2e\n", k->name, e);
         assert_true(e < (k_type(p.t) ? 2e-3 : 5e-4));
         if (k_type(p.t)) {
             const kvq_type_traits *tr = kvq_traits_isa(p.t, KVQ_ISA_SCALAR);
@@ -138,12 +154,12 @@ static void test_ref_matches_f32(void **st) {
     free(y), free(ref), free(act);
 }
 
-/* AVX2 = reference, bit for bit: same integer dots, same float operations
- * in the same order. Every row count, range, token count and alignment. */
-static void test_avx2_equals_ref(void **st) {
-    (void)st;
-    if (!kvq_isa_supported(KVQ_ISA_AVX2)) {
-        print_message("no AVX2 on this host: the AVX2 repacked kernels are not tested here\n");
+/* Each ISA's kernels = their layout's reference, bit for bit: same integer
+ * dots, same float operations in the same order. Every row count, range,
+ * token count and alignment. */
+static void simd_equals_ref(int isa) {
+    if (!kvq_isa_supported(isa)) {
+        print_message("no %s on this host: its repacked kernels are not tested here\n", kvq_isa_str(isa));
         skip();
     }
     float *y0 = malloc(sizeof(float) * MAXTOK * MAXROWS), *y1 = malloc(sizeof(float) * MAXTOK * MAXROWS);
@@ -153,17 +169,18 @@ static void test_avx2_equals_ref(void **st) {
         for (size_t ri = 0; ri < sizeof ROWS / sizeof *ROWS; ri++)
             for (size_t ci = 0; ci < sizeof COLS / sizeof *COLS; ci++)
                 for (int shift = 0; shift < 64; shift += 18) {
+                    const kvq_packed_kernel *kv = kvq_repack_kernel(TYPES[ti], isa);
+                    if (!kv) continue;
+                    const kvq_packed_kernel *kr = kvq_packed_ref(kv, TYPES[ti]);
                     problem p;
-                    make(&p, TYPES[ti], ROWS[ri], cols_of(TYPES[ti], ci), shift, 100 + ri * 13 + ci * 3 + (uint64_t)shift);
-                    const kvq_packed_kernel *kr = kvq_repack_kernel_ref(p.t), *kv = kvq_repack_kernel(p.t, KVQ_ISA_AVX2);
-                    assert_non_null(kv);
+                    make(&p, TYPES[ti], ROWS[ri], cols_of(TYPES[ti], ci), shift, 100 + ri * 13 + ci * 3 + (uint64_t)shift, kv);
                     const size_t as = kr->act_size(p.cols);
                     quant_all(kr, &p, MAXTOK, a0);
                     quant_all(kv, &p, MAXTOK, a1);
                     assert_memory_equal(a0, a1, as * MAXTOK);
                     for (int n = 1; n <= MAXTOK; n++) {
-                        /* whole, and split where a thread's row block would end */
-                        const int cut = p.rows > 8 ? (p.rows / 2) / 8 * 8 : 0;
+                        /* whole, and split where a thread's row block would end (multiples of 16) */
+                        const int cut = p.rows > 16 ? (p.rows / 2) / 16 * 16 : 0;
                         const int ranges[2][2] = {{0, p.rows}, {cut, p.rows}};
                         for (int k = 0; k < 2; k++) {
                             const int r0 = ranges[k][0], r1 = ranges[k][1];
@@ -171,17 +188,18 @@ static void test_avx2_equals_ref(void **st) {
                             memset(y1, 0xff, sizeof(float) * MAXTOK * MAXROWS);
                             kr->rows(p.packed, p.cols, p.rows, r0, r1, a0, as, n, y0, p.rows);
                             kv->rows(p.packed, p.cols, p.rows, r0, r1, a0, as, n, y1, p.rows);
-                            for (int t = 0; t < n; t++)
-                                assert_memory_equal(y0 + t * p.rows + r0, y1 + t * p.rows + r0,
-                                                    sizeof(float) * (size_t)(r1 - r0));
+                            /* the whole output: rows outside [r0, r1) must stay untouched */
+                            assert_memory_equal(y0, y1, sizeof(float) * (size_t)n * (size_t)p.rows);
                             cases++;
                         }
                     }
                     drop(&p);
                 }
-    print_message("%d (type, rows, cols, alignment, tokens, range) cases bit-identical\n", cases);
+    print_message("%s: %d (type, rows, cols, alignment, tokens, range) cases bit-identical\n", kvq_isa_str(isa), cases);
     free(y0), free(y1), free(a0), free(a1);
 }
+static void test_avx2_equals_ref(void **st) { (void)st, simd_equals_ref(KVQ_ISA_AVX2); }
+static void test_avx512_equals_ref(void **st) { (void)st, simd_equals_ref(KVQ_ISA_AVX512); }
 
 /* The activation quantizer on awkward inputs: zeros, ties at .5 steps,
  * huge and tiny magnitudes. */
@@ -223,8 +241,8 @@ static void test_matmul_dispatch(void **st) {
             continue;
         }
         problem p;
-        make(&p, TYPES[ti], 67, 256, 0, 77);
-        const kvq_packed_kernel *kr = kvq_repack_kernel_ref(p.t);
+        make(&p, TYPES[ti], 67, 256, 0, 77, kv);
+        const kvq_packed_kernel *kr = kvq_packed_ref(kv, p.t);
         const size_t as = kr->act_size(p.cols);
         float *y0 = malloc(sizeof(float) * MAXTOK * 67), *y1 = malloc(sizeof(float) * MAXTOK * 67),
               *y2 = malloc(sizeof(float) * MAXTOK * 67);
@@ -251,7 +269,8 @@ static void test_matmul_dispatch(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_keeps_values), cmocka_unit_test(test_ref_matches_f32),
-        cmocka_unit_test(test_avx2_equals_ref),   cmocka_unit_test(test_quant_bytes),
+        cmocka_unit_test(test_avx2_equals_ref),   cmocka_unit_test(test_avx512_equals_ref),
+        cmocka_unit_test(test_quant_bytes),
         cmocka_unit_test(test_matmul_dispatch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
