@@ -210,7 +210,7 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
      * decode (n = 1) is then one pass over the weights, each thread reading
      * one contiguous range (the hardware prefetcher follows one stream per
      * thread best). */
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (work >= KVQ_FORK_MIN_WORK)
+#pragma omp parallel for schedule(guided) num_threads(n_threads) if (work >= KVQ_FORK_MIN_WORK)
     for (int64_t rb = 0; rb < n_rb; rb++) {
         int m = 0;
         while (rb >= first_rb[m + 1]) m++;

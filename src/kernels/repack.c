@@ -39,11 +39,14 @@ __attribute__((target("avx2,fma,f16c"))) void kvq_x8_quant_avx2(const float *x, 
 }
 
 /* AVX-512 hosts (which all have VNNI here, cpu.c) take the 16-row layout
- * for the 32-wide types and the AVX2 8-row kernels for Q4_K, Q2_K and Q3_K:
- * on a Zen 5 host, their file-layout AVX-512 kernels streamed from DRAM at
- * 42-65% of the repacked kernels' rate (bench/README.md). Q6_K's file-layout
- * AVX-512 kernel was as fast as its 8-row one there (53 against 51 GB/s,
- * and faster in L2), so it keeps the file's pages. */
+ * for the 32-wide types, and the AVX2 8-row kernels for Q2_K and Q3_K,
+ * which have no AVX-512 kernel of their own. On a Zen 5 host (bench/README.md)
+ * the file-layout AVX-512 kernels streamed from DRAM at 24-65% of the
+ * repacked kernels' rate. Q4_K and Q6_K keep the file layout there: Q6_K's
+ * AVX-512 kernel was as fast as its 8-row one, and Q4_K's 8-row kernel
+ * decoded no faster in the whole model while prefill, which a repacked
+ * matrix also runs through its kernel, fell to half of the int8 GEMM's
+ * (gemm_i8.c). */
 const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
     if (isa < KVQ_ISA_AVX2) return NULL;
     if (isa >= KVQ_ISA_AVX512) {
@@ -51,7 +54,7 @@ const kvq_packed_kernel *kvq_repack_kernel(kvq_type t, int isa) {
         if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x16_vnni;
         if (t == KVQ_TYPE_Q5_0) return &kvq_q5_0x16_vnni;
         if (t == KVQ_TYPE_IQ4_NL) return &kvq_iq4_nlx16_vnni;
-        if (t == KVQ_TYPE_Q6_K) return NULL;
+        if (t == KVQ_TYPE_Q4_K || t == KVQ_TYPE_Q6_K) return NULL;
     }
     if (t == KVQ_TYPE_Q4_0) return &kvq_q4_0x8_avx2;
     if (t == KVQ_TYPE_Q8_0) return &kvq_q8_0x8_avx2;

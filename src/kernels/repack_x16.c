@@ -185,6 +185,11 @@ static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64
     }
 }
 
+/* 4 activation bytes to every 32-bit lane, from memory: a broadcast from a
+ * general register (what a copy to an int32 became) costs a move between
+ * register files per word, and it was most of a prefill's kernel time. */
+T_512 static inline __m512i bcast4(const int8_t *p) { return _mm512_broadcastd_epi32(_mm_loadu_si32(p)); }
+
 /* NT tokens against one group of 16 rows. The unpacked registers (8 for
  * every type: Q8_0's 8 registers of codes, or the 4-bit types' low and
  * high nibbles) serve all NT tokens; each token adds 8 vpdpbusd in two
@@ -232,13 +237,11 @@ T_512 static inline __attribute__((always_inline)) void group_512(const void *p,
         for (int t = 0; t < NT; t++) {
             const kvq_x8_act *y = (const kvq_x8_act *)(act + (size_t)t * as) + b;
             const int32_t c = k == K4 ? y->c : k == K5 ? 2 * y->c : 16 * y->c;
-            int32_t wd[8];
-            memcpy(wd, y->qs, 32);
             __m512i s0 = _mm512_set1_epi32(c), s1 = _mm512_setzero_si512();
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
-                s0 = _mm512_dpbusd_epi32(s0, w[j], _mm512_set1_epi32(wd[j]));
-                s1 = _mm512_dpbusd_epi32(s1, w[j + 4], _mm512_set1_epi32(wd[j + 4]));
+                s0 = _mm512_dpbusd_epi32(s0, w[j], bcast4(y->qs + 4 * j));
+                s1 = _mm512_dpbusd_epi32(s1, w[j + 4], bcast4(y->qs + 16 + 4 * j));
             }
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(dw, _mm512_set1_ps(y->d)),
                                      acc[t]);
