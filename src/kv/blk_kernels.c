@@ -279,8 +279,12 @@ T2 static void quant_q16_avx2(const float *q, int hd, int16_t *q16, float *sq, i
     }
 }
 
-T2 static void qk_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, const float *q, int nq, float *s,
-                       int lds) {
+/* The AVX-512 VNNI key kernel (below): NQ queries, the same tiles. */
+static void qk_tiles_512(const uint8_t *tiles, int T0, int T1, int t0, int n, int hd, bool q8, int NQ,
+                         const int16_t *const *q16, const float *const *sq, const int32_t *const *qs, float *const *s);
+
+T2 static inline __attribute__((always_inline)) void qk_body(const uint8_t *tiles, int t0, int n, int hd, bool q8,
+                                                             const float *q, int nq, float *s, int lds, const bool wide) {
     if (hd % 32 || hd > MAX_HD) { qk_ref(tiles, t0, n, hd, q8, q, nq, s, lds); return; }
     if (n <= 0) return;
     int16_t q16[4][MAX_HD];
@@ -298,6 +302,10 @@ T2 static void qk_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, con
             quant_q16_avx2(q + (size_t)(g + j) * hd, hd, q16[j], sq[j], qs[j]);
             out[j] = s + (size_t)(g + j) * lds;
         }
+        if (wide) {
+            qk_tiles_512(tiles, T0, T1, t0, n, hd, q8, m, qp, sp, ssp, out);
+            continue;
+        }
 #define QK_M(Q8)                                                                                                      \
     if (m == 4) qk_tiles(tiles, T0, T1, t0, n, hd, Q8, 4, qp, sp, ssp, out);                                             \
     else if (m == 2) qk_tiles(tiles, T0, T1, t0, n, hd, Q8, 2, qp, sp, ssp, out);                                        \
@@ -309,6 +317,14 @@ T2 static void qk_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, con
         }
 #undef QK_M
     }
+}
+T2 static void qk_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, const float *q, int nq, float *s,
+                       int lds) {
+    qk_body(tiles, t0, n, hd, q8, q, nq, s, lds, false);
+}
+T2 static void qk_512(const uint8_t *tiles, int t0, int n, int hd, bool q8, const float *q, int nq, float *s,
+                      int lds) {
+    qk_body(tiles, t0, n, hd, q8, q, nq, s, lds, true);
 }
 
 /* NG (<= 4) queries on half h of block b over the tiles T0 .. T1-1 of a
@@ -353,8 +369,14 @@ T2 static inline __attribute__((always_inline)) void av_tiles(const uint8_t *til
     for (int k = 0; k < 2 * NG; k++) acc[k] = a[k];
 }
 
-T2 static void av_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, const float *w, int ldw, int nq,
-                       float *out) {
+/* The AVX-512 VNNI value kernel (below): block b's 32 channels over the
+ * tiles T0 .. T1-1 for ng queries, added into out (query g at o[g * hd]). */
+static void av_block_512(const uint8_t *tiles, size_t tb, int T0, int T1, int b, bool q8, const int16_t *wq, int ldq,
+                         int ng, const float *beta, const int32_t *wsum, float *o, int hd);
+
+T2 static inline __attribute__((always_inline)) void av_body(const uint8_t *tiles, int t0, int n, int hd, bool q8,
+                                                             const float *w, int ldw, int nq, float *out,
+                                                             const bool wide) {
     if (hd % 32 || hd > MAX_HD) { av_ref(tiles, t0, n, hd, q8, w, ldw, nq, out); return; }
     /* a pass of AV_PASS tokens spans at most AV_PASS + 14 tile lanes */
     enum { LDQ = AV_PASS + 16 };
@@ -405,6 +427,10 @@ T2 static void av_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, con
                     beta[g] = amax / (float)AV_WMAX;
                     wsum[g] = sum;
                 }
+                if (wide) {
+                    av_block_512(tiles, tb, T0, T1, b, q8, wq, LDQ, ng, beta, wsum, out + (size_t)g0 * hd + 32 * b, hd);
+                    continue;
+                }
                 for (int h = 0; h < 2; h++) {
                     __m256i acc[8];
 #define AV_T(N)                                                                                                       \
@@ -433,12 +459,174 @@ T2 static void av_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, con
     }
 }
 
+T2 static void av_avx2(const uint8_t *tiles, int t0, int n, int hd, bool q8, const float *w, int ldw, int nq,
+                       float *out) {
+    av_body(tiles, t0, n, hd, q8, w, ldw, nq, out, false);
+}
+T2 static void av_512(const uint8_t *tiles, int t0, int n, int hd, bool q8, const float *w, int ldw, int nq,
+                      float *out) {
+    av_body(tiles, t0, n, hd, q8, w, ldw, nq, out, true);
+}
+
 static const kvq_blk_kernels B_AVX2 = {qk_avx2, av_avx2};
+
+/* AVX-512 VNNI. The tiles and the integer sums are the AVX2 kernels', so
+ * the results are bit for bit theirs (and the reference's); vpdpwssd does
+ * a pmaddwd and its add in one instruction, on 64-byte registers.
+ *
+ * Keys: two chunks (8 tokens x 2 channels each) widen to one register,
+ * against a register holding the query's two channel pairs, each repeated
+ * for 8 tokens (expanded once per call: 16 x 32 bytes per block); the two
+ * halves of a block's sums are added at its end. */
+#define T5 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+T5 static inline __attribute__((always_inline)) void qk_t512(const uint8_t *tiles, int T0, int T1, int t0, int n,
+                                                             int hd, const bool q8, const int NQ, const int32_t *qx,
+                                                             const float *const *sq, const int32_t *const *qs,
+                                                             float *const *s) {
+    const size_t tb = kvq_blk_tile_bytes(hd, q8);
+    const int nb = hd / 32;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int T = T0; T < T1; T++) {
+        __m256 acc[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < NQ; j++) acc[j] = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = tiles + (size_t)T * tb + (size_t)b * tile_blk(q8);
+            __m512i is[4];
+#pragma GCC unroll 4
+            for (int j = 0; j < NQ; j++) is[j] = _mm512_setzero_si512();
+            if (q8) {
+#pragma GCC unroll 8
+                for (int p = 0; p < 16; p += 2) {
+                    const __m512i x = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(blk + 16 + 16 * p)));
+#pragma GCC unroll 4
+                    for (int j = 0; j < NQ; j++)
+                        is[j] = _mm512_dpwssd_epi32(is[j], x, _mm512_loadu_si512(qx + ((size_t)j * nb + b) * 128 + 8 * p));
+                }
+            } else {
+#pragma GCC unroll 4
+                for (int p = 0; p < 8; p += 2) {
+                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + 16 + 16 * p));
+                    const __m512i lo = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, m4));
+                    const __m512i hi = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+#pragma GCC unroll 4
+                    for (int j = 0; j < NQ; j++) {
+                        const int32_t *qj = qx + ((size_t)j * nb + b) * 128;
+                        is[j] = _mm512_dpwssd_epi32(is[j], lo, _mm512_loadu_si512(qj + 8 * p));
+                        is[j] = _mm512_dpwssd_epi32(is[j], hi, _mm512_loadu_si512(qj + 8 * (8 + p)));
+                    }
+                }
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+#pragma GCC unroll 4
+            for (int j = 0; j < NQ; j++) {
+                __m256i v = _mm256_add_epi32(_mm512_castsi512_si256(is[j]), _mm512_extracti64x4_epi64(is[j], 1));
+                if (!q8) v = _mm256_sub_epi32(v, _mm256_set1_epi32(8 * qs[j][b]));
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(d, _mm256_set1_ps(sq[j][b])), acc[j]);
+            }
+        }
+        const int a = 8 * T < t0 ? t0 - 8 * T : 0, e = 8 * T + 8 > t0 + n ? t0 + n - 8 * T : 8;
+#pragma GCC unroll 4
+        for (int j = 0; j < NQ; j++) {
+            if (a == 0 && e == 8) {
+                _mm256_storeu_ps(s[j] + 8 * T - t0, acc[j]);
+            } else {
+                float r[8];
+                _mm256_storeu_ps(r, acc[j]);
+                memcpy(s[j] + 8 * T + a - t0, r + a, (size_t)(e - a) * sizeof(float));
+            }
+        }
+    }
+}
+
+T5 __attribute__((noinline)) static void qk_tiles_512(const uint8_t *tiles, int T0, int T1, int t0, int n, int hd,
+                                                      bool q8, int NQ, const int16_t *const *q16,
+                                                      const float *const *sq, const int32_t *const *qs,
+                                                      float *const *s) {
+    /* query j, block b, channel pair p: 8 copies of its 32-bit word at qx[((j nb + b) 16 + p) 8] */
+    _Alignas(64) int32_t qx[4 * (MAX_HD / 32) * 128];
+    const int nb = hd / 32;
+    for (int j = 0; j < NQ; j++)
+        for (int k = 0; k < 16 * nb; k++) {
+            int32_t v;
+            memcpy(&v, q16[j] + 2 * k, 4);
+            _mm256_store_si256((__m256i *)(qx + ((size_t)j * nb * 16 + k) * 8), _mm256_set1_epi32(v));
+        }
+#define QK5(Q8)                                                                                                           if (NQ == 4) qk_t512(tiles, T0, T1, t0, n, hd, Q8, 4, qx, sq, qs, s);                                                  else if (NQ == 2) qk_t512(tiles, T0, T1, t0, n, hd, Q8, 2, qx, sq, qs, s);                                             else qk_t512(tiles, T0, T1, t0, n, hd, Q8, 1, qx, sq, qs, s);
+    if (q8) {
+        QK5(true)
+    } else {
+        QK5(false)
+    }
+#undef QK5
+}
+
+/* Values: a token pair's 32 channels are two registers (q8_0: the pair's
+ * 64 code bytes widened; q4_0: its 32 bytes' low and high nibbles, channels
+ * 0-15 and 16-31), each against the pair's two weights in every word. */
+T5 static inline __attribute__((always_inline)) void av_t512(const uint8_t *tiles, size_t tb, int T0, int T1, int b,
+                                                             const bool q8, const int16_t *wq, int ldq, const int NG,
+                                                             const float *beta, const int32_t *wsum, float *o, int hd) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m512i a[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 2 * NG; k++) a[k] = _mm512_setzero_si512();
+    for (int T = T0; T < T1; T++) {
+        const uint8_t *blk = tiles + (size_t)T * tb + (size_t)b * tile_blk(q8);
+#pragma GCC unroll 4
+        for (int P = 0; P < 4; P++) {
+            __m512i x0, x1;
+            if (q8) {
+                const uint8_t *c = blk + 16 + 64 * P;
+                x0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)c));
+                x1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + 32)));
+            } else {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * P));
+                x0 = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, m4));
+                x1 = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+            }
+            const int k = 8 * (T - T0) + 2 * P;
+#pragma GCC unroll 4
+            for (int g = 0; g < NG; g++) {
+                int32_t pw;
+                memcpy(&pw, wq + (size_t)g * ldq + k, 4);
+                const __m512i wv = _mm512_set1_epi32(pw);
+                a[2 * g] = _mm512_dpwssd_epi32(a[2 * g], x0, wv);
+                a[2 * g + 1] = _mm512_dpwssd_epi32(a[2 * g + 1], x1, wv);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++) {
+        float *og = o + (size_t)g * hd;
+        const __m512i off = _mm512_set1_epi32(q8 ? 0 : 8 * wsum[g]); /* q4_0: the codes' -8 */
+        const __m512 be = _mm512_set1_ps(beta[g]);
+        _mm512_storeu_ps(og, _mm512_fmadd_ps(be, _mm512_cvtepi32_ps(_mm512_sub_epi32(a[2 * g], off)), _mm512_loadu_ps(og)));
+        _mm512_storeu_ps(og + 16, _mm512_fmadd_ps(be, _mm512_cvtepi32_ps(_mm512_sub_epi32(a[2 * g + 1], off)),
+                                                  _mm512_loadu_ps(og + 16)));
+    }
+}
+
+T5 __attribute__((noinline)) static void av_block_512(const uint8_t *tiles, size_t tb, int T0, int T1, int b, bool q8,
+                                                      const int16_t *wq, int ldq, int ng, const float *beta,
+                                                      const int32_t *wsum, float *o, int hd) {
+#define AV5(N)                                                                                                            if (q8) av_t512(tiles, tb, T0, T1, b, true, wq, ldq, N, beta, wsum, o, hd);                                            else av_t512(tiles, tb, T0, T1, b, false, wq, ldq, N, beta, wsum, o, hd);
+    switch (ng) {
+    case 4: AV5(4) break;
+    case 3: AV5(3) break;
+    case 2: AV5(2) break;
+    default: AV5(1) break;
+    }
+#undef AV5
+}
+
+static const kvq_blk_kernels B_512 = {qk_512, av_512};
 #endif
 
 const kvq_blk_kernels *kvq_blk_kernels_isa(int isa) {
 #if defined(__x86_64__)
-    static const void *const T[KVQ_ISA_COUNT] = {&B_REF, &B_AVX2, NULL};
+    static const void *const T[KVQ_ISA_COUNT] = {&B_REF, &B_AVX2, &B_512};
 #else
     static const void *const T[KVQ_ISA_COUNT] = {&B_REF};
 #endif
