@@ -177,6 +177,18 @@ T2 static inline void prefetch_range(const uint8_t *p, size_t n) {
     for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
+/* A tile's 8 scores: the tokens 8T .. 8T+7 that fall in [t0, t0 + n). */
+T2 static inline void store_tile(float *s, __m256 acc, int T, int t0, int n) {
+    const int a = 8 * T < t0 ? t0 - 8 * T : 0, e = 8 * T + 8 > t0 + n ? t0 + n - 8 * T : 8;
+    if (a == 0 && e == 8) {
+        _mm256_storeu_ps(s + 8 * T - t0, acc);
+    } else {
+        float r[8];
+        _mm256_storeu_ps(r, acc);
+        memcpy(s + 8 * T + a - t0, r + a, (size_t)(e - a) * sizeof(float));
+    }
+}
+
 /* NQ (1-4) queries against the tiles T0 .. T1-1: per block, per chunk of
  * 8 tokens x 2 channels, one pmaddwd per query against the query's pair of
  * int16 values, so the 8 tokens' sums build up side by side with no
@@ -231,18 +243,8 @@ T2 static inline __attribute__((always_inline)) void qk_tiles(const uint8_t *til
             for (int j = 0; j < NQ; j++)
                 acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[j]), _mm256_mul_ps(d, _mm256_set1_ps(sq[j][b])), acc[j]);
         }
-        /* tokens 8T .. 8T+7 that fall in [t0, t0 + n) */
-        const int a = 8 * T < t0 ? t0 - 8 * T : 0, e = 8 * T + 8 > t0 + n ? t0 + n - 8 * T : 8;
 #pragma GCC unroll 4
-        for (int j = 0; j < NQ; j++) {
-            if (a == 0 && e == 8) {
-                _mm256_storeu_ps(s[j] + 8 * T - t0, acc[j]);
-            } else {
-                float r[8];
-                _mm256_storeu_ps(r, acc[j]);
-                memcpy(s[j] + 8 * T + a - t0, r + a, (size_t)(e - a) * sizeof(float));
-            }
-        }
+        for (int j = 0; j < NQ; j++) store_tile(s[j], acc[j], T, t0, n);
     }
 }
 
@@ -526,17 +528,8 @@ T5 static inline __attribute__((always_inline)) void qk_t512(const uint8_t *tile
                 acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(d, _mm256_set1_ps(sq[j][b])), acc[j]);
             }
         }
-        const int a = 8 * T < t0 ? t0 - 8 * T : 0, e = 8 * T + 8 > t0 + n ? t0 + n - 8 * T : 8;
 #pragma GCC unroll 4
-        for (int j = 0; j < NQ; j++) {
-            if (a == 0 && e == 8) {
-                _mm256_storeu_ps(s[j] + 8 * T - t0, acc[j]);
-            } else {
-                float r[8];
-                _mm256_storeu_ps(r, acc[j]);
-                memcpy(s[j] + 8 * T + a - t0, r + a, (size_t)(e - a) * sizeof(float));
-            }
-        }
+        for (int j = 0; j < NQ; j++) store_tile(s[j], acc[j], T, t0, n);
     }
 }
 
