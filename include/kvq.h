@@ -42,9 +42,9 @@ typedef struct kvq_model_params {
     const char *path;           /* .gguf file, llama2.c .bin, or a Hugging Face folder */
     const char *tokenizer_path; /* llama2.c tokenizer .bin (needed for llama2.c checkpoints) */
     bool        vocab_only;     /* load metadata + tokenizer only (tokenizer test vocabularies) */
-    /* keep the file's weight layout: no row-interleaved decode copies (made
-     * on AVX2 hosts for Q4_0 and Q8_0; the environment's KVQ_REPACK=0 sets
-     * this in the CLI) */
+    /* keep the file's weight layout: no row-interleaved copies (made at load
+     * on AVX2 and AVX-512 hosts for the types docs/ARCHITECTURE.md lists;
+     * the environment's KVQ_REPACK=0 sets this in the CLI) */
     bool        no_repack;
     kvq_log_fn  log;            /* may be NULL: messages are dropped */
     void       *log_user;

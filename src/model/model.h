@@ -118,7 +118,8 @@ size_t      kvq_type_align(int type);
 kvq_status kvq_tensor_view(struct kvq_model *m, kvq_tensor *t, const char *name, kvq_type type, const void *data,
                            int64_t ne0, int64_t ne1, int64_t want0, int64_t want1);
 /* Repacks the large matrices of one weight set for this host's decode
- * kernels when it has any (pack.c); `own` takes each new buffer. */
+ * kernels when it has any (pack.c), into one new buffer that `own` takes
+ * (and frees itself if it fails). */
 kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kvq_tensor *output,
                               kvq_status (*own)(void *ctx, void *p), void *ctx);
 /* Takes ownership of a heap buffer freed with the model. */
