@@ -49,13 +49,10 @@ static void rows_std(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
     kvq_packed_rows(W->pk, W->type, W->data, W->row_bytes, W->cols, W->rows, r0, r1, dst);
 }
 
-/* Packs *t into a new buffer (returned in *buf, for the caller to own); a
- * type without a layout on this ISA is left alone (*buf NULL). The slim
- * types have their own (kernels/slim_x8.h), which every ISA from AVX2 up
- * runs with its AVX2 kernel; their groups under 128 columns keep the file
- * layout. */
 /* The kernel that t gets on this ISA (NULL: t keeps the file's layout),
- * and its copy's size. */
+ * and its copy's size. The slim types have their own layout
+ * (kernels/slim_x8.h), which every ISA from AVX2 up runs with its AVX2
+ * kernel; their groups under 128 columns keep the file layout. */
 static const kvq_packed_kernel *plan_one(const kvq_tensor *t, int isa, size_t *bytes) {
     if (!t->data || t->packed) return NULL;
     kvq_matw W = kvq_tensor_matw(t);
@@ -95,8 +92,8 @@ static int set_mats(struct kvq_model *m, kvq_layer_weights *layers, kvq_tensor *
 /* All copies of a weight set share one buffer on 2 MiB boundaries, asked
  * for in huge pages (MADV_HUGEPAGE; hosts whose THP setting is "madvise"
  * give them only when asked). Decode streams the whole buffer every token:
- * on a Zen 5 host Llama-3.2-1B q4_0 decoded at 71-77 tok/s with it and
- * 36-59 without (alternated runs). One buffer rather than one per matrix:
+ * on a Zen 5 host Llama-3.2-1B q4_0 decoded at 67-80 tok/s with it and
+ * 31-44 without (alternated runs, depth 0). One buffer rather than one per matrix:
  * rounding each of 113 matrices up to 2 MiB cost 105 MiB of RSS. */
 kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kvq_tensor *output,
                               kvq_status (*own)(void *ctx, void *p), void *ctx) {
