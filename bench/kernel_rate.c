@@ -22,7 +22,7 @@
 #include "core/cpu.h"
 #include "kernels/ops.h"
 #include "kernels/repack.h"
-#include "kernels/slim_x8.h"
+#include "kernels/slim_pk.h"
 #include "quant/gptq.h"
 #include "kernels/types.h"
 #include "kv/blk_kernels.h"
@@ -60,7 +60,7 @@ static double rate(const kvq_matw *W, const float *x, float *y, void *qbuf, int 
 
 /* A slim matrix of average width N (groups of 128, a quarter of them at
  * N-1 and a quarter at N+1, as SBA makes them): the file layout's chunk
- * kernel, and the decode layout (slim_x8.h). Rates count the codes and the
+ * kernel, and the decode layout (slim_pk.h) with this host's kernel. Rates count the codes and the
  * (d, m) table. */
 static void slim_rates(int N, int64_t cols, double secs) {
     const int ng = (int)(cols / 128);
@@ -69,6 +69,7 @@ static void slim_rates(int N, int64_t cols, double secs) {
     for (int g = 0; g < ng; g++) sal[g] = frand();
     kvq_wq_sba_bits(sal, ng, N, ng / 4, bits);
     const size_t rb = (size_t)cols * N / 8;
+    const char *pk_name = "slim (scalar)";
     for (int packed = 0; packed < 2; packed++) {
         double g[4];
         for (int big = 0; big < 2; big++) {
@@ -82,11 +83,14 @@ static void slim_rates(int N, int64_t cols, double secs) {
             kvq_matw W = {kvq_slim_type(N), cols, rows, w, rb, aux, ab, NULL, NULL};
             void *pw = NULL;
             if (packed) {
-                pw = aligned_alloc(64, (kvq_slim_x8_size(&W) + 63) / 64 * 64);
-                kvq_slim_x8_init(&W, pw);
-                kvq_slim_x8_pack(&W, 0, rows, pw);
+                int R = 8;
+                const kvq_packed_kernel *k = kvq_slim_pk_kernel(kvq_isa_active(), &R);
+                pw = aligned_alloc(64, (kvq_slim_pk_size(&W, R) + 63) / 64 * 64);
+                kvq_slim_pk_init(&W, R, pw);
+                kvq_slim_pk_pack(&W, 0, rows, pw);
                 W.packed = pw;
-                W.pk = &kvq_slim_x8_avx2;
+                W.pk = k ? k : &kvq_slim_pk_ref;
+                pk_name = W.pk->name;
             }
             float *x = malloc(sizeof(float) * (size_t)cols), *y = malloc(sizeof(float) * (size_t)rows);
             for (int64_t i = 0; i < cols; i++) x[i] = frand();
@@ -96,7 +100,7 @@ static void slim_rates(int N, int64_t cols, double secs) {
             free(qbuf), free(x), free(y), free(pw), free(dm), free(w);
         }
         char name[64];
-        snprintf(name, sizeof name, "slim%d%s", N, packed ? " x8 (repacked)" : " (file layout)");
+        snprintf(name, sizeof name, "slim%d %s", N, packed ? pk_name + 5 : "(file layout)");
         printf("%-22s %9.1f GB/s %7.1f GB/s %7.1f GB/s %7.1f GB/s\n", name, g[0], g[1], g[2], g[3]);
     }
     free(bits);
@@ -205,6 +209,7 @@ static double attn_rate(int kind, int nq, int N, double secs, double *gbs) {
 int main(int argc, char **argv) {
     const double secs = argc > 1 ? atof(argv[1]) : 1.0;
     const bool attn_only = argc > 2 && !strcmp(argv[2], "attn"); /* build/kernel-rate SECS attn: attention only */
+    const bool slim_only = argc > 2 && !strcmp(argv[2], "slim"); /* ... slim: q4_0 and the slim types only */
     const kvq_type types[] = {KVQ_TYPE_Q4_0,  KVQ_TYPE_Q8_0,  KVQ_TYPE_Q4_K,   KVQ_TYPE_Q6_K,   KVQ_TYPE_F16, KVQ_TYPE_Q5_0,
                               KVQ_TYPE_Q5_1,  KVQ_TYPE_Q5_K,  KVQ_TYPE_IQ4_NL, KVQ_TYPE_IQ4_XS, KVQ_TYPE_Q3_K, KVQ_TYPE_Q2_K};
     const int64_t cols = 2048;
@@ -222,7 +227,7 @@ int main(int argc, char **argv) {
     }
     float *x = malloc(sizeof(float) * (size_t)cols);
     for (int64_t i = 0; i < cols; i++) x[i] = frand();
-    for (size_t k = 0; k < sizeof types / sizeof *types && !attn_only; k++) {
+    for (size_t k = 0; k < (slim_only ? 1 : sizeof types / sizeof *types) && !attn_only; k++) {
         const kvq_type t = types[k];
         const kvq_type_traits *tr = kvq_traits(t);
         const size_t rb = kvq_row_size((int)t, cols);
@@ -257,6 +262,7 @@ int main(int argc, char **argv) {
     free(x);
     if (kvq_isa_active() >= KVQ_ISA_AVX2 && !attn_only)
         for (int N = 2; N <= 3; N++) slim_rates(N, cols, secs);
+    if (slim_only) return 0;
     printf("\nattention, 1 thread (head_dim 64): ns per cached token per KV head, and KV GB/s read;\n"
            "1024 tokens (in L2), and 1M tokens (256 MiB of f16, from DRAM)\n");
     printf("%-22s %22s %22s %22s\n", "kernel", "4 query heads, L2", "28 (7 positions), L2", "4 query heads, DRAM");

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Markdown tables from bench/slimllm.sh results.
-usage: slimllm_tables.py DIR quality|speed"""
+usage: slimllm_tables.py DIR quality|speed [NAME: DIR/NAME.jsonl for speed]"""
 import glob
 import json
 import os
@@ -65,17 +65,27 @@ def quality():
 
 
 def speed():
-    rows = {}
-    for line in open(os.path.join(D, "speed.jsonl")):
+    """decode rows of DIR/speed.jsonl (or DIR/NAME.jsonl: argv[3]), and each
+    file's tok/s over q4_0's in the same round"""
+    rows, per_rep = {}, {}
+    name = sys.argv[3] if len(sys.argv) > 3 else "speed"
+    for line in open(os.path.join(D, name + ".jsonl")):
         j = json.loads(line)
         for r in j["run"]["results"]:
             if r["test"].startswith("tg"):
                 rows.setdefault(j["file"], []).append(r)
-    print("| weights | decode tok/s (median of runs) | GB/s achieved | file-read GB/s same run | fraction |")
+                per_rep.setdefault(j["rep"], {})[j["file"]] = r["tok_s"]
+    print("| weights | decode tok/s (median of runs) | GB/s achieved | read probe GB/s same run | fraction |")
     print("|---|---|---|---|---|")
     for f, rs in rows.items():
-        med = lambda k: statistics.median(x[k] for x in rs)
+        # bw_fraction is null when decode beat the probe (a probe disturbed by another process)
+        med = lambda k: statistics.median([x[k] for x in rs if x[k] is not None] or [float("nan")])
         print(f"| {f} | {med('tok_s'):.2f} | {med('gbs'):.2f} | {med('ref_gbs'):.2f} | {med('bw_fraction'):.2f} |")
+    for f in rows:
+        ratios = [r[f] / r["q4_0"] for r in per_rep.values() if f in r and "q4_0" in r]
+        if ratios and f != "q4_0":
+            print(f"{f} / q4_0 per round: " + ", ".join(f"{x:.2f}" for x in ratios)
+                  + f" (median {statistics.median(ratios):.2f})")
 
 
 {"quality": quality, "speed": speed}[what]()

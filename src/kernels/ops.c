@@ -199,7 +199,8 @@ static void matvec(const kvq_matw *W, int nw, const float *X, int n, float *cons
     }
     /* a repacked kernel reads each token's activations once per row block:
      * a batch gets larger blocks, so they are read less often */
-    const int64_t RB = pk && n > 8 ? 4 * ROW_BLOCK : ROW_BLOCK; /* 1B q4_0, 512-token prefill: 92 tok/s, 81 at 128 */
+    const int64_t rb1 = pk && pk->row_block ? pk->row_block : ROW_BLOCK;
+    const int64_t RB = pk && n > 8 ? 4 * rb1 : rb1; /* 1B q4_0, 512-token prefill: 92 tok/s, 81 at 128 */
     int64_t first_rb[KVQ_MATMUL_MAX + 1] = {0}, work = 0;
     for (int m = 0; m < nw; m++) {
         first_rb[m + 1] = first_rb[m] + (W[m].rows + RB - 1) / RB;

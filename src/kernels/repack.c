@@ -10,7 +10,7 @@
 #include "repack_act.h"
 #include "simd_x86.h"
 #include "slim.h"
-#include "slim_x8.h"
+#include "slim_pk.h"
 
 size_t kvq_x8_act_size(int64_t cols) { return (size_t)(cols / 32) * sizeof(kvq_x8_act); }
 
@@ -94,7 +94,7 @@ bool kvq_repack_fits(kvq_type t, int64_t cols) {
 }
 
 size_t kvq_repack_act_size(kvq_type t, int64_t cols) {
-    if (kvq_slim_bits(t)) return kvq_slim_x8_act_size(cols); /* slim_x8.h */
+    if (kvq_slim_bits(t)) return kvq_slim_pk_act_size(cols); /* slim_pk.h */
     const kvq_packed_kernel *k = kvq_repack_kernel_ref(t);
     return k ? k->act_size(cols) : 0;
 }

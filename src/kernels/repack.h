@@ -37,6 +37,10 @@ typedef struct kvq_packed_kernel {
      * (kvq_repack_rows) and kvq_repack_kernel_ref. */
     void (*pack)(const void *src, size_t row_bytes, int64_t cols, int64_t rows, int64_t r0, int64_t r1, void *dst);
     const struct kvq_packed_kernel *ref;
+    /* Rows per block the driver hands to `rows` for one token (a multiple
+     * of 16; 0: 16). The slim AVX-512 kernel takes 32, two row groups
+     * sharing each activation load. */
+    int row_block;
 } kvq_packed_kernel;
 
 /* The kernel for type t on an ISA (cpu.h), or NULL when t has no repacked

@@ -144,8 +144,8 @@ static void dequant3(const void *p, int64_t cols, int64_t rows, int64_t r0, int6
     kvq_kx8_dequant(&K3, p, cols, rows, r0, nr, dst);
 }
 
-const kvq_packed_kernel kvq_q2_Kx8_ref = {"q2_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows2_ref, dequant2, NULL, NULL};
-const kvq_packed_kernel kvq_q3_Kx8_ref = {"q3_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows3_ref, dequant3, NULL, NULL};
+const kvq_packed_kernel kvq_q2_Kx8_ref = {"q2_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows2_ref, dequant2, NULL, NULL, 0};
+const kvq_packed_kernel kvq_q3_Kx8_ref = {"q3_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows3_ref, dequant3, NULL, NULL, 0};
 
 
 /* The 16 scales of 8 rows, scales 4m..4m+3 of row r at bytes 4r.. of sc[m]:
@@ -237,5 +237,5 @@ T_AVX2 static void rows3_avx2(const void *p, int64_t cols, int64_t rows, int64_t
     kvq_kx8_rows_avx2(&K3, sb3, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 
-const kvq_packed_kernel kvq_q2_Kx8_avx2 = {"q2_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows2_avx2, dequant2, NULL, NULL};
-const kvq_packed_kernel kvq_q3_Kx8_avx2 = {"q3_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows3_avx2, dequant3, NULL, NULL};
+const kvq_packed_kernel kvq_q2_Kx8_avx2 = {"q2_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows2_avx2, dequant2, NULL, NULL, 0};
+const kvq_packed_kernel kvq_q3_Kx8_avx2 = {"q3_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows3_avx2, dequant3, NULL, NULL, 0};

@@ -100,7 +100,7 @@ static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64
     kvq_kx8_dequant(&Q4, p, cols, rows, r0, nr, dst);
 }
 
-const kvq_packed_kernel kvq_q4_Kx8_ref = {"q4_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant, NULL, NULL};
+const kvq_packed_kernel kvq_q4_Kx8_ref = {"q4_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant, NULL, NULL, 0};
 
 
 #define SPLAT(X, s) _mm256_shuffle_epi8(X, kvq_kx8_pair_idx((s) % 4, (s) % 4))
@@ -172,4 +172,4 @@ T_AVX2 void kvq_q8_K_quant_avx2(const float *x, void *dst, int64_t cols) {
     }
 }
 
-const kvq_packed_kernel kvq_q4_Kx8_avx2 = {"q4_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows_avx2, dequant, NULL, NULL};
+const kvq_packed_kernel kvq_q4_Kx8_avx2 = {"q4_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows_avx2, dequant, NULL, NULL, 0};

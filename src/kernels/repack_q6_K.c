@@ -109,7 +109,7 @@ static void dequant(const void *p, int64_t cols, int64_t rows, int64_t r0, int64
     kvq_kx8_dequant(&Q6, p, cols, rows, r0, nr, dst);
 }
 
-const kvq_packed_kernel kvq_q6_Kx8_ref = {"q6_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant, NULL, NULL};
+const kvq_packed_kernel kvq_q6_Kx8_ref = {"q6_Kx8 (scalar)", act_size, kvq_q8_K_from_float_ref, rows_ref, dequant, NULL, NULL, 0};
 
 
 /* kvq_kx8_pair_u16 for signed bytes: the pair sign-extended */
@@ -173,4 +173,4 @@ T_AVX2 static void rows_avx2(const void *p, int64_t cols, int64_t rows, int64_t 
     kvq_kx8_rows_avx2(&Q6, sb_avx2, p, cols, rows, r0, r1, act, as, n, Y, ldy);
 }
 
-const kvq_packed_kernel kvq_q6_Kx8_avx2 = {"q6_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows_avx2, dequant, NULL, NULL};
+const kvq_packed_kernel kvq_q6_Kx8_avx2 = {"q6_Kx8 (avx2)", act_size, kvq_q8_K_quant_avx2, rows_avx2, dequant, NULL, NULL, 0};

@@ -137,10 +137,10 @@ T_512 static inline __attribute__((always_inline)) void rows_512(const void *p, 
     }                                                                                                               \
     const kvq_packed_kernel kvq_##T##x16_ref = {#T "x16 (scalar)", kvq_x8_act_size, kvq_x8_quant_ref,             \
                                                 T##_rows_ref,      T##_dequant,     T##_pack,                        \
-                                                NULL};                                                               \
+                                                NULL, 0};                                                            \
     const kvq_packed_kernel kvq_##T##x16_vnni = {#T "x16 (avx512 vnni)", kvq_x8_act_size, kvq_x8_quant_avx2,       \
                                                  T##_rows_512,         T##_dequant,     T##_pack,                    \
-                                                 &kvq_##T##x16_ref};
+                                                 &kvq_##T##x16_ref, 0};
 KERNELS(q4_0, K4)
 KERNELS(q8_0, K8)
 KERNELS(q5_0, K5)

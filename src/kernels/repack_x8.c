@@ -155,9 +155,9 @@ T_AVX2 static inline __attribute__((always_inline)) void rows_avx2(const void *p
         dequant(p, cols, rows, r0, nr, dst, K, 8);                                                                    \
     }                                                                                                               \
     const kvq_packed_kernel kvq_##T##x8_ref = {#T "x8 (scalar)", kvq_x8_act_size, kvq_x8_quant_ref, T##_rows_ref,   \
-                                               T##_dequant, NULL, NULL};                                             \
+                                               T##_dequant, NULL, NULL, 0};                                          \
     const kvq_packed_kernel kvq_##T##x8_avx2 = {#T "x8 (avx2)", kvq_x8_act_size, kvq_x8_quant_avx2, T##_rows_avx2,  \
-                                                T##_dequant, NULL, NULL};
+                                                T##_dequant, NULL, NULL, 0};
 KERNELS(q4_0, K4)
 KERNELS(q8_0, K8)
 KERNELS(q5_0, K5)

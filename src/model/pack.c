@@ -17,7 +17,7 @@
 
 #include "../core/cpu.h"
 #include "../kernels/repack.h"
-#include "../kernels/slim_x8.h"
+#include "../kernels/slim_pk.h"
 
 static void release_pages(const kvq_mapfile *map, const void *data, size_t bytes) {
     if (!map->data || (const uint8_t *)data < map->data || (const uint8_t *)data + bytes > map->data + map->size)
@@ -27,20 +27,20 @@ static void release_pages(const kvq_mapfile *map, const void *data, size_t bytes
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Packing goes in chunks of about 16 MiB, 8 rows per task (every layout
- * here interleaves 8 rows), each source chunk released once packed: a
+/* Packing goes in chunks of about 16 MiB, 32 rows per task (every layout
+ * here interleaves 8, 16 or 32 rows), each source chunk released once packed: a
  * 141 MiB output head packed whole raised peak RSS by its size. */
 typedef void (*pack_rows_fn)(const kvq_matw *W, int64_t r0, int64_t r1, void *dst);
 static void pack_chunks(const kvq_matw *W, const kvq_mapfile *map, pack_rows_fn fn, void *dst) {
     const int64_t rows = W->rows;
-    int64_t chunk = (int64_t)((16u << 20) / (8 * W->row_bytes)) * 8;
-    if (chunk < 8) chunk = 8;
+    int64_t chunk = (int64_t)((16u << 20) / (32 * W->row_bytes)) * 32;
+    if (chunk < 32) chunk = 32;
     for (int64_t c0 = 0; c0 < rows; c0 += chunk) {
-        const int64_t c1 = c0 + chunk < rows ? c0 + chunk : rows, ng = (c1 - c0 + 7) / 8;
+        const int64_t c1 = c0 + chunk < rows ? c0 + chunk : rows, ng = (c1 - c0 + 31) / 32;
 #pragma omp parallel for schedule(static)
         for (int64_t g = 0; g < ng; g++) {
-            const int64_t r0 = c0 + 8 * g;
-            fn(W, r0, r0 + 8 < c1 ? r0 + 8 : c1, dst);
+            const int64_t r0 = c0 + 32 * g;
+            fn(W, r0, r0 + 32 < c1 ? r0 + 32 : c1, dst);
         }
         release_pages(map, (const uint8_t *)W->data + (size_t)c0 * W->row_bytes, (size_t)(c1 - c0) * W->row_bytes);
     }
@@ -51,25 +51,25 @@ static void rows_std(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
 
 /* The kernel that t gets on this ISA (NULL: t keeps the file's layout),
  * and its copy's size. The slim types have their own layout
- * (kernels/slim_x8.h), which every ISA from AVX2 up runs with its AVX2
- * kernel; their groups under 128 columns keep the file layout. */
-static const kvq_packed_kernel *plan_one(const kvq_tensor *t, int isa, size_t *bytes) {
+ * (kernels/slim_pk.h) in groups of *R rows (8 for AVX2, 32 for AVX-512);
+ * their groups under 128 columns keep the file layout. */
+static const kvq_packed_kernel *plan_one(const kvq_tensor *t, int isa, size_t *bytes, int *R) {
     if (!t->data || t->packed) return NULL;
     kvq_matw W = kvq_tensor_matw(t);
     const bool slim = kvq_slim_bits(t->type) != 0;
-    const kvq_packed_kernel *pk = slim ? (isa >= KVQ_ISA_AVX2 && kvq_slim_x8_fits(&W) ? &kvq_slim_x8_avx2 : NULL)
+    const kvq_packed_kernel *pk = slim ? (kvq_slim_pk_fits(&W) ? kvq_slim_pk_kernel(isa, R) : NULL)
                                        : (kvq_repack_fits(t->type, t->ne[0]) ? kvq_repack_kernel(t->type, isa) : NULL);
-    if (pk) *bytes = slim ? kvq_slim_x8_size(&W) : t->row_bytes * (size_t)t->ne[1];
+    if (pk) *bytes = slim ? kvq_slim_pk_size(&W, *R) : t->row_bytes * (size_t)t->ne[1];
     return pk;
 }
 
 /* Packs *t into p (64-byte aligned). */
-static void pack_one(kvq_tensor *t, const kvq_packed_kernel *pk, const kvq_mapfile *map, void *p) {
+static void pack_one(kvq_tensor *t, const kvq_packed_kernel *pk, int R, const kvq_mapfile *map, void *p) {
     kvq_matw W = kvq_tensor_matw(t);
     W.pk = pk;
     const bool slim = kvq_slim_bits(t->type) != 0;
-    if (slim) kvq_slim_x8_init(&W, p);
-    pack_chunks(&W, map, slim ? kvq_slim_x8_pack : rows_std, p);
+    if (slim) kvq_slim_pk_init(&W, R, p);
+    pack_chunks(&W, map, slim ? kvq_slim_pk_pack : rows_std, p);
     if (slim) release_pages(map, t->aux[1], t->aux_bytes[1]);
     t->packed = p;
     t->pk = pk;
@@ -105,7 +105,8 @@ kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kv
         const int k = set_mats(m, layers, output, l, one);
         for (int i = 0; i < k; i++) {
             size_t bytes;
-            if (plan_one(one[i], isa, &bytes)) total += (bytes + 63) / 64 * 64;
+            int R;
+            if (plan_one(one[i], isa, &bytes, &R)) total += (bytes + 63) / 64 * 64;
         }
     }
     if (!total) return KVQ_OK;
@@ -124,9 +125,10 @@ kvq_status kvq_model_pack_set(struct kvq_model *m, kvq_layer_weights *layers, kv
         const int k = set_mats(m, layers, output, l, one);
         for (int i = 0; i < k; i++) {
             size_t bytes;
-            const kvq_packed_kernel *pk = plan_one(one[i], isa, &bytes);
+            int R = 0;
+            const kvq_packed_kernel *pk = plan_one(one[i], isa, &bytes, &R);
             if (!pk) continue;
-            pack_one(one[i], pk, &m->gguf.map, arena + off);
+            pack_one(one[i], pk, R, &m->gguf.map, arena + off);
             off += (bytes + 63) / 64 * 64;
             packed += one[i]->row_bytes * (size_t)one[i]->ne[1];
             n++;

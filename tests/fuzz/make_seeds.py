@@ -110,7 +110,7 @@ def gguf_typed(kvs, tensors, align=32):
 
 def tiny_slim_gguf():
     """A tiny model whose layer matrices are kvq's slim2 type (id 64) in groups of 128, so loading
-    it builds their decode layout (src/kernels/slim_x8.c) from the file's codes and companions."""
+    it builds their decode layout (src/kernels/slim_pk.c) from the file's codes and companions."""
     E, F, V, H, KVH = 128, 128, 16, 2, 1
     D = E // H
     kvs = [gkv("general.architecture", 8, "llama"), gkv("general.name", 8, "seed-slim"),

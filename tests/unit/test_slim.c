@@ -4,9 +4,10 @@
  * - the AVX2 decode kernel equals the scalar reference on random data with
  *   random bit maps, and both equal the f32 product of the dequantized rows
  *   up to the int8 rounding of the activations;
- * - the decode layout (slim_x8.c) keeps every value, its scalar reference
- *   equals the file layout's, and its AVX2 kernel equals its reference bit for bit, for
- *   row ranges and several tokens;
+ * - the decode layout (slim_pk.c), in groups of 8 and of 32 rows, keeps
+ *   every value, its scalar reference equals the file layout's, and its
+ *   AVX2 and AVX-512 VNNI kernels equal the reference bit for bit, for row
+ *   ranges and 1-7 tokens;
  * - malformed companions (widths out of range, a wrong sum, a wrong table
  *   size) are refused;
  * - SBA keeps the average exactly N;
@@ -18,7 +19,7 @@
 #include "core/cpu.h"
 #include "kernels/quant_ref.h"
 #include "kernels/slim.h"
-#include "kernels/slim_x8.h"
+#include "kernels/slim_pk.h"
 #include "quant/gptq.h"
 #include "testutil.h"
 
@@ -117,72 +118,88 @@ static void test_kernels_match(void **st) {
         }
 }
 
-static void test_x8_layout(void **st) {
-    (void)st;
-    const bool avx2 = kvq_isa_active() >= KVQ_ISA_AVX2;
-    if (!avx2) fprintf(stderr, "SKIP part: AVX2 not active, only the reference of the decode layout is checked\n");
-    uint64_t s = 11;
-    {
-        rmat m;
-        make(&m, 2, 8, 256, 64, &s);
-        assert_false(kvq_slim_x8_fits(&m.W)); /* groups under 128 keep the file layout */
-        unmake(&m);
-    }
-    const int64_t shapes[][3] = {{16, 256, 128}, {7, 384, 128}, {50, 1024, 128}, {19, 2048, 256}, {13, 8192, 128}};
+/* The decode layout in groups of R rows, with R's kernel when the host
+ * runs it: 8 rows for AVX2, 32 for AVX-512 VNNI. */
+static void check_layout(int R, const kvq_packed_kernel *k, uint64_t *s) {
+    const int64_t shapes[][3] = {{16, 256, 128}, {7, 384, 128}, {50, 1024, 128}, {19, 2048, 256}, {13, 8192, 128}, {37, 512, 512}, {70, 1024, 128}};
     for (int N = 2; N <= 4; N++)
-        for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
-            const int64_t rows = shapes[k][0], cols = shapes[k][1];
+        for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+            const int64_t rows = shapes[sh][0], cols = shapes[sh][1];
             rmat m;
-            make(&m, N, rows, cols, (int)shapes[k][2], &s);
-            assert_true(kvq_slim_x8_fits(&m.W));
-            void *pk = malloc(kvq_slim_x8_size(&m.W));
-            kvq_slim_x8_init(&m.W, pk);
-            kvq_slim_x8_pack(&m.W, 0, rows / 16 * 8, pk); /* in two parts, as threads do */
-            kvq_slim_x8_pack(&m.W, rows / 16 * 8, rows, pk);
+            make(&m, N, rows, cols, (int)shapes[sh][2], s);
+            assert_true(kvq_slim_pk_fits(&m.W));
+            void *pk = malloc(kvq_slim_pk_size(&m.W, R));
+            kvq_slim_pk_init(&m.W, R, pk);
+            kvq_slim_pk_pack(&m.W, 0, rows / (2 * R) * R, pk); /* in two parts, as threads do */
+            kvq_slim_pk_pack(&m.W, rows / (2 * R) * R, rows, pk);
             float *Wf = malloc(rows * cols * sizeof *Wf), *Wp = malloc(rows * cols * sizeof *Wp);
             kvq_slim_dequant(&m.W, 0, rows, Wf);
-            kvq_slim_x8_ref.dequant(pk, cols, rows, 0, rows, Wp);
-            if (memcmp(Wf, Wp, rows * cols * sizeof *Wf)) fail_msg("N %d, %lldx%lld: packing changed a weight", N, (long long)rows, (long long)cols);
-            enum { NT = 3 };
-            const size_t xrow = kvq_slim_x8_act_size(cols);
+            kvq_slim_pk_ref.dequant(pk, cols, rows, 0, rows, Wp);
+            if (memcmp(Wf, Wp, rows * cols * sizeof *Wf)) fail_msg("R %d N %d, %lldx%lld: packing changed a weight", R, N, (long long)rows, (long long)cols);
+            enum { NT = 7 };
+            const size_t xrow = kvq_slim_pk_act_size(cols);
             uint8_t *act = malloc(xrow * NT), *act0 = malloc(kvq_slim_act_size(cols));
             float *x = malloc(cols * NT * sizeof *x), *yr = malloc(rows * NT * sizeof *yr), *ya = malloc(rows * NT * sizeof *ya);
             float *y0 = malloc(rows * sizeof *y0);
-            for (int64_t i = 0; i < cols * NT; i++) x[i] = tu_randn(&s) * (i % 41 == 0 ? 6.0f : 1.0f);
-            for (int t = 0; t < NT; t++) kvq_slim_x8_act_quant(x + t * cols, act + t * xrow, cols);
-            if (avx2) { /* the AVX2 activation quantizer writes the same bytes */
+            for (int64_t i = 0; i < cols * NT; i++) x[i] = tu_randn(s) * (i % 41 == 0 ? 6.0f : 1.0f);
+            for (int t = 0; t < NT; t++) kvq_slim_pk_act_quant(x + t * cols, act + t * xrow, cols);
+            if (k) { /* the AVX2 activation quantizer writes the same bytes */
                 uint8_t *a2 = malloc(xrow);
                 for (int t = 0; t < NT; t++) {
-                    kvq_slim_x8_avx2.quant(x + t * cols, a2, cols);
+                    k->quant(x + t * cols, a2, cols);
                     if (memcmp(a2, act + t * xrow, xrow)) fail_msg("%lld columns: AVX2 activations differ", (long long)cols);
                 }
                 free(a2);
             }
-            kvq_slim_x8_ref.rows(pk, cols, rows, 0, rows, act, xrow, NT, yr, rows);
+            kvq_slim_pk_ref.rows(pk, cols, rows, 0, rows, act, xrow, NT, yr, rows);
             for (int t = 0; t < NT; t++) {
                 /* the file layout's reference on the same activations: the same integers, summed in another order */
                 kvq_slim_act_quant(x + t * cols, act0, cols);
                 kvq_slim_rows_ref(&m.W, 0, rows, act0, y0);
                 for (int64_t r = 0; r < rows; r++)
                     if (fabsf(y0[r] - yr[t * rows + r]) > 1e-4f * (1 + fabsf(y0[r])))
-                        fail_msg("N %d, %lldx%lld token %d row %lld: decode layout %.6f vs file layout %.6f", N,
+                        fail_msg("R %d N %d, %lldx%lld token %d row %lld: decode layout %.6f vs file layout %.6f", R, N,
                                  (long long)rows, (long long)cols, t, (long long)r, yr[t * rows + r], y0[r]);
             }
-            if (avx2) {
-                const int64_t r0 = rows >= 16 ? 8 : 0; /* a range that starts past the first octet */
-                for (int64_t i = 0; i < rows * NT; i++) ya[i] = -12345.0f;
-                kvq_slim_x8_avx2.rows(pk, cols, rows, r0, rows, act, xrow, NT, ya, rows);
-                for (int t = 0; t < NT; t++)
-                    for (int64_t r = 0; r < rows; r++) {
-                        const float want = r < r0 ? -12345.0f : yr[t * rows + r], got = ya[t * rows + r];
-                        if (memcmp(&got, &want, sizeof got)) /* the same operations in the same order */
-                            fail_msg("N %d, %lldx%lld token %d row %lld (from %lld): AVX2 %.6f vs reference %.6f", N,
-                                     (long long)rows, (long long)cols, t, (long long)r, (long long)r0, got, want);
-                    }
-            }
+            if (k)
+                for (int n = 1; n <= NT; n += 2) { /* 1, 3, 5 and 7 tokens */
+                    const int64_t r0 = rows >= 2 * R ? R : 0; /* a range that starts past the first row group */
+                    for (int64_t i = 0; i < rows * NT; i++) ya[i] = -12345.0f;
+                    k->rows(pk, cols, rows, r0, rows, act, xrow, n, ya, rows);
+                    for (int t = 0; t < NT; t++)
+                        for (int64_t r = 0; r < rows; r++) {
+                            const float want = r < r0 || t >= n ? -12345.0f : yr[t * rows + r], got = ya[t * rows + r];
+                            if (memcmp(&got, &want, sizeof got)) /* the same operations in the same order */
+                                fail_msg("%s N %d, %lldx%lld, %d tokens: token %d row %lld (from %lld): %.6f vs reference %.6f",
+                                         k->name, N, (long long)rows, (long long)cols, n, t, (long long)r, (long long)r0, got, want);
+                        }
+                }
             free(pk); free(Wf); free(Wp); free(act); free(act0); free(x); free(yr); free(ya); free(y0);
             unmake(&m);
         }
+}
+
+static void test_pk_layout(void **st) {
+    (void)st;
+    uint64_t s = 11;
+    {
+        rmat m;
+        make(&m, 2, 8, 256, 64, &s);
+        assert_false(kvq_slim_pk_fits(&m.W)); /* groups under 128 keep the file layout */
+        unmake(&m);
+    }
+    const int isa = kvq_isa_active();
+    if (isa < KVQ_ISA_AVX2) fprintf(stderr, "SKIP part: AVX2 not active, the 8-row layout's kernel is not checked\n");
+    check_layout(8, isa >= KVQ_ISA_AVX2 ? &kvq_slim_x8_avx2 : NULL, &s);
+    if (isa < KVQ_ISA_AVX512) fprintf(stderr, "SKIP part: AVX-512 not active, the 32-row layout's kernel is not checked\n");
+    check_layout(32, isa >= KVQ_ISA_AVX512 ? &kvq_slim_x32_vnni : NULL, &s);
+    /* each ISA's choice */
+    int R = 0;
+    assert_null(kvq_slim_pk_kernel(KVQ_ISA_SCALAR, &R));
+    assert_ptr_equal(kvq_slim_pk_kernel(KVQ_ISA_AVX2, &R), &kvq_slim_x8_avx2);
+    assert_int_equal(R, 8);
+    assert_ptr_equal(kvq_slim_pk_kernel(KVQ_ISA_AVX512, &R), &kvq_slim_x32_vnni);
+    assert_int_equal(R, 32);
 }
 
 static void test_check_refuses(void **st) {
@@ -468,7 +485,7 @@ static void test_bad_params(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_roundtrip), cmocka_unit_test(test_kernels_match),
-        cmocka_unit_test(test_x8_layout),
+        cmocka_unit_test(test_pk_layout),
         cmocka_unit_test(test_check_refuses),  cmocka_unit_test(test_sba_average),
         cmocka_unit_test(test_gptq_direct),    cmocka_unit_test(test_gptq_q4_blocks),
         cmocka_unit_test(test_bad_params),
