@@ -77,7 +77,7 @@ files() {
 speed() {
     local o=$OUT/${SPEED:-speed}.jsonl   # SPEED=NAME: another host's results beside the first
     : > $o
-    for rep in 1 2 3; do
+    for rep in $(seq ${REPS:-3}); do
         for f in slim2 slim3 q4_0 q4_K q8_0; do
             $KVQ bench -m $SYN/llama3.2-1b-$f.gguf -p 0 -n 32 --depth 0 -r 3 -t 2 --json | sed "s|^|{\"file\":\"$f\",\"rep\":$rep,\"run\":|; s|\$|}|" >> $o
         done
