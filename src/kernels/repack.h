@@ -26,8 +26,8 @@ typedef struct kvq_packed_kernel {
     /* bytes of one quantized activation row */
     size_t (*act_size)(int64_t cols);
     void (*quant)(const float *x, void *act, int64_t cols);
-    /* Y[t * ldy + r] = W[r] . X[t] for rows r0..r1-1 (r0 a multiple of 16,
-     * r1 one too or `rows`: the driver's row blocks) and n tokens whose activations are act_stride bytes apart */
+    /* Y[t * ldy + r] = W[r] . X[t] for rows r0..r1-1 (r0 a multiple of
+     * row_block, r1 one too or `rows`: the driver's row blocks) and n tokens whose activations are act_stride bytes apart */
     void (*rows)(const void *packed, int64_t cols, int64_t rows, int64_t r0, int64_t r1, const void *act,
                  size_t act_stride, int n, float *Y, int64_t ldy);
     /* rows r0..r0+nr-1 to f32 (the tests' proof that packing keeps every value) */

@@ -37,8 +37,8 @@ size_t kvq_slim_pk_size(const kvq_matw *W, int R) {
 void kvq_slim_pk_init(const kvq_matw *W, int R, void *dst) {
     const int64_t ng = (int64_t)W->aux_bytes[0];
     const int8_t *bits = W->aux[0];
-    kvq_slim_pk_hdr h = {PK_MAGIC, (int32_t)ng,     (int32_t)(W->cols / ng), kvq_slim_bits(W->type), R, W->cols,
-                         W->rows,  rg_size(W, R), 4 * (uint64_t)R * ng,    data_offset(ng),        {0}};
+    kvq_slim_pk_hdr h = {PK_MAGIC,      (int32_t)ng,   (int32_t)(W->cols / ng), kvq_slim_bits(W->type), R, W->cols,
+                         W->rows,       rg_size(W, R), data_offset(ng),         {0}};
     memset(dst, 0, h.data_off);
     uint16_t *order = (uint16_t *)((uint8_t *)dst + sizeof h);
     int64_t k = 0;
@@ -62,6 +62,9 @@ static inline size_t at4(int R, int r, int v, int *sh) {
     *sh = 4 * (v % 8 / 4);
     return (size_t)(4 * R * (v / 8) + 4 * r + v % 4);
 }
+
+/* Bytes of a unit (128 values of R rows) of width b. */
+static inline size_t unit_bytes(int R, int b) { return (size_t)16 * R * b; }
 
 /* Row r's 128 codes q into (or out of) a unit of width b at p. The planes
  * of the top bit start after the low bits' plane: 8 registers of 2 bits,
@@ -134,9 +137,9 @@ void kvq_slim_pk_pack(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
                         kvq_slim_unpack_chunk(src, b, q + 32 * c);
                         src += kvq_slim_chunk_bytes(b);
                     }
-                    put_unit(q, b, R, lane, cp + u * (R / 8) * 128 * b);
+                    put_unit(q, b, R, lane, cp + u * unit_bytes(R, b));
                 }
-                cp += G * b * (R / 8); /* G/128 units of 16 R b bytes */
+                cp += G / UNIT * unit_bytes(R, b);
             }
         }
     }
@@ -187,14 +190,14 @@ static void rows_ref(const void *packed, int64_t cols, int64_t rows, int64_t r0,
                     dm_at(gp, R, lane, &d, &m);
                     macc[lane] = fmaf(m, gs, macc[lane]);
                     for (int64_t u = 0; u < nu; u++) {
-                        get_unit(cp + u * (R / 8) * 128 * b, b, R, lane, q);
+                        get_unit(cp + u * unit_bytes(R, b), b, R, lane, q);
                         const int8_t *x = a.xq + g * G + u * UNIT;
                         int32_t s = 0;
                         for (int i = 0; i < UNIT; i++) s += q[i] * x[i];
                         acc[lane] = fmaf((float)s, d * a.dx[g * nu + u], acc[lane]);
                     }
                 }
-                cp += G * b * (R / 8);
+                cp += G / UNIT * unit_bytes(R, b);
             }
             for (int lane = 0; lane < R; lane++) {
                 const int64_t r = oi * R + lane;
@@ -222,10 +225,10 @@ void kvq_slim_pk_dequant(const void *packed, int64_t cols, int64_t rows, int64_t
             dm_at(cp, R, lane, &d, &m);
             cp += 4 * R;
             for (int64_t u = 0; u < G / UNIT; u++) {
-                get_unit(cp + u * (R / 8) * 128 * b, b, R, lane, q);
+                get_unit(cp + u * unit_bytes(R, b), b, R, lane, q);
                 for (int i = 0; i < UNIT; i++) o[g * G + u * UNIT + i] = d * q[i] + m;
             }
-            cp += G * b * (R / 8);
+            cp += G / UNIT * unit_bytes(R, b);
         }
     }
 }

@@ -67,7 +67,7 @@ typedef struct kvq_slim_pk_hdr {
     uint32_t magic;
     int32_t ng, G, N, R;
     int64_t cols, rows;
-    uint64_t rg_bytes, dm_bytes, data_off; /* dm_bytes: the (d, m) of all groups, 4 R ng */
+    uint64_t rg_bytes, data_off;
     int32_t nw[8]; /* how many groups have each width 1..5 */
 } kvq_slim_pk_hdr;
 
