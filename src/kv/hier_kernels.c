@@ -1,4 +1,5 @@
 #include "hier_kernels.h"
+#include "hier_x86.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -210,6 +211,35 @@ T2 static inline __attribute__((always_inline)) void qk_int(const uint8_t *up, c
 
 #define QK_NG 4 /* queries per pass over a block: 4 int32 and 4 int16 accumulators, 2 code vectors, 2 constants */
 
+T2 void kvq_hier_kms_avx2(bool tg, const kvq_f16 *ms, int hd, float *mn, float *sc) {
+    for (int d = 0; d < hd; d += 8) {
+        __m256 a, b;
+        view_ms8(tg, _mm_loadu_si128((const __m128i *)(ms + d)), _mm_loadu_si128((const __m128i *)(ms + hd + d)), &a, &b);
+        _mm256_storeu_ps(mn + d, a);
+        _mm256_storeu_ps(sc + d, b);
+    }
+}
+
+T2 void kvq_hier_qint_avx2(bool tg, const float *q, int ng, int hd, const float *mn, const float *sc, int8_t *qh,
+                           int8_t *ql, int ldq, float *al, float *bs) {
+    for (int g = 0; g < ng; g++) {
+        const float *qg = q + (size_t)g * hd;
+        float amax, base;
+        kvq_qstats_avx2(qg, mn, sc, hd, &amax, &base);
+        const __m256 inv = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+        for (int d = 0; d < hd; d += 8) {
+            const __m256 x = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(sc + d)), inv);
+            const __m256i h = _mm256_cvtps_epi32(x);
+            store8_i8(qh + (size_t)g * ldq + d, h);
+            if (tg)
+                store8_i8(ql + (size_t)g * ldq + d,
+                          _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(x, _mm256_cvtepi32_ps(h)), _mm256_set1_ps(128.0f))));
+        }
+        al[g] = amax / 127.0f / VIEW_DIV(tg);
+        bs[g] = base;
+    }
+}
+
 T2 static void qk_avx2(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, int G, int hd, const float *q, int nq,
                        float *s, int lds) {
     if (G % 8 || hd % 8 || hd > 1024) { qk_ref(up, lo, ms, G, hd, q, nq, s, lds); return; }
@@ -217,30 +247,10 @@ T2 static void qk_avx2(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms, 
     _Alignas(32) float mn[1024], sc[1024];
     _Alignas(32) int8_t qh[QK_NG * 1024], ql[QK_NG * 1024];
     float al[QK_NG], bs[QK_NG];
-    for (int d = 0; d < hd; d += 8) {
-        __m256 a, b;
-        view_ms8(tg, _mm_loadu_si128((const __m128i *)(ms + d)), _mm_loadu_si128((const __m128i *)(ms + hd + d)), &a, &b);
-        _mm256_store_ps(mn + d, a);
-        _mm256_store_ps(sc + d, b);
-    }
+    kvq_hier_kms_avx2(tg, ms, hd, mn, sc);
     for (int g0 = 0; g0 < nq; g0 += QK_NG) {
         const int ng = nq - g0 < QK_NG ? nq - g0 : QK_NG;
-        for (int g = 0; g < ng; g++) {
-            const float *qg = q + (size_t)(g0 + g) * hd;
-            float amax, base;
-            kvq_qstats_avx2(qg, mn, sc, hd, &amax, &base);
-            const __m256 inv = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
-            for (int d = 0; d < hd; d += 8) {
-                const __m256 x = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(qg + d), _mm256_load_ps(sc + d)), inv);
-                const __m256i h = _mm256_cvtps_epi32(x);
-                store8_i8(qh + (size_t)g * 1024 + d, h);
-                if (tg)
-                    store8_i8(ql + (size_t)g * 1024 + d,
-                              _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(x, _mm256_cvtepi32_ps(h)), _mm256_set1_ps(128.0f))));
-            }
-            al[g] = amax / 127.0f / VIEW_DIV(tg);
-            bs[g] = base;
-        }
+        kvq_hier_qint_avx2(tg, q + (size_t)g0 * hd, ng, hd, mn, sc, qh, ql, 1024, al, bs);
         float *sg = s + (size_t)g0 * lds;
 #define QK_CASE(N)                                                                                                    \
     if (tg) qk_int(up, lo, true, G, hd, qh, ql, 1024, al, bs, N, sg, lds);                                            \
@@ -318,6 +328,37 @@ T2 static inline __attribute__((always_inline)) void av_int(const uint8_t *qu, c
 
 #define AV_NG 4 /* queries per pass over the codes: 8 int16 accumulators, 2 code vectors, a mask, a weight */
 
+T2 void kvq_hier_vms_avx2(bool tg, const kvq_f16 *ms, int np, int ng, int gr, float *mn, float *sc) {
+    int i = 0;
+    if (ng == 1)
+        for (; i + 8 <= np; i += 8) {
+            /* 8 (m, s) pairs -> 8 m and 8 s */
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(ms + (size_t)i * 2));
+            const __m256i lo16 = _mm256_set1_epi32(0xffff);
+            const __m256i y =
+                _mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_and_si256(x, lo16), _mm256_srli_epi32(x, 16)), 0xd8);
+            __m256 a, b;
+            view_ms8(tg, _mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1), &a, &b);
+            _mm256_storeu_ps(mn + i, a);
+            _mm256_storeu_ps(sc + i, b);
+        }
+    for (; i < np; i++) {
+        const kvq_f16 *p = ms + ((size_t)i * ng + gr) * 2;
+        view_ms1(tg, p[0], p[1], &mn[i], &sc[i]);
+    }
+}
+
+T2 void kvq_hier_wint_avx2(bool tg, const float *wg, const float *mn, const float *sc, int np, int off, int nquad,
+                           uint8_t *wq, int8_t *wl, float *beta, float *mt) {
+    float wmax;
+    kvq_wstats_avx2(wg, mn, sc, np, &wmax, mt);
+    const float inv = wmax > 0 ? 255.0f / wmax : 0.0f;
+    memset(wq, 0, (size_t)(4 * nquad));
+    if (tg) memset(wl, 0, (size_t)(4 * nquad));
+    kvq_wquant_avx2(wg, sc, np, inv, wq + off, tg ? wl + off : NULL);
+    *beta = wmax / 255.0f / VIEW_DIV(tg);
+}
+
 /* Values: per pass of up to KVQ_HIER_AV_PASS tokens and per group, each query's
  * weights are rounded to 8 bits (zero outside the range, so partial quads at
  * either end cost nothing special), the integer sums run over whole quads,
@@ -337,39 +378,13 @@ T2 static void av_avx2(const uint8_t *up, const uint8_t *lo, int t0, const kvq_f
         const int nquad = (off + np + 3) >> 2;
         const uint8_t *qu = up + (size_t)(ta >> 2) * qstride, *ql = lo ? lo + (size_t)(ta >> 2) * qstride : NULL;
         for (int gr = 0; gr < ng; gr++) {
-            int i = 0;
-            if (ng == 1)
-                for (; i + 8 <= np; i += 8) {
-                    /* 8 (m, s) pairs -> 8 m and 8 s */
-                    const __m256i x = _mm256_loadu_si256((const __m256i *)(ms + (size_t)(p0 + i) * 2));
-                    const __m256i lo16 = _mm256_set1_epi32(0xffff);
-                    const __m256i y = _mm256_permute4x64_epi64(
-                        _mm256_packus_epi32(_mm256_and_si256(x, lo16), _mm256_srli_epi32(x, 16)), 0xd8);
-                    __m256 a, b;
-                    view_ms8(tg, _mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1), &a, &b);
-                    _mm256_store_ps(mn + i, a);
-                    _mm256_store_ps(sc + i, b);
-                }
-            for (; i < np; i++) {
-                const kvq_f16 *p = ms + ((size_t)(p0 + i) * ng + gr) * 2;
-                view_ms1(tg, p[0], p[1], &mn[i], &sc[i]);
-            }
+            kvq_hier_vms_avx2(tg, ms + (size_t)p0 * ng * 2, np, ng, gr, mn, sc);
             for (int g0 = 0; g0 < nq; g0 += AV_NG) {
                 const int nb = nq - g0 < AV_NG ? nq - g0 : AV_NG;
                 float beta[AV_NG], mt[AV_NG];
-                for (int g = 0; g < nb; g++) {
-                    const float *wg = w + (size_t)(g0 + g) * ldw + p0;
-                    uint8_t *qg = wq + (size_t)g * LDQ;
-                    float m, wmax;
-                    kvq_wstats_avx2(wg, mn, sc, np, &wmax, &m);
-                    const float inv = wmax > 0 ? 255.0f / wmax : 0.0f;
-                    uint8_t *lg = wl + (size_t)g * LDQ;
-                    memset(qg, 0, (size_t)(4 * nquad));
-                    if (tg) memset(lg, 0, (size_t)(4 * nquad));
-                    kvq_wquant_avx2(wg, sc, np, inv, qg + off, tg ? (int8_t *)lg + off : NULL);
-                    beta[g] = wmax / 255.0f / VIEW_DIV(tg);
-                    mt[g] = m;
-                }
+                for (int g = 0; g < nb; g++)
+                    kvq_hier_wint_avx2(tg, w + (size_t)(g0 + g) * ldw + p0, mn, sc, np, off, nquad, wq + (size_t)g * LDQ,
+                                       tg ? (int8_t *)wl + (size_t)g * LDQ : NULL, &beta[g], &mt[g]);
                 const int kb0 = gr * gb;
 #define AV_CASE(N)                                                                                                    \
     if (tg) av_int(qu, ql, true, qstride, kb0, gb, nquad, wq, wl, LDQ, N, isum, 512);                                  \
@@ -399,7 +414,7 @@ static const kvq_hier_kernels H_AVX2 = {qk_avx2, av_avx2};
 
 const kvq_hier_kernels *kvq_hier_kernels_isa(int isa) {
 #if defined(__x86_64__)
-    static const void *const T[KVQ_ISA_COUNT] = {&H_REF, &H_AVX2, NULL};
+    static const void *const T[KVQ_ISA_COUNT] = {&H_REF, &H_AVX2, &kvq_hier_k_avx512};
 #else
     static const void *const T[KVQ_ISA_COUNT] = {&H_REF};
 #endif

@@ -124,7 +124,8 @@ static void test_views(void **st) {
  * a quad of 4 tokens and runs longer than one pass of the value kernel,
  * query counts that are not multiples of 4. A query's result must not depend
  * on the other queries of the call, bit for bit: the batched attention pass
- * relies on it to compute what token-by-token decoding computes. */
+ * relies on it to compute what token-by-token decoding computes. AVX-512 must
+ * equal AVX2 exactly (same roundings, same integer sums, same float steps). */
 static void test_kernels(void **st) {
     (void)st;
     const kvq_hier_kernels *ref = kvq_hier_kernels_isa(KVQ_ISA_SCALAR);
@@ -133,6 +134,7 @@ static void test_kernels(void **st) {
     for (int isa = 0; isa < KVQ_ISA_COUNT; isa++) {
         if (!kvq_isa_supported(isa)) continue;
         const kvq_hier_kernels *k = kvq_hier_kernels_isa(isa);
+        const kvq_hier_kernels *x86 = isa == KVQ_ISA_AVX512 ? kvq_hier_kernels_isa(KVQ_ISA_AVX2) : NULL;
         for (int G = 16; G <= 128; G *= 2)
             for (int hd = 32; hd <= 128; hd *= 2) {
                 const int nq = 7, vg = G < hd ? G : hd;
@@ -143,13 +145,20 @@ static void test_kernels(void **st) {
                     lo[i] = (uint8_t)(tu_randn(&r) * 1e4);
                 }
                 for (int i = 0; i < 2 * 320 * 8; i++) ms[i] = kvq_f32_to_f16(i & 1 ? fabsf(tu_randn(&r)) : tu_randn(&r));
-                static float q[7 * 128], a[7 * 128], b[7 * 128], c[128], w[7 * LDW], oa[7 * 128], ob[7 * 128], oc[128];
+                static float q[7 * 128], a[7 * 128], b[7 * 128], c[128], w[7 * LDW], oa[7 * 128], ob[7 * 128], oc[128], oc2[7 * 128];
                 for (int i = 0; i < nq * hd; i++) q[i] = tu_randn(&r);
                 for (int i = 0; i < nq * LDW; i++) w[i] = fabsf(tu_randn(&r));
                 for (int view = 0; view < 2; view++) {
                     const uint8_t *l = view ? NULL : lo;
                     ref->qk(up, l, ms, G, hd, q, nq, a, 128);
                     k->qk(up, l, ms, G, hd, q, nq, b, 128);
+                    if (x86) { /* both x86 kernels share the rounding and the integer sums: equal, bit for bit */
+                        static float bx[7 * 128];
+                        x86->qk(up, l, ms, G, hd, q, nq, bx, 128);
+                        for (int g = 0; g < nq; g++)
+                            if (memcmp(bx + g * 128, b + g * 128, (size_t)G * sizeof(float)))
+                                fail_msg("qk isa %d view %d G %d hd %d: differs from avx2", isa, view, G, hd);
+                    }
                     for (int g = 0; g < nq; g++) {
                         const double e = tu_nmse(a + g * 128, b + g * 128, (size_t)G);
                         if (e > 1e-10) fail_msg("qk isa %d view %d G %d hd %d: nmse %.3g", isa, view, G, hd, e);
@@ -166,6 +175,12 @@ static void test_kernels(void **st) {
                             const double e = tu_nmse(oa, ob, (size_t)nq * hd);
                             if (e > 1e-10)
                                 fail_msg("av isa %d view %d vg %d hd %d t0 %d n %d: nmse %.3g", isa, view, vg, hd, t0, n, e);
+                            if (x86) {
+                                memset(oc2, 0, sizeof oc2);
+                                x86->av(up, l, t0, ms, n, hd, vg, w, LDW, nq, oc2);
+                                if (memcmp(oc2, ob, sizeof oc2))
+                                    fail_msg("av isa %d view %d vg %d hd %d t0 %d n %d: differs from avx2", isa, view, vg, hd, t0, n);
+                            }
                             for (int g = 0; g < nq; g++) {
                                 memset(oc, 0, sizeof oc);
                                 k->av(up, l, t0, ms, n, hd, vg, w + (size_t)g * LDW, LDW, 1, oc);
