@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KVQ=${KVQ:-build/kvq}
 S=../shared
-OUT=bench/results/quantspec
+OUT=${OUT:-bench/results/quantspec}
 mkdir -p $OUT
 
 quality() {

@@ -220,7 +220,10 @@ T2 void kvq_hier_kms_avx2(bool tg, const kvq_f16 *ms, int hd, float *mn, float *
     }
 }
 
-T2 void kvq_hier_qint_avx2(bool tg, const float *q, int ng, int hd, const float *mn, const float *sc, int8_t *qh,
+/* ng queries as int8 (hd % 8 == 0): qh[g*ldq + d] and, for the target view,
+ * the low parts ql; al[g] the integer sum's scale (the view's divisor
+ * included), bs[g] = sum_d q_d mn_d. */
+T2 static void kvq_hier_qint_avx2(bool tg, const float *q, int ng, int hd, const float *mn, const float *sc, int8_t *qh,
                            int8_t *ql, int ldq, float *al, float *bs) {
     for (int g = 0; g < ng; g++) {
         const float *qg = q + (size_t)g * hd;
@@ -348,7 +351,11 @@ T2 void kvq_hier_vms_avx2(bool tg, const kvq_f16 *ms, int np, int ng, int gr, fl
     }
 }
 
-T2 void kvq_hier_wint_avx2(bool tg, const float *wg, const float *mn, const float *sc, int np, int off, int nquad,
+/* One query's weights over a pass of np tokens starting at byte off of nquad
+ * quads (4 * nquad bytes, zero outside the pass): wq 8 unsigned bits, wl (the
+ * target view's) signed low parts; beta the scale (the view's divisor
+ * included), mt = sum_i w_i mn_i. */
+T2 static void kvq_hier_wint_avx2(bool tg, const float *wg, const float *mn, const float *sc, int np, int off, int nquad,
                            uint8_t *wq, int8_t *wl, float *beta, float *mt) {
     float wmax;
     kvq_wstats_avx2(wg, mn, sc, np, &wmax, mt);

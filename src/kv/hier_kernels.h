@@ -1,4 +1,5 @@
-/* Fused attention kernels of the hier codec (QuantSpec), scalar reference + AVX2.
+/* Fused attention kernels of the hier codec (QuantSpec): scalar reference and
+ * AVX2 (hier_kernels.c), AVX-512 VNNI (hier_kernels_avx512.c).
  *
  * Both read the two 4-bit planes in place: no 8-bit copy is ever built.
  * lower == NULL is the draft view (m + s4 U); otherwise the target view

@@ -14,10 +14,11 @@
  *   values: the weights are the unsigned operand, so the codes must be signed:
  *           c - 128 (one xor), and sum_i wq_i c_i = sum_i wq_i (c_i - 128) +
  *           128 sum_i wq_i; the low parts multiply 16 U (unsigned) as signed.
- * The integer sums are the reference's and the AVX2 kernel's; the rounding
- * of queries and weights is shared with AVX2 (hier_x86.h), and the float
- * steps after the sums are the same operations, so the three ISAs agree bit
- * for bit (test_quantspec).
+ * The integer sums are the reference's and the AVX2 kernel's; queries and
+ * weights are rounded as AVX2 rounds them (qint, wint below), and the float
+ * steps after the sums are the same operations, so AVX-512 and AVX2 agree bit
+ * for bit (test_quantspec; the scalar reference sums its floats in another
+ * order).
  *
  * Keys: one 64-byte load holds two tiles (channels 16p..16p+15) of 8 tokens,
  * so lanes 0-7 and 8-15 carry the same tokens for different channels; the
@@ -28,8 +29,10 @@
 #include "hier_kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 #include "../core/cpu.h"
+#include "../kernels/simd_x86.h"
 #include "hier_x86.h"
 
 #if defined(__x86_64__)
@@ -49,6 +52,104 @@ T5 static inline void qk_vectors(const int8_t *qi, int hd, int8_t *qv) {
             _mm512_store_si512(qv + (size_t)(2 * p + h) * 64, _mm512_permutexvar_epi32(idx, z));
         }
     }
+}
+
+/* 16 int32 -> 16 bytes: the AVX2 kernels' saturating packs (to [0, 255] for
+ * the unsigned factors, [-128, 127] for the signed ones), in one instruction. */
+T5 static inline void store16_u8(uint8_t *p, __m512i v) {
+    _mm_storeu_si128((__m128i *)p, _mm512_cvtusepi32_epi8(_mm512_max_epi32(v, _mm512_setzero_si512())));
+}
+T5 static inline void store16_i8(int8_t *p, __m512i v) { _mm_storeu_si128((__m128i *)p, _mm512_cvtsepi32_epi8(v)); }
+
+/* The AVX2 kernel's rounding of queries (kvq_hier_qint_avx2) 16 channels at a
+ * time: the same operations on each element, and the minimums' share summed
+ * 8 lanes wide in the same order, so the results are the same bits (for
+ * finite inputs). It and wint below were half of the kernels' time at 8
+ * lanes. hd % 16 == 0. */
+T5 static void qint(bool tg, const float *q, int ng, int hd, const float *mn, const float *sc, int8_t *qh, int8_t *ql,
+                    int ldq, float *al, float *bs) {
+    const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int g = 0; g < ng; g++) {
+        const float *qg = q + (size_t)g * hd;
+        __m512 vm = _mm512_setzero_ps();
+        __m256 vb = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d += 16) {
+            const __m512 x = _mm512_loadu_ps(qg + d), m = _mm512_loadu_ps(mn + d);
+            vm = _mm512_max_ps(vm, _mm512_and_ps(absm, _mm512_mul_ps(x, _mm512_loadu_ps(sc + d))));
+            vb = _mm256_fmadd_ps(_mm512_castps512_ps256(x), _mm512_castps512_ps256(m), vb);
+            vb = _mm256_fmadd_ps(_mm512_extractf32x8_ps(x, 1), _mm512_extractf32x8_ps(m, 1), vb);
+        }
+        const float amax = _mm512_reduce_max_ps(vm);
+        const __m512 inv = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+        for (int d = 0; d < hd; d += 16) {
+            const __m512 x = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(qg + d), _mm512_loadu_ps(sc + d)), inv);
+            const __m512i h = _mm512_cvtps_epi32(x);
+            store16_i8(qh + (size_t)g * ldq + d, h);
+            if (tg)
+                store16_i8(ql + (size_t)g * ldq + d,
+                           _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(x, _mm512_cvtepi32_ps(h)), _mm512_set1_ps(128.0f))));
+        }
+        al[g] = amax / 127.0f / (tg ? 128.0f : 1.0f);
+        bs[g] = kvq_hsum8(vb);
+    }
+}
+
+/* The AVX2 kernel's rounding of one query's weights over a pass
+ * (kvq_hier_wint_avx2), 16 at a time, likewise; *W gets the sum of the 8-bit
+ * weights over the pass's 4 * nquad bytes. */
+T5 static void wint(bool tg, const float *w, const float *mn, const float *sc, int np, int off, int nquad, uint8_t *wq,
+                    int8_t *wl, float *beta, float *mt, int32_t *W) {
+    __m512 vx = _mm512_setzero_ps();
+    __m256 vm = _mm256_setzero_ps();
+    float mx = 0, ms = 0;
+    int k = 0;
+    for (; k + 16 <= np; k += 16) {
+        const __m512 x = _mm512_loadu_ps(w + k), m = _mm512_loadu_ps(mn + k);
+        vx = _mm512_max_ps(vx, _mm512_mul_ps(x, _mm512_loadu_ps(sc + k)));
+        vm = _mm256_fmadd_ps(_mm512_castps512_ps256(x), _mm512_castps512_ps256(m), vm);
+        vm = _mm256_fmadd_ps(_mm512_extractf32x8_ps(x, 1), _mm512_extractf32x8_ps(m, 1), vm);
+    }
+    if (k + 8 <= np) {
+        const __m256 x = _mm256_loadu_ps(w + k);
+        vx = _mm512_max_ps(vx, _mm512_zextps256_ps512(_mm256_mul_ps(x, _mm256_loadu_ps(sc + k))));
+        vm = _mm256_fmadd_ps(x, _mm256_loadu_ps(mn + k), vm);
+        k += 8;
+    }
+    for (int j = k; j < np; j++) {
+        const float x = w[j] * sc[j];
+        mx = x > mx ? x : mx;
+        ms += w[j] * mn[j];
+    }
+    const float r = _mm512_reduce_max_ps(vx), wmax = r > mx ? r : mx;
+    *mt = ms + kvq_hsum8(vm);
+    const float inv = wmax > 0 ? 255.0f / wmax : 0.0f;
+    memset(wq, 0, (size_t)(4 * nquad));
+    if (tg) memset(wl, 0, (size_t)(4 * nquad));
+    uint8_t *q = wq + off;
+    int8_t *l = tg ? wl + off : NULL;
+    k = 0;
+    for (; k + 16 <= np; k += 16) {
+        const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(sc + k)), _mm512_set1_ps(inv));
+        const __m512i h = _mm512_cvtps_epi32(y);
+        store16_u8(q + k, h);
+        if (l) store16_i8(l + k, _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(y, _mm512_cvtepi32_ps(h)), _mm512_set1_ps(128.0f))));
+    }
+    for (; k < np; k++) {
+        const float y = w[k] * sc[k] * inv, rr = rintf(y);
+        q[k] = (uint8_t)(rr >= 0 && rr <= 255 ? rr : rr > 255 ? 255 : 0);
+        if (l) {
+            const float e = rintf((y - rr) * 128.0f);
+            l[k] = (int8_t)(e >= -64 && e <= 64 ? e : 0);
+        }
+    }
+    *beta = wmax / 255.0f / (tg ? 128.0f : 1.0f);
+    __m512i acc = _mm512_setzero_si512(); /* W: the byte sum, 64 bytes at a time */
+    for (int i = 0; i < 4 * nquad; i += 64) {
+        const int rem = 4 * nquad - i;
+        const __m512i b = _mm512_maskz_loadu_epi8(rem >= 64 ? ~0ull : (1ull << rem) - 1, wq + i);
+        acc = _mm512_add_epi64(acc, _mm512_sad_epu8(b, _mm512_setzero_si512()));
+    }
+    *W = (int32_t)_mm512_reduce_add_epi64(acc);
 }
 
 /* Bitwise c ? a : b (vpternlog's table for a, b, c). */
@@ -163,7 +264,7 @@ T5 static void qk_avx512(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms
     kvq_hier_kms_avx2(tg, ms, hd, mn, sc);
     for (int g0 = 0; g0 < nq; g0 += NGQ) {
         const int ng = nq - g0 < NGQ ? nq - g0 : NGQ;
-        kvq_hier_qint_avx2(tg, q + (size_t)g0 * hd, ng, hd, mn, sc, qh, ql, HD_MAX, al, bs);
+        qint(tg, q + (size_t)g0 * hd, ng, hd, mn, sc, qh, ql, HD_MAX, al, bs);
         for (int g = 0; g < ng; g++) {
             qk_vectors(qh + (size_t)g * HD_MAX, hd, vh + (size_t)g * ldv);
             if (tg) qk_vectors(ql + (size_t)g * HD_MAX, hd, vl + (size_t)g * ldv);
@@ -269,18 +370,9 @@ T5 static void av_avx512(const uint8_t *up, const uint8_t *lo, int t0, const kvq
                 const int nb = nq - g0 < NGQ ? nq - g0 : NGQ;
                 float beta[NGQ], mt[NGQ];
                 int32_t W[NGQ];
-                for (int g = 0; g < nb; g++) {
-                    uint8_t *qg = wq + (size_t)g * LDQ;
-                    kvq_hier_wint_avx2(tg, w + (size_t)(g0 + g) * ldw + p0, mn, sc, np, off, nquad, qg,
-                                       tg ? wl + (size_t)g * LDQ : NULL, &beta[g], &mt[g]);
-                    __m512i acc = _mm512_setzero_si512(); /* W: the byte sum, 64 bytes at a time */
-                    for (int i = 0; i < 4 * nquad; i += 64) {
-                        const int r = 4 * nquad - i;
-                        const __m512i b = _mm512_maskz_loadu_epi8(r >= 64 ? ~0ull : (1ull << r) - 1, qg + i);
-                        acc = _mm512_add_epi64(acc, _mm512_sad_epu8(b, _mm512_setzero_si512()));
-                    }
-                    W[g] = (int32_t)_mm512_reduce_add_epi64(acc);
-                }
+                for (int g = 0; g < nb; g++)
+                    wint(tg, w + (size_t)(g0 + g) * ldw + p0, mn, sc, np, off, nquad, wq + (size_t)g * LDQ,
+                         tg ? wl + (size_t)g * LDQ : NULL, &beta[g], &mt[g], &W[g]);
                 for (int k = 0; k < gb; k += 16 * CN) {
                     const size_t cb = 4 * (size_t)(gr * gb + k);
                     __m512i sl[2 * NGQ], sh[2 * NGQ];
