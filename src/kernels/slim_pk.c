@@ -4,7 +4,6 @@
 #include "slim_pk.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "../core/cpu.h"
@@ -16,7 +15,7 @@
 bool kvq_slim_pk_fits(const kvq_matw *W) {
     if (!kvq_slim_bits(W->type) || !W->aux || !W->aux_bytes || !W->aux[0] || !W->aux[1]) return false;
     const int64_t ng = (int64_t)W->aux_bytes[0];
-    return ng > 0 && ng <= W->cols && ng <= UINT16_MAX && W->cols % ng == 0 && (W->cols / ng) % UNIT == 0;
+    return ng > 0 && ng <= W->cols && ng <= KVQ_SLIM_PK_MAX_GROUPS && W->cols % ng == 0 && (W->cols / ng) % UNIT == 0;
 }
 
 const kvq_packed_kernel *kvq_slim_pk_kernel(int isa, int *R) {
@@ -115,8 +114,9 @@ void kvq_slim_pk_pack(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
     const kvq_slim_pk_hdr *h = kvq_slim_pk_header(dst);
     const int R = h->R;
     const uint16_t *order = kvq_slim_pk_order(dst);
-    uint64_t *off = malloc((size_t)ng * sizeof *off); /* each group's start in a file row */
-    if (!off) return;
+    /* each group's start in a file row; on the stack, so that packing has no
+     * failure to report (kvq_slim_pk_fits bounds ng) */
+    uint64_t off[KVQ_SLIM_PK_MAX_GROUPS];
     for (int64_t g = 0, o = 0; g < ng; o += G * bits[g] / 8, g++) off[g] = (uint64_t)o;
     uint8_t q[UNIT];
     for (int64_t oi = r0 / R; oi * R < r1; oi++) {
@@ -143,7 +143,6 @@ void kvq_slim_pk_pack(const kvq_matw *W, int64_t r0, int64_t r1, void *dst) {
             }
         }
     }
-    free(off);
 }
 
 size_t kvq_slim_pk_act_size(int64_t cols) { return (size_t)(cols / UNIT) * 8 + (size_t)cols; }

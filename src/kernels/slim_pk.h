@@ -71,6 +71,9 @@ typedef struct kvq_slim_pk_hdr {
     int32_t nw[8]; /* how many groups have each width 1..5 */
 } kvq_slim_pk_hdr;
 
+/* Groups per row the layout takes at most (1024 groups of at least 128
+ * columns: any model's rows); a matrix with more keeps the file layout. */
+#define KVQ_SLIM_PK_MAX_GROUPS 1024
 /* Whether a slim matrix (W's companions bound) can take this layout. */
 bool kvq_slim_pk_fits(const kvq_matw *W);
 /* The kernel for this ISA (cpu.h) and the rows per group it wants, or NULL

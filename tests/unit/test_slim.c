@@ -188,6 +188,16 @@ static void test_pk_layout(void **st) {
         assert_false(kvq_slim_pk_fits(&m.W)); /* groups under 128 keep the file layout */
         unmake(&m);
     }
+    { /* more groups than the packer's table holds keep the file layout too (only the count is read) */
+        const void *aux[KVQ_TENSOR_AUX] = {(const void *)1, (const void *)1};
+        uint64_t ab[KVQ_TENSOR_AUX] = {KVQ_SLIM_PK_MAX_GROUPS + 1, 0};
+        const int64_t cols = (KVQ_SLIM_PK_MAX_GROUPS + 1) * (int64_t)KVQ_SLIM_UNIT;
+        kvq_matw W = {kvq_slim_type(2), cols, 8, (const void *)1, (size_t)cols / 4, aux, ab, NULL, NULL};
+        assert_false(kvq_slim_pk_fits(&W));
+        ab[0] = KVQ_SLIM_PK_MAX_GROUPS;
+        W.cols = KVQ_SLIM_PK_MAX_GROUPS * (int64_t)KVQ_SLIM_UNIT;
+        assert_true(kvq_slim_pk_fits(&W));
+    }
     const int isa = kvq_isa_active();
     if (isa < KVQ_ISA_AVX2) fprintf(stderr, "SKIP part: AVX2 not active, the 8-row layout's kernel is not checked\n");
     check_layout(8, isa >= KVQ_ISA_AVX2 ? &kvq_slim_x8_avx2 : NULL, &s);
