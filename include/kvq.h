@@ -311,12 +311,15 @@ void       kvq_repeat_penalty(float *logits, int n_vocab, const kvq_token *recen
  * normalized max(0, p - q)). */
 typedef struct kvq_spec_params {
     int32_t gamma;      /* tokens drafted per round (0: 6) */
-    bool    adaptive;   /* tune gamma in [1, 2*gamma] from each round's acceptance */
+    bool    adaptive;   /* choose gamma in [0, 2*gamma] each round for the most tokens per second,
+                         * from the running acceptance and the measured draft and verify times
+                         * (0: plain steps, with a round now and then to re-measure) */
     int32_t draft_set;  /* the weight set drafts run on (kvq_model_add_weight_set); 0: the model's own */
 } kvq_spec_params;
 
 typedef struct kvq_spec_stats {
     int64_t rounds, drafted, accepted, emitted;
+    int64_t plain_steps; /* single-token steps taken instead of rounds (adaptive, or no room to draft) */
     double  draft_seconds, verify_seconds;
 } kvq_spec_stats;
 

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include "../context/context.h"
+#include "spec_tune.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -73,13 +74,20 @@ kvq_status kvq_generate_speculative(kvq_ctx *c, kvq_sampler *s, const kvq_spec_p
     S->emitted = 1;
     bool go = emit ? emit(user, x0) : true;
     int gamma = g0;
+    const bool adaptive = p && p->adaptive;
+    kvq_spec_tune T;
+    kvq_spec_tune_init(&T, 2 * g0);
     while (go && S->emitted < n_max && !st) {
+        if (adaptive) gamma = kvq_spec_tune_next(&T, g0);
         const int32_t Lc = c->n_past, room = c->n_ctx - Lc - 1;
         int gm = gamma < room ? gamma : room; /* the verify pass holds x0 and gm drafts */
         if (gm > n_max - S->emitted) gm = n_max - S->emitted;
-        if (gm < 1) { /* no room to draft: a plain step */
+        if (gm < 1) { /* no room to draft, or drafting does not pay: a plain step */
             if (Lc >= c->n_ctx) break;
+            const double tp = now_s();
             if ((st = kvq_eval(c, &x0, 1, false, lg))) break;
+            S->plain_steps++;
+            if (adaptive && gamma == 0) kvq_spec_tune_plain(&T, now_s() - tp);
             kvq_sampler_dist(s, lg, dist);
             x0 = kvq_sampler_draw(s, dist);
             S->emitted++;
@@ -139,10 +147,7 @@ kvq_status kvq_generate_speculative(kvq_ctx *c, kvq_sampler *s, const kvq_spec_p
         x0 = bonus;
         S->emitted++;
         go = emit ? emit(user, x0) : true;
-        if (p && p->adaptive) { /* one more draft after a full acceptance, fewer after an early miss */
-            if (n_acc == gm && gamma < 2 * g0) gamma++;
-            else if (n_acc < gm / 2 && gamma > 1) gamma--;
-        }
+        if (adaptive) kvq_spec_tune_round(&T, gm, n_acc, t1 - t0, t2 - t1);
     }
     free(q);
     free(pr);

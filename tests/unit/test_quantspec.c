@@ -12,6 +12,7 @@
 #include "core/fp16.h"
 #include "core/cpu.h"
 #include "kv/hier_kernels.h"
+#include "decode/spec_tune.h"
 #include "kv/kv.h"
 #include "testutil.h"
 
@@ -263,6 +264,48 @@ static void stream_of(kvq_ctx *c, kvq_token *prompt, int np) {
 /* Greedy speculative output is plain greedy output, and after all its
  * rollbacks the cache holds exactly the bytes of a cache that decoded the
  * same tokens one at a time. */
+/* The adaptive gamma: the rate model, and the choice it makes from what it
+ * has seen (synthetic timings: a clock-free test). */
+static void test_spec_tune(void **st) {
+    (void)st;
+    /* a = 0.5, g = 2: E = 1.75 tokens for 2 d + v0 + 3 v1 */
+    assert_float_equal(kvq_spec_rate(0.5, 1, 1, 1, 2), 1.75 / 6, 1e-12);
+    assert_float_equal(kvq_spec_rate(0.9, 1, 2, 1, 0), 1.0 / 3, 1e-12); /* a plain step */
+    kvq_spec_tune t;
+    /* cheap drafts, a verify pass that costs its weights only, all drafts accepted: the largest gamma */
+    kvq_spec_tune_init(&t, 8);
+    assert_int_equal(kvq_spec_tune_next(&t, 4), 4);
+    kvq_spec_tune_round(&t, 4, 4, 4 * 0.1, 1.0 + 0.01 * 5);
+    assert_int_equal(kvq_spec_tune_next(&t, 4), 1); /* the second round measures another position count */
+    kvq_spec_tune_round(&t, 1, 1, 0.1, 1.0 + 0.01 * 2);
+    for (int i = 0; i < 20; i++) {
+        const int g = kvq_spec_tune_next(&t, 4);
+        assert_true(g >= 1);
+        kvq_spec_tune_round(&t, g, g, g * 0.1, 1.0 + 0.01 * (g + 1));
+    }
+    assert_int_equal(kvq_spec_tune_next(&t, 4), 8);
+    /* drafts half the cost of a step, each verified position a full step, acceptance 50%: plain steps,
+     * with a round after every 16 of them */
+    kvq_spec_tune_init(&t, 8);
+    kvq_spec_tune_round(&t, 4, 1, 4 * 0.5, 5.0);
+    kvq_spec_tune_round(&t, 1, 0, 0.5, 2.0);
+    int g = kvq_spec_tune_next(&t, 4), plain = 0;
+    assert_int_equal(g, 0);
+    while ((g = kvq_spec_tune_next(&t, 4)) == 0 && plain < 100) kvq_spec_tune_plain(&t, 1.0), plain++;
+    assert_int_equal(plain, 16);
+    assert_int_equal(g, 1);
+    /* the same costs at 90% acceptance and a verify pass at 1 + 0.2 steps per position: gamma in between */
+    kvq_spec_tune_init(&t, 8);
+    for (int i = 0; i < 30; i++) {
+        const int gg = i == 0 ? 4 : i == 1 ? 1 : kvq_spec_tune_next(&t, 4);
+        const int n = (i % 10 == 9) ? gg / 2 : gg; /* a miss now and then */
+        kvq_spec_tune_round(&t, gg, n, gg * 0.5, 1.0 + 0.2 * (gg + 1));
+    }
+    g = kvq_spec_tune_next(&t, 4);
+    fprintf(stderr, "adaptive gamma with drafts at half a step, verify 1 + 0.2 per position: %d\n", g);
+    assert_true(g >= 2 && g <= 4); /* the model's optimum at a = 0.9 is 3 */
+}
+
 static void test_greedy_and_rollback(void **st) {
     (void)st;
     const char *path = tu_shared("models/tinystories-656k/TinyStories-656K-Q8_0.gguf");
@@ -278,8 +321,8 @@ static void test_greedy_and_rollback(void **st) {
     int np = 0;
     assert_int_equal(kvq_tokenize(m, text, strlen(text), true, prompt, 8, &np), KVQ_OK);
     const int V = m->hp.n_vocab, N = 300;
-    for (int g = 0; g < 2; g++) {
-        const char *spec = g ? "hier:g=32" : "hier:g=64";
+    for (int g = 0; g < 3; g++) { /* the third: adaptive, rounds mixed with plain steps */
+        const char *spec = g == 1 ? "hier:g=32" : "hier:g=64";
         kvq_ctx *a = ctx_for(m, spec), *b = ctx_for(m, spec);
         stream_of(a, prompt, np);
         stream_of(b, prompt, np);
@@ -287,10 +330,11 @@ static void test_greedy_and_rollback(void **st) {
         kvq_sampler *s;
         assert_int_equal(kvq_sampler_new(&sp, V, &s), KVQ_OK);
         collect got = {{0}, 0};
-        kvq_spec_params pp = {.gamma = 5, .draft_set = set};
+        kvq_spec_params pp = {.gamma = 5, .adaptive = g == 2, .draft_set = set};
         kvq_spec_stats stt;
         assert_int_equal(kvq_generate_speculative(a, s, &pp, N, keep, &got, &stt), KVQ_OK);
-        assert_true(stt.rounds > 0 && stt.accepted < stt.drafted); /* some drafts were rolled back */
+        if (g < 2) assert_true(stt.rounds > 0 && stt.accepted < stt.drafted); /* some drafts were rolled back */
+        else assert_true(stt.rounds >= 2); /* adaptive starts with two rounds */
         /* plain greedy over the same cache */
         float *lg = malloc((size_t)V * 4);
         memcpy(lg, kvq_ctx_logits(b), (size_t)V * 4);
@@ -311,8 +355,9 @@ static void test_greedy_and_rollback(void **st) {
         fclose(fb);
         assert_int_equal(la, lb);
         assert_memory_equal(ba, bb, la);
-        fprintf(stderr, "%s: %d greedy tokens identical, %lld rounds, acceptance %.1f%%, caches byte-identical (%zu bytes)\n",
-                spec, got.n, (long long)stt.rounds, 100.0 * stt.accepted / stt.drafted, la);
+        fprintf(stderr, "%s%s: %d greedy tokens identical, %lld rounds, %lld plain steps, acceptance %.1f%%, caches "
+                "byte-identical (%zu bytes)\n", spec, g == 2 ? " adaptive" : "", got.n, (long long)stt.rounds,
+                (long long)stt.plain_steps, 100.0 * stt.accepted / stt.drafted, la);
         free(ba);
         free(bb);
         free(lg);
@@ -345,6 +390,7 @@ int main(void) {
         cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_views),
         cmocka_unit_test(test_sampling_distribution),
+        cmocka_unit_test(test_spec_tune),
         cmocka_unit_test(test_greedy_and_rollback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

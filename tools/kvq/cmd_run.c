@@ -284,10 +284,11 @@ int cmd_run(int argc, char **argv) {
             alloc, res, r.bytes_per_token, r.bits_per_value);
     if (speculate && sst.rounds)
         fprintf(stderr,
-                "kvq: quantspec: %lld rounds, acceptance %.1f%% (%lld of %lld drafts), %.2f tokens per round; "
-                "draft %.3f s (%.2f ms per token), verify %.3f s (%.2f ms per round)\n",
+                "kvq: quantspec: %lld rounds, acceptance %.1f%% (%lld of %lld drafts), %.2f tokens per round, "
+                "%lld plain steps; draft %.3f s (%.2f ms per token), verify %.3f s (%.2f ms per round)\n",
                 (long long)sst.rounds, 100.0 * sst.accepted / (sst.drafted ? sst.drafted : 1), (long long)sst.accepted,
-                (long long)sst.drafted, (double)(sst.emitted - 1) / sst.rounds, sst.draft_seconds,
+                (long long)sst.drafted, (double)(sst.emitted - 1 - sst.plain_steps) / sst.rounds,
+                (long long)sst.plain_steps, sst.draft_seconds,
                 1e3 * sst.draft_seconds / (sst.drafted ? sst.drafted : 1), sst.verify_seconds,
                 1e3 * sst.verify_seconds / sst.rounds);
     rc = 0;
