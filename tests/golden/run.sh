@@ -366,6 +366,9 @@ if [ -f models/kvq-recall/model.safetensors ] && need $M/stories260K/stories260K
             name=$(echo "$mdl" | sed 's|.*/||; s| .*||')
             [ -n "$a" ] && [ "$a" == "$b" ] && grep -q "acceptance" $TMP/e \
                 && ok "quantspec greedy = plain greedy ($name, KVQ_ISA=$isa)" || bad "quantspec greedy differs ($name, $isa)"
+            b=$(KVQ_ISA=$isa $KVQ run $mdl -p "Once upon a time" -n 300 --temp 0 --kv hier:g=32 --speculate quantspec:adaptive 2>$TMP/e)
+            [ -n "$a" ] && [ "$a" == "$b" ] && grep -q "plain steps" $TMP/e \
+                && ok "quantspec adaptive greedy = plain greedy ($name, KVQ_ISA=$isa)" || bad "quantspec adaptive greedy differs ($name, $isa)"
         done
     done
     expect_fail "speculate without a draft view" "use --kv hier" $KVQ run -m $G --speculate quantspec --kv kivi:k4v4
