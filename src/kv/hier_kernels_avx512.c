@@ -183,8 +183,8 @@ T5 static inline __attribute__((always_inline)) void qk_pass(const uint8_t *up, 
         }
     for (int o = 0; o < G >> 3; o++) {
         const uint8_t *pu = up + (size_t)o * row + 64 * (size_t)p0, *pl = LO ? lo + (size_t)o * row + 64 * (size_t)p0 : NULL;
-        if (p0 == 0)
-            for (int b = 0; b < 64 * NP; b += 64) { /* 4 rows ahead, on the first pass */
+        if (p0 == 0) /* the whole row 4 rows ahead, on the first pass (the later passes read the rest of it) */
+            for (size_t b = 0; b < row; b += 64) {
                 __builtin_prefetch(pu + 4 * row + b);
                 if (LO) __builtin_prefetch(pl + 4 * row + b);
             }
