@@ -42,7 +42,7 @@ double kvq_spec_rate(double a, double d, double v0, double v1, int g) {
 int kvq_spec_tune_next(kvq_spec_tune *t, int g0) {
     /* two rounds at different gammas first, so that the verify cost has a slope */
     if (t->rounds == 0) return g0;
-    if (t->rounds == 1 && t->sw < 1.5) return g0 > 1 ? 1 : 2 <= t->gmax ? 2 : 1;
+    if (t->rounds == 1) return g0 > 1 ? 1 : 2 <= t->gmax ? 2 : 1;
     const double a = (t->acc + 1) / (t->acc + t->rej + 2), d = t->d_n > 0 ? t->d_sum / t->d_n : 0;
     const double det = t->sw * t->sxx - t->sx * t->sx;
     double v1, v0;

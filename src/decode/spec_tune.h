@@ -16,7 +16,6 @@
  * forgetting, so they follow the context as it grows. */
 #ifndef KVQ_DECODE_SPEC_TUNE_H
 #define KVQ_DECODE_SPEC_TUNE_H
-#include <stdbool.h>
 
 typedef struct kvq_spec_tune {
     int gmax;                          /* gamma is chosen in [0, gmax] */

@@ -158,7 +158,8 @@ T5 static void wint(bool tg, const float *w, const float *mn, const float *sc, i
 /* The partial integer sums of NQ (1 or 2) queries over the NP tile pairs
  * from pair p0, for every tile row of a block: part[o * NQ + g] (16 lanes:
  * token t's sum over tile 2p in lane t, over tile 2p + 1 in lane t + 8) is set
- * when first, else added to.
+ * by the first pass (p0 = 0), else added to. pf: this pass is the block's
+ * first read (the first pass of the first queries), which prefetches ahead.
  *
  * The query factors stay in registers for the whole block, and each code
  * vector is unpacked once for the pass's queries. On this core (Zen 5)
@@ -169,7 +170,7 @@ T5 static void wint(bool tg, const float *w, const float *mn, const float *sc, i
  * with a chain per tile pair were 3% slower (same-process A/B). */
 T5 static inline __attribute__((always_inline)) void qk_pass(const uint8_t *up, const uint8_t *lo, const bool LO, int G,
                                                              int hd, int p0, const int NP, const int8_t *vh,
-                                                             const int8_t *vl, int ldv, const int NQ, bool first,
+                                                             const int8_t *vl, int ldv, const int NQ, bool pf,
                                                              __m512i *part) {
     const size_t row = (size_t)hd * 4; /* a tile row: hd / 8 tiles of 32 bytes */
     const __m512i m15 = _mm512_set1_epi8(15), mf0 = _mm512_set1_epi8((char)0xf0);
@@ -183,7 +184,7 @@ T5 static inline __attribute__((always_inline)) void qk_pass(const uint8_t *up, 
         }
     for (int o = 0; o < G >> 3; o++) {
         const uint8_t *pu = up + (size_t)o * row + 64 * (size_t)p0, *pl = LO ? lo + (size_t)o * row + 64 * (size_t)p0 : NULL;
-        if (p0 == 0) /* the whole row 4 rows ahead, on the first pass (the later passes read the rest of it) */
+        if (pf) /* the whole row 4 rows ahead (the later passes read the rest of it) */
             for (size_t b = 0; b < row; b += 64) {
                 __builtin_prefetch(pu + 4 * row + b);
                 if (LO) __builtin_prefetch(pl + 4 * row + b);
@@ -216,7 +217,7 @@ T5 static inline __attribute__((always_inline)) void qk_pass(const uint8_t *up, 
             __m512i t = a[g];
             if (LO) t = _mm512_add_epi32(_mm512_slli_epi32(t, 7), b[g]);
             __m512i *d = part + (size_t)o * NQ + g;
-            *d = first ? t : _mm512_add_epi32(*d, t);
+            *d = p0 == 0 ? t : _mm512_add_epi32(*d, t);
         }
     }
 }
@@ -224,20 +225,21 @@ T5 static inline __attribute__((always_inline)) void qk_pass(const uint8_t *up, 
 /* Scores of NQ queries for one block: passes over the tile pairs (4 at a
  * time for the draft view, 16 factor registers for its two queries; 2 for
  * the target view, whose queries have a high and a low factor), then each
- * tile row's two halves added. */
+ * tile row's two halves added. pf: the block is read from memory (the call's
+ * first queries), so the first pass prefetches. */
 T5 static inline __attribute__((always_inline)) void qk_rows(const uint8_t *up, const uint8_t *lo, const bool LO, int G,
                                                              int hd, const int8_t *vh, const int8_t *vl, int ldv,
-                                                             const float *al, const float *bs, const int NQ, float *s,
-                                                             int lds) {
+                                                             const float *al, const float *bs, const int NQ, bool pf,
+                                                             float *s, int lds) {
     _Alignas(64) __m512i part[2 * 256 / 8];
     const int np = hd >> 4, PP = LO ? 2 : 4;
     for (int p0 = 0; p0 < np; p0 += PP) {
-        const bool first = p0 == 0;
+        const bool fp = pf && p0 == 0;
         switch (np - p0 < PP ? np - p0 : PP) {
-        case 4: qk_pass(up, lo, LO, G, hd, p0, 4, vh, vl, ldv, NQ, first, part); break;
-        case 3: qk_pass(up, lo, LO, G, hd, p0, 3, vh, vl, ldv, NQ, first, part); break;
-        case 2: qk_pass(up, lo, LO, G, hd, p0, 2, vh, vl, ldv, NQ, first, part); break;
-        default: qk_pass(up, lo, LO, G, hd, p0, 1, vh, vl, ldv, NQ, first, part); break;
+        case 4: qk_pass(up, lo, LO, G, hd, p0, 4, vh, vl, ldv, NQ, fp, part); break;
+        case 3: qk_pass(up, lo, LO, G, hd, p0, 3, vh, vl, ldv, NQ, fp, part); break;
+        case 2: qk_pass(up, lo, LO, G, hd, p0, 2, vh, vl, ldv, NQ, fp, part); break;
+        default: qk_pass(up, lo, LO, G, hd, p0, 1, vh, vl, ldv, NQ, fp, part); break;
         }
     }
     for (int o = 0; o < G >> 3; o++)
@@ -272,10 +274,11 @@ T5 static void qk_avx512(const uint8_t *up, const uint8_t *lo, const kvq_f16 *ms
         for (int g = 0; g < ng; g += 2) { /* two queries per pass, the last one alone */
             const int8_t *h = vh + (size_t)g * ldv, *l = vl + (size_t)g * ldv;
             float *sg = s + (size_t)(g0 + g) * lds;
-            if (tg && g + 1 < ng) qk_rows(up, lo, true, G, hd, h, l, ldv, al + g, bs + g, 2, sg, lds);
-            else if (tg) qk_rows(up, lo, true, G, hd, h, l, ldv, al + g, bs + g, 1, sg, lds);
-            else if (g + 1 < ng) qk_rows(up, NULL, false, G, hd, h, NULL, ldv, al + g, bs + g, 2, sg, lds);
-            else qk_rows(up, NULL, false, G, hd, h, NULL, ldv, al + g, bs + g, 1, sg, lds);
+            const bool pf = g0 + g == 0; /* later queries find the block in cache */
+            if (tg && g + 1 < ng) qk_rows(up, lo, true, G, hd, h, l, ldv, al + g, bs + g, 2, pf, sg, lds);
+            else if (tg) qk_rows(up, lo, true, G, hd, h, l, ldv, al + g, bs + g, 1, pf, sg, lds);
+            else if (g + 1 < ng) qk_rows(up, NULL, false, G, hd, h, NULL, ldv, al + g, bs + g, 2, pf, sg, lds);
+            else qk_rows(up, NULL, false, G, hd, h, NULL, ldv, al + g, bs + g, 1, pf, sg, lds);
         }
     }
 }
